@@ -1,0 +1,1 @@
+"""One module per capability; each compiles (fabric/policy, inventory) -> flows for its tables."""

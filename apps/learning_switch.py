@@ -1,0 +1,196 @@
+"""Per-VLAN MAC learning switch for physical switches and hypervisor br-int bridges.
+
+Tables (see controller/pipeline/tables.py):
+  classify  which ports admit which VLANs; untagged frames get the native VLAN tag
+  learn     known (vlan, src MAC, port) go on; unknown sources are copied to the controller
+  l2        known destination MAC -> its port (tag popped on untagged ports); miss -> flood
+  flood     per VLAN, every flood port of the switch (OVS skips the ingress port)
+
+Forwarding never waits for the controller: an unknown source is copied to the controller
+*and* forwarded.  Learned entries age with idle_timeout=mac_age on the source flow; the
+switch tells us (flow removed) and the destination entry goes with it.
+"""
+from __future__ import annotations
+
+from controller.inventory.model import EDGE, FABRIC, UPLINK, VM, Inventory
+from controller.pipeline import cookies
+from controller.pipeline.flow import CONTROLLER, UNTAGGED, Flow, vid
+
+from apps import topology
+
+APP = 'learning_switch'
+K_STATIC, K_SRC, K_DST, K_REFUSED = 0, 1, 2, 3
+P_MISS, P_PORT, P_MAC = 0, 100, 100
+
+
+def _cookie(kind: int, owner: str | None = None) -> int:
+    return cookies.make(APP, kind, owner)
+
+
+def compile_flows(fabric, inv: Inventory, dpid: int) -> set[Flow]:
+    sw = inv.switches.get(dpid)
+    if sw is None:
+        return set()
+    ports = port_vlans(fabric, inv, dpid)
+    flows = _misses()
+    flows |= _classify(fabric, ports)
+    flows |= _learned(fabric, inv, dpid, ports)
+    flows |= _flood(fabric, ports)
+    return flows
+
+
+def port_vlans(fabric, inv: Inventory, dpid: int) -> dict[int, tuple[frozenset[int], bool]]:
+    """Forwarding ports of a switch: port -> (tagged VLANs, carries the native VLAN untagged).
+
+    Physical: edge ports carry every fabric VLAN (native untagged); fabric ports on the
+    flood tree carry every VLAN tagged.  br-int: VM ports are native access ports, the
+    uplink trunks the hypervisor's VLANs.  Other ports (pending, off-tree) carry nothing.
+    """
+    sw = inv.switches[dpid]
+    native = fabric.native_vlan
+    out = {}
+    if sw.kind == 'physical':
+        tree = topology.flood_tree(inv)
+        every = frozenset(fabric.all_vlans())
+        for p in sw.ports_with(EDGE):
+            out[p.no] = (every - {native}, True)
+        for p in sw.ports_with(FABRIC):
+            if topology.LinkEnd(dpid, p.no) in tree:
+                out[p.no] = (every, False)
+    else:
+        hv = fabric.switch_by_dpid(dpid)
+        for p in sw.ports_with(VM):
+            out[p.no] = (frozenset(), True)
+        for p in sw.ports_with(UPLINK):
+            out[p.no] = (frozenset(hv.trunk_vlans) - {native}, True)
+
+    return out
+
+
+def _misses() -> set[Flow]:
+    c = _cookie(K_STATIC, 'pipeline')
+    return {
+        Flow.make('classify', P_MISS, cookie=c),                                   # drop
+        Flow.make('learn', P_MISS, actions=[('output', CONTROLLER)], goto='l2', cookie=c),
+        Flow.make('l2', P_MISS, goto='flood', cookie=c),
+        Flow.make('flood', P_MISS, cookie=c),                                      # drop
+    }
+
+
+def _classify(fabric, ports) -> set[Flow]:
+    flows = set()
+    for no, (tagged, native) in ports.items():
+        c = _cookie(K_STATIC, 'port:%d' % no)
+        if native:
+            flows.add(Flow.make('classify', P_PORT, {'in_port': no, 'vlan_vid': UNTAGGED},
+                                [('push_vlan', fabric.native_vlan)], goto='learn', cookie=c))
+        for v in tagged:
+            flows.add(Flow.make('classify', P_PORT, {'in_port': no, 'vlan_vid': vid(v)},
+                                goto='learn', cookie=c))
+    return flows
+
+
+def _output(ports, port: int, vlan: int, native_vlan: int) -> list[tuple]:
+    """Actions that send a frame tagged `vlan` out of `port` the way the port carries it."""
+    tagged, native = ports[port]
+    if vlan == native_vlan and native:
+        return [('pop_vlan',), ('output', port)]
+    return [('output', port)] if vlan in tagged else []
+
+
+def _learned(fabric, inv: Inventory, dpid: int, ports) -> set[Flow]:
+    flows = set()
+    age = fabric.learning.mac_age
+    for (vlan, mac), port in inv.macs.get(dpid, {}).items():
+        if port not in ports:
+            continue
+        owner = '%016x/%d/%s' % (dpid, vlan, mac)
+        flows.add(Flow.make('learn', P_MAC, {'in_port': port, 'vlan_vid': vid(vlan), 'eth_src': mac},
+                            goto='l2', cookie=_cookie(K_SRC, owner), idle_timeout=age,
+                            notify_removal=True))
+        acts = _output(ports, port, vlan, fabric.native_vlan)
+        if acts:
+            flows.add(Flow.make('l2', P_MAC, {'vlan_vid': vid(vlan), 'eth_dst': mac}, acts,
+                                cookie=_cookie(K_DST, owner)))
+    for vlan, mac, port in inv.refused.get(dpid, ()):
+        # over the port's MAC limit: drop this source quietly until it has been silent a while
+        flows.add(Flow.make('learn', P_MAC, {'in_port': port, 'vlan_vid': vid(vlan), 'eth_src': mac},
+                            cookie=_cookie(K_REFUSED, '%016x/%d/%s' % (dpid, vlan, mac)),
+                            idle_timeout=age, notify_removal=True))
+    return flows
+
+
+def _flood(fabric, ports) -> set[Flow]:
+    flows = set()
+    vlans = set(fabric.all_vlans())
+    for v in sorted(vlans):
+        tagged = [p for p, (t, n) in sorted(ports.items()) if v in t]
+        untagged = [p for p, (t, n) in sorted(ports.items()) if n and v == fabric.native_vlan]
+        acts = [('output', p) for p in tagged]
+        if untagged:
+            acts += [('pop_vlan',)] + [('output', p) for p in untagged]
+        if acts:
+            flows.add(Flow.make('flood', P_PORT, {'vlan_vid': vid(v)}, acts,
+                                cookie=_cookie(K_STATIC, 'flood:%d' % v)))
+    return flows
+
+
+# ---- learning (called from packet-in; mutates inventory) ----------------------------------
+
+def learn(fabric, inv: Inventory, dpid: int, port: int, vlan: int, mac: str) -> bool:
+    """Record that `mac` on `vlan` was seen on `port`.  True if the inventory changed."""
+    mac = mac.lower()
+    if int(mac.split(':')[0], 16) & 1:
+        return False                                # never learn a multicast source
+    sw = inv.switches.get(dpid)
+    if sw is None or port not in sw.ports:
+        return False
+    table = inv.macs.setdefault(dpid, {})
+    if table.get((vlan, mac)) == port:
+        return False
+    limited = sw.ports[port].role in (EDGE, VM)
+    if limited and len(inv.macs_on_port(dpid, port)) >= fabric.learning.max_macs_per_port:
+        refused = inv.refused.setdefault(dpid, set())
+        if (vlan, mac, port) in refused:
+            return False
+        refused.add((vlan, mac, port))
+        return True
+    table[(vlan, mac)] = port                       # new, or a MAC move: the old entry is replaced
+    return True
+
+
+def adopt(inv: Inventory, dpid: int, installed: set[Flow]) -> None:
+    """Take learned entries back from a switch's flows (after a controller restart), so the
+    restarted controller wants exactly what the switch already has."""
+    table = inv.macs.setdefault(dpid, {})
+    for f in installed:
+        if f.table == 'learn' and cookies.app_of(f.cookie) == APP and (f.cookie >> 48) & 0xff == K_SRC:
+            m = f.match_dict()
+            table.setdefault((m['vlan_vid'] & 0xfff, m['eth_src']), m['in_port'])
+
+
+def forget(inv: Inventory, dpid: int, flow: Flow) -> bool:
+    """A learned/refused entry aged out on the switch: drop it.  True if anything changed."""
+    kind = (flow.cookie >> 48) & 0xff
+    m = flow.match_dict()
+    if flow.table != 'learn' or 'eth_src' not in m:
+        return False
+    key = (m['vlan_vid'] & 0xfff, m['eth_src'])
+    if kind == K_SRC and inv.macs.get(dpid, {}).get(key) == m['in_port']:
+        del inv.macs[dpid][key]
+        return True
+    if kind == K_REFUSED:
+        inv.refused.get(dpid, set()).discard((key[0], key[1], m['in_port']))
+        return True
+    return False
+
+
+def flush_fabric_macs(inv: Inventory) -> None:
+    """The flood tree changed: MACs learned over fabric links may now be behind other ports,
+    so physical switches forget everything not learned on an edge port (like an STP TCN)."""
+    for dpid, sw in inv.switches.items():
+        if sw.kind != 'physical':
+            continue
+        for no, p in sw.ports.items():
+            if p.role != EDGE:
+                inv.forget_port(dpid, no)

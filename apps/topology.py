@@ -1,0 +1,153 @@
+"""Fabric topology: LLDP link discovery between physical switches and the loop-free flood tree.
+
+The fabric file says which switches are cabled together; LLDP says which *ports* those
+cables are on and whether they are up.  Only links both declared and seen carry traffic.
+The flood tree is a BFS from the lowest connected dpid, so a 2-spine x 2-leaf mesh floods
+without loops; when a link goes down the tree is recomputed from what is left.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from collections import deque
+
+from controller.inventory.model import (EDGE, FABRIC, PENDING, UNDECLARED, Inventory, LinkEnd)
+from controller.pipeline import cookies
+from controller.pipeline.flow import CONTROLLER, Flow
+
+APP = 'topology'
+LLDP_ETHERTYPE = 0x88cc
+LLDP_DST = '01:80:c2:00:00:0e'
+LLDP_SRC = b'\x02\x00\x00\x00\xdd\x01'
+CHASSIS_PREFIX = b'opendvs:'
+DISCOVERY_WINDOW = 1.5    # s a new/returning port waits for LLDP before it may become an edge port
+LLDP_INTERVAL = 1.0       # s between LLDP rounds
+LINK_TIMEOUT = 3.5        # s without LLDP before a link is considered gone
+
+
+def lldp_frame(dpid: int, port: int) -> bytes:
+    """A minimal LLDP frame naming the sending switch (chassis) and port."""
+    def tlv(t, value):
+        return struct.pack('!H', t << 9 | len(value)) + value
+    chassis = tlv(1, b'\x07' + CHASSIS_PREFIX + b'%016x' % dpid)
+    port_id = tlv(2, b'\x07' + b'%d' % port)
+    ttl = tlv(3, struct.pack('!H', 120))
+    eth = bytes.fromhex(LLDP_DST.replace(':', '')) + LLDP_SRC + struct.pack('!H', LLDP_ETHERTYPE)
+    return eth + chassis + port_id + ttl + tlv(0, b'')
+
+
+def parse_lldp(data: bytes) -> LinkEnd | None:
+    """The (dpid, port) an opendvs LLDP frame was sent from, or None for anything else."""
+    if len(data) < 14 or struct.unpack('!H', data[12:14])[0] != LLDP_ETHERTYPE:
+        return None
+    pos, dpid, port = 14, None, None
+    while pos + 2 <= len(data):
+        head, = struct.unpack('!H', data[pos:pos + 2])
+        t, n = head >> 9, head & 0x1ff
+        value = data[pos + 2:pos + 2 + n]
+        pos += 2 + n
+        if t == 0:
+            break
+        if t == 1 and value[1:].startswith(CHASSIS_PREFIX):
+            dpid = int(value[1 + len(CHASSIS_PREFIX):], 16)
+        elif t == 2 and value[:1] == b'\x07':
+            port = int(value[1:])
+    if dpid is None or port is None:
+        return None
+    return LinkEnd(dpid, port)
+
+
+def compile_flows(fabric, inv: Inventory, dpid: int) -> set[Flow]:
+    """LLDP to the controller on physical switches (ahead of VLAN admission)."""
+    sw = inv.switches.get(dpid)
+    if sw is None or sw.kind != 'physical':
+        return set()
+    return {Flow.make('classify', 1000, {'eth_type': LLDP_ETHERTYPE, 'eth_dst': LLDP_DST},
+                      [('output', CONTROLLER)], cookie=cookies.make(APP, 1, 'lldp'))}
+
+
+# ---- link state -------------------------------------------------------------------------
+
+def declared_pairs(fabric) -> set[frozenset[int]]:
+    """The fabric's links as unordered dpid pairs."""
+    return {frozenset((fabric.switches[a].dpid, fabric.switches[b].dpid)) for a, b in fabric.links}
+
+
+def link_seen(fabric, inv: Inventory, rx: LinkEnd, tx: LinkEnd, now: float | None = None) -> bool:
+    """Record an LLDP frame received on rx from tx.  True if port roles changed."""
+    now = time.monotonic() if now is None else now
+    known = inv.links.get(rx)
+    inv.links[rx] = (tx, now)
+    return known is None or known[0] != tx or classify_ports(fabric, inv, now)
+
+
+def expire(fabric, inv: Inventory, now: float | None = None) -> bool:
+    """Age out silent links and settle pending ports.  True if port roles changed."""
+    now = time.monotonic() if now is None else now
+    for rx, (_, seen) in list(inv.links.items()):
+        if now - seen > LINK_TIMEOUT:
+            del inv.links[rx]
+    return classify_ports(fabric, inv, now)
+
+
+def port_down(inv: Inventory, dpid: int, port: int) -> None:
+    """A cable cut: forget links on this port at once (both directions)."""
+    end = LinkEnd(dpid, port)
+    for rx, (tx, _) in list(inv.links.items()):
+        if rx == end or tx == end:
+            del inv.links[rx]
+
+
+def classify_ports(fabric, inv: Inventory, now: float) -> bool:
+    """Give each physical port its role from the links seen.  True if any role changed."""
+    pairs = declared_pairs(fabric)
+    changed = False
+    for sw in inv.switches.values():
+        if sw.kind != 'physical':
+            continue
+        for p in sw.ports.values():
+            role = _role(pairs, inv, sw.dpid, p, now)
+            if role != p.role:
+                p.role, p.since = role, now
+                changed = True
+    return changed
+
+
+def _role(pairs, inv, dpid, port, now):
+    link = inv.links.get(LinkEnd(dpid, port.no))
+    if link is not None:
+        peer = link[0].dpid
+        return FABRIC if frozenset((dpid, peer)) in pairs else UNDECLARED
+    if port.role in (FABRIC, UNDECLARED):
+        return PENDING              # a link vanished: wait before flooding onto it again
+    if port.role == PENDING and port.up and now - port.since >= DISCOVERY_WINDOW:
+        return EDGE
+    return port.role if port.up else PENDING
+
+
+def flood_tree(inv: Inventory) -> set[LinkEnd]:
+    """The ports of physical switches that are on the flood tree (fabric links only)."""
+    adj: dict[int, list[tuple[int, int, int]]] = {}
+    for rx, (tx, _) in inv.links.items():
+        a, b = inv.switches.get(rx.dpid), inv.switches.get(tx.dpid)
+        if a is None or b is None or a.ports.get(rx.port) is None or b.ports.get(tx.port) is None:
+            continue
+        if a.ports[rx.port].role != FABRIC or b.ports[tx.port].role != FABRIC:
+            continue
+        adj.setdefault(rx.dpid, []).append((tx.dpid, rx.port, tx.port))
+        adj.setdefault(tx.dpid, []).append((rx.dpid, tx.port, rx.port))
+    tree: set[LinkEnd] = set()
+    seen: set[int] = set()
+    for root in sorted(d for d, s in inv.switches.items() if s.kind == 'physical'):
+        if root in seen:
+            continue
+        seen.add(root)
+        queue = deque([root])
+        while queue:
+            here = queue.popleft()
+            for peer, my_port, peer_port in sorted(set(adj.get(here, []))):
+                if peer not in seen:
+                    seen.add(peer)
+                    tree.update((LinkEnd(here, my_port), LinkEnd(peer, peer_port)))
+                    queue.append(peer)
+    return tree

@@ -1,0 +1,1 @@
+"""opendvs: one distributed virtual switch over Open vSwitch."""

@@ -1,0 +1,1 @@
+"""Command-line entry points: dvsctl (client) and opendvs-controller (daemon launcher)."""

@@ -1,0 +1,1 @@
+"""Live state: switches and ports, discovered links, learned MACs (later: OVSDB bindings)."""

@@ -1,0 +1,71 @@
+"""Inventory: what the controller knows about the running network, as plain data.
+
+Event handlers mutate it (under Controller.lock); compilers only read it.  Nothing here
+talks to a switch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+# Port roles.  Physical switch ports start 'pending' (no traffic in or out) until LLDP
+# shows a fabric link behind them or the discovery window passes without one ('edge'):
+# a port is never flooded to before we know it cannot close a loop.
+PENDING, EDGE, FABRIC, UNDECLARED = 'pending', 'edge', 'fabric', 'undeclared-link'
+# Hypervisor br-int port roles, known from the port name at once.
+UPLINK, VM, TUNNEL = 'uplink', 'vm', 'tunnel'
+
+UPLINK_PORT_NAME = 'int-to-phy'      # br-int's patch port to br-phy (the lab's naming contract)
+
+
+@dataclasses.dataclass
+class Port:
+    no: int
+    name: str
+    up: bool
+    role: str
+    since: float = dataclasses.field(default_factory=time.monotonic)   # last up/role change
+
+
+@dataclasses.dataclass
+class SwitchState:
+    dpid: int
+    name: str
+    kind: str                      # 'physical' or 'hypervisor'
+    ports: dict[int, Port] = dataclasses.field(default_factory=dict)
+    connected_at: float = dataclasses.field(default_factory=time.monotonic)
+
+    def ports_with(self, *roles: str, up: bool = True) -> list[Port]:
+        return sorted((p for p in self.ports.values() if p.role in roles and (p.up or not up)),
+                      key=lambda p: p.no)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkEnd:
+    dpid: int
+    port: int
+
+
+@dataclasses.dataclass
+class Inventory:
+    switches: dict[int, SwitchState] = dataclasses.field(default_factory=dict)
+    # LLDP-seen links, keyed by the receiving end: rx end -> (tx end, last seen)
+    links: dict[LinkEnd, tuple[LinkEnd, float]] = dataclasses.field(default_factory=dict)
+    # learned MACs per switch: (vlan, mac) -> port number
+    macs: dict[int, dict[tuple[int, str], int]] = dataclasses.field(default_factory=dict)
+    # sources refused on a port over its MAC limit: dpid -> {(vlan, mac, port)}
+    refused: dict[int, set[tuple[int, str, int]]] = dataclasses.field(default_factory=dict)
+
+    def macs_on_port(self, dpid: int, port: int) -> list[tuple[int, str]]:
+        return [k for k, p in self.macs.get(dpid, {}).items() if p == port]
+
+    def forget_port(self, dpid: int, port: int) -> bool:
+        """Drop what was learned on a port (it went down or away).  True if anything changed."""
+        table = self.macs.get(dpid, {})
+        gone = self.macs_on_port(dpid, port)
+        for k in gone:
+            del table[k]
+        refused = self.refused.get(dpid, set())
+        stale = {r for r in refused if r[2] == port}
+        refused -= stale
+        return bool(gone or stale)

@@ -1,0 +1,1 @@
+"""Named tables, Flow values, the cookie scheme and the reconciler."""

@@ -1,0 +1,85 @@
+"""Flow: a hashable, framework-free description of one OpenFlow flow entry.
+
+Compilers return sets of these; the reconciler diffs them; controller/ofp.py is the only
+place that turns them into (and back from) OpenFlow messages.
+
+match   -- tuple of (field, value) pairs, sorted by field.  Field names are os-ken OXM names
+           (in_port, eth_src, eth_dst, eth_type, vlan_vid, ...).  MACs are lower-case strings;
+           vlan_vid carries the OFPVID_PRESENT bit (0x1000 | vid) as on the wire; a masked value
+           is a (value, mask) tuple.
+actions -- tuple of action tuples, applied in order:
+             ('output', port)            port number, or 'controller' / 'in_port' / 'local'
+             ('push_vlan', vid)          push an 802.1Q tag carrying vid
+             ('pop_vlan',)
+             ('set_field', field, value)
+             ('group', group_id)
+           an empty tuple means drop.
+goto    -- name of the next table, or None.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+OFPVID_PRESENT = 0x1000
+CONTROLLER, IN_PORT, LOCAL = 'controller', 'in_port', 'local'
+
+
+def vid(vlan: int) -> int:
+    """The vlan_vid match/set value for a tagged frame on VLAN `vlan`."""
+    return OFPVID_PRESENT | vlan
+
+
+UNTAGGED = 0x0000  # vlan_vid value that matches frames without an 802.1Q tag
+
+
+def _norm_value(field: str, value: Any) -> Any:
+    if isinstance(value, str) and field in ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha'):
+        return value.lower()
+    if isinstance(value, tuple) and len(value) == 2:
+        return (_norm_value(field, value[0]), _norm_value(field, value[1]))
+    return value
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Flow:
+    table: str
+    priority: int
+    match: tuple = ()
+    actions: tuple = ()
+    goto: str | None = None
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    notify_removal: bool = False   # OFPFF_SEND_FLOW_REM: tell the controller when it ages out
+
+    @classmethod
+    def make(cls, table: str, priority: int, match: dict | None = None,
+             actions=(), goto: str | None = None, **kw) -> 'Flow':
+        m = tuple(sorted((k, _norm_value(k, v)) for k, v in (match or {}).items()))
+        return cls(table, priority, m, tuple(tuple(a) for a in actions), goto, **kw)
+
+    @property
+    def key(self) -> tuple:
+        """What OpenFlow uses to identify an entry: table, priority and match."""
+        return (self.table, self.priority, self.match)
+
+    def match_dict(self) -> dict:
+        return dict(self.match)
+
+    def __str__(self) -> str:
+        m = ','.join('%s=%s' % (k, _fmt(v)) for k, v in self.match)
+        a = ','.join(':'.join(str(x) for x in act) for act in self.actions) or 'drop'
+        if self.goto:
+            a += ',goto:%s' % self.goto
+        extra = ''
+        if self.idle_timeout:
+            extra += ' idle_timeout=%d' % self.idle_timeout
+        return 'table=%s priority=%d cookie=%#x %s%s actions=%s' % (
+            self.table, self.priority, self.cookie, m or '*', extra, a)
+
+
+def _fmt(v):
+    if isinstance(v, tuple):
+        return '%s/%s' % (_fmt(v[0]), _fmt(v[1]))
+    return hex(v) if isinstance(v, int) and v > 9 else str(v)

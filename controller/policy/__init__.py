@@ -1,0 +1,1 @@
+"""YAML → frozen, validated model (fabric + tenants).  Errors carry FILE:LINE:COL."""

@@ -1,0 +1,88 @@
+"""The frozen fabric model: what controller, apps and lab read.  Built only by fabric.load_fabric()."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import zlib
+from types import MappingProxyType
+from typing import Mapping
+
+DEFAULT_OPENFLOW = 'tcp:127.0.0.1:6653'
+DEFAULT_API = 'http://127.0.0.1:8080'
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSettings:
+    openflow: str = DEFAULT_OPENFLOW      # "tcp:HOST:PORT": where the physical switches connect
+    api: str = DEFAULT_API                # "http://HOST:PORT": the REST API dvsctl talks to
+
+    @property
+    def ofp_host(self) -> str:
+        return self.openflow.split(':')[1]
+
+    @property
+    def ofp_port(self) -> int:
+        return int(self.openflow.rsplit(':', 1)[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Learning:
+    mac_age: int = 300               # seconds a learned MAC lives without traffic from it
+    max_macs_per_port: int = 256     # learning stops (and new sources are dropped) past this
+
+
+@dataclasses.dataclass(frozen=True)
+class Switch:
+    """A physical (leaf/spine) switch: an OVS bridge on the root OVS in the lab."""
+    name: str
+    dpid: int
+    role: str                                   # 'leaf' (has hypervisors or a rack_subnet) or 'spine'
+    rack_subnet: ipaddress.IPv4Network | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Hypervisor:
+    """A hypervisor: its own OVS with br-int (VM ports) and br-phy (uplink to its leaf)."""
+    name: str
+    leaf: str
+    vtep: ipaddress.IPv4Address
+    trunk_vlans: tuple[int, ...]
+    dpid: int                                   # datapath id of its br-int
+
+
+@dataclasses.dataclass(frozen=True)
+class Fabric:
+    source: str                                  # the file it was loaded from
+    controller: ControllerSettings
+    underlay_mtu: int
+    native_vlan: int                             # VLAN of untagged frames (ports with no binding)
+    learning: Learning
+    switches: Mapping[str, Switch]
+    links: tuple[tuple[str, str], ...]           # physical switch pairs, each sorted by name
+    hypervisors: Mapping[str, Hypervisor]
+
+    def switch_by_dpid(self, dpid: int):
+        """The Switch or Hypervisor whose (br-int) datapath id is dpid, or None."""
+        for s in self.switches.values():
+            if s.dpid == dpid:
+                return s
+        for h in self.hypervisors.values():
+            if h.dpid == dpid:
+                return h
+        return None
+
+    def all_vlans(self) -> tuple[int, ...]:
+        """Every VLAN the fabric carries: the native VLAN plus every hypervisor trunk VLAN."""
+        vl = {self.native_vlan}
+        for h in self.hypervisors.values():
+            vl.update(h.trunk_vlans)
+        return tuple(sorted(vl))
+
+
+def default_hypervisor_dpid(name: str) -> int:
+    """A stable br-int datapath id for a hypervisor with no explicit `dpid:` (0xd5 prefix + crc32)."""
+    return 0xd5 << 48 | zlib.crc32(name.encode())
+
+
+def frozen_map(d: dict) -> Mapping:
+    return MappingProxyType(dict(d))
