@@ -48,10 +48,13 @@ def parse_lldp(data: bytes) -> LinkEnd | None:
         pos += 2 + n
         if t == 0:
             break
-        if t == 1 and value[1:].startswith(CHASSIS_PREFIX):
-            dpid = int(value[1 + len(CHASSIS_PREFIX):], 16)
-        elif t == 2 and value[:1] == b'\x07':
-            port = int(value[1:])
+        try:                        # another vendor's port ids are often names: not ours
+            if t == 1 and value[1:].startswith(CHASSIS_PREFIX):
+                dpid = int(value[1 + len(CHASSIS_PREFIX):], 16)
+            elif t == 2 and value[:1] == b'\x07':
+                port = int(value[1:])
+        except ValueError:
+            return None
     if dpid is None or port is None:
         return None
     return LinkEnd(dpid, port)
@@ -78,7 +81,8 @@ def link_seen(fabric, inv: Inventory, rx: LinkEnd, tx: LinkEnd, now: float | Non
     now = time.monotonic() if now is None else now
     known = inv.links.get(rx)
     inv.links[rx] = (tx, now)
-    return known is None or known[0] != tx or classify_ports(fabric, inv, now)
+    new = known is None or known[0] != tx
+    return classify_ports(fabric, inv, now) or new      # classify first: never short-circuited
 
 
 def expire(fabric, inv: Inventory, now: float | None = None) -> bool:

@@ -258,12 +258,20 @@ def _error_text(dp, err) -> str:
 
 # ---- the app shim -----------------------------------------------------------------------
 
+# Test hook: OPENDVS_INJECT_FAULT=packet_in,... makes those handlers raise once, so tests can
+# prove a handler exception is logged and never stops the controller.
+_FAULTS = set(filter(None, os.environ.get('OPENDVS_INJECT_FAULT', '').split(',')))
+
+
 def _safe(fn):
     """An exception in a handler is logged and the event loop goes on (os-ken's native hub
     would otherwise end the app's loop silently and wedge every switch)."""
     @functools.wraps(fn)
     def wrapper(self, ev):
         try:
+            if fn.__name__ in _FAULTS:
+                _FAULTS.discard(fn.__name__)
+                raise RuntimeError('injected fault (OPENDVS_INJECT_FAULT)')
             return fn(self, ev)
         except Exception:
             LOG.exception('handler %s failed on %s', fn.__name__, type(ev).__name__)

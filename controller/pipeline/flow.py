@@ -69,9 +69,10 @@ class Flow:
 
     def __str__(self) -> str:
         m = ','.join('%s=%s' % (k, _fmt(v)) for k, v in self.match)
-        a = ','.join(':'.join(str(x) for x in act) for act in self.actions) or 'drop'
+        a = ','.join(':'.join(str(x) for x in act) for act in self.actions)
         if self.goto:
-            a += ',goto:%s' % self.goto
+            a += (',' if a else '') + 'goto:%s' % self.goto
+        a = a or 'drop'
         extra = ''
         if self.idle_timeout:
             extra += ' idle_timeout=%d' % self.idle_timeout

@@ -42,9 +42,15 @@ class Diff:
 def diff(desired: Iterable[Flow], installed: Iterable[Flow]) -> Diff:
     want = {f.key: f for f in desired}
     have = {f.key: f for f in installed}
-    delete = tuple(sorted(f for k, f in have.items() if k not in want))
-    add = tuple(sorted(f for k, f in want.items() if have.get(k) != f))
+    delete = tuple(sorted((f for k, f in have.items() if k not in want), key=_order))
+    add = tuple(sorted((f for k, f in want.items() if have.get(k) != f), key=_order))
     return Diff(delete, add)
+
+
+def _order(f: Flow) -> tuple:
+    # Flows are unique by key here; repr() because a field's values may mix exact and masked
+    # (value, mask) forms, which do not compare with '<'.
+    return (f.table, f.priority, repr(f.match))
 
 
 class Reconciler:

@@ -1,0 +1,28 @@
+# The two commands of the README.  Both set up what is missing first (apt packages, the OVS
+# daemons for the userspace datapath, the virtualenv) and are quick when it is all there.
+PY      := .venv/bin/python
+PYTEST  := $(PY) -m pytest
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup demo test unit ovs integration bench
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(PY) scripts/demo.py --fabric examples/fabric.yaml
+
+test: setup
+	$(PYTEST) -q -p no:cacheprovider tests/unit tests/ovs tests/integration
+
+unit: setup
+	$(PYTEST) -q -p no:cacheprovider tests/unit
+
+ovs: setup
+	$(PYTEST) -q -p no:cacheprovider tests/ovs
+
+integration: setup
+	$(PYTEST) -q -p no:cacheprovider tests/integration
+
+bench: setup
+	$(PY) bench/convergence.py

@@ -1,0 +1,223 @@
+"""Mininet node classes of the lab: hypervisors with their own OVS, VMs, leaf/spine
+switches on the root OVS, the management LAN bridge, and a veth end that configures itself.
+
+Every command for a node runs in that node's shell (its netns) through node.cmd().
+"""
+import shlex
+
+from mininet.link import Intf
+from mininet.node import Host, Node, OVSSwitch, Switch
+from mininet.util import errRun
+
+from mininet_topos import osutil
+from mininet_topos.errors import LabError
+from mininet_topos.plan import (HV_MGMT, HV_UPLINK, INT_PATCH, OF_PROTOCOLS, OVSDB_PORT,
+                                PHY_PATCH)
+
+SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
+
+
+def sh(node, *commands) -> str:
+    """Run commands in node's shell, stopping at the first failure; raise LabError on failure.
+
+    Joined with && on one line: a multi-line script would make the interactive shell print
+    continuation prompts, and `set -e` would kill the node's shell itself.
+    """
+    out = node.cmd(' && '.join(commands) + '; echo "__rc=$?"')
+    body, _, rc = out.rpartition('__rc=')
+    if rc.strip() != '0':
+        raise LabError(f'{node.name}: `{" && ".join(commands)}` failed: {body.strip()}')
+    return body
+
+
+class LabIntf(Intf):
+    """A veth end configured the way the userspace datapath needs it.
+
+    txoff: veth TX checksum offload must be off, or TCP through af_packet ports fails.
+    mtu: the underlay's jumbo MTU, or 1500 for VMs.  IPv6 stays off so nodes do not chatter
+    (router solicitations, MLD) into the switches.  master: enslave to a Linux bridge.
+    """
+
+    def config(self, mtu=None, txoff=True, master=None, **params):
+        result = super().config(**params)
+        cmds = [f'sysctl -qw net.ipv6.conf.{self.name}.disable_ipv6=1']
+        if mtu:
+            cmds.append(f'ip link set {self.name} mtu {mtu}')
+        if txoff:
+            cmds.append(f'ethtool -K {self.name} tx off >/dev/null')
+        if master:
+            cmds.append(f'ip link set {self.name} master {master} up')
+        sh(self.node, *cmds)
+        return result
+
+
+class VMHost(Host):
+    """A VM: a host whose eth0 (MAC set at creation) plugs into a hypervisor's br-int."""
+
+    def __init__(self, name, vm=None, **params):
+        self.vm = vm                  # plan.VMPlan
+        super().__init__(name, **params)
+
+    def config(self, **params):
+        result = super().config(**params)
+        spec = self.vm.spec
+        cmds = ['sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1']
+        dev = 'eth0'
+        if spec.vlan:
+            dev = f'eth0.{spec.vlan}'
+            cmds.append(f'ip link add link eth0 name {dev} type vlan id {spec.vlan}')
+        cmds += [f'ip addr add {spec.ip} dev {dev}', f'ip link set {dev} up']
+        sh(self, *cmds)
+        return result
+
+
+class OVSHypervisor(Node):
+    """A hypervisor: its own netns running its own ovsdb-server + ovs-vswitchd.
+
+    br-phy (standalone, NORMAL) holds the uplink and the VTEP address; br-int (secure,
+    controller over the management LAN) holds the VM ports; a patch pair joins them.
+    The OVSDB also listens on the management address so the controller can read bindings.
+    """
+
+    def __init__(self, name, plan=None, **params):
+        self.lab = plan               # plan.LabPlan
+        self.hv = plan.hypervisors[name]
+        self.rundir = self.hv.rundir
+        self.daemon_pids = []
+        params.setdefault('inNamespace', True)
+        super().__init__(name, **params)
+
+    def config(self, **params):
+        # Mininet calls this once the links exist, so the uplink and mgmt0 are in place.
+        result = super().config(**params)
+        self.start_ovs()
+        self.make_bridges()
+        self.add_vtep()
+        return result
+
+    def start_ovs(self):
+        d = self.rundir
+        sh(self,
+           'sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1',
+           # af_packet does not steal frames from the hv kernel: keep its IP stack off the uplink
+           f'sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.{HV_UPLINK}.rp_filter=1'
+           f' net.ipv4.conf.{HV_UPLINK}.arp_ignore=1',
+           f'rm -rf {d}', f'mkdir -p {d}',
+           f'ovsdb-tool create {d}/conf.db {SCHEMA}',
+           f'ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock'
+           f' --remote=ptcp:{OVSDB_PORT}:{self.hv.mgmt_ip} --pidfile={d}/ovsdb-server.pid'
+           f' --unixctl={d}/ovsdb-server.ctl --log-file={d}/ovsdb-server.log'
+           ' --detach --no-chdir -vconsole:off',
+           f'ovs-vsctl --db=unix:{d}/db.sock --no-wait init',
+           # OVS_RUNDIR keeps br-*.mgmt sockets in our run dir, not /var/run/openvswitch
+           f'OVS_RUNDIR={d} OVS_LOGDIR={d} OVS_DBDIR={d} ovs-vswitchd unix:{d}/db.sock'
+           f' --disable-system --pidfile={d}/ovs-vswitchd.pid --unixctl={d}/ovs-vswitchd.ctl'
+           f' --log-file={d}/ovs-vswitchd.log --detach --no-chdir -vconsole:off')
+        self.daemon_pids = [osutil.read_pidfile(f'{d}/{p}.pid')
+                            for p in ('ovs-vswitchd', 'ovsdb-server')]
+
+    def make_bridges(self):
+        hv, mtu = self.hv, self.lab.underlay_mtu
+        args = ['--timeout=20',
+                '--', 'set', 'Open_vSwitch', '.', f'external_ids:system-id={hv.name}',
+                f'external_ids:hostname={hv.name}',
+                '--', 'add-br', 'br-phy', '--', 'set', 'bridge', 'br-phy', 'datapath_type=netdev',
+                'fail_mode=standalone', f'other_config:hwaddr="{hv.uplink_mac}"',
+                'other_config:disable-in-band=true',
+                '--', 'set', 'interface', 'br-phy', f'mtu_request={mtu}',
+                '--', 'add-port', 'br-phy', HV_UPLINK, '--', 'set', 'interface', HV_UPLINK,
+                f'mtu_request={mtu}',
+                *_patch('br-phy', PHY_PATCH, INT_PATCH),
+                '--', 'add-br', 'br-int', '--', 'set', 'bridge', 'br-int', 'datapath_type=netdev',
+                'fail_mode=secure', f'protocols={OF_PROTOCOLS}',
+                f'other_config:datapath-id={hv.dpid:016x}', 'other_config:disable-in-band=true',
+                # the first primary controller flushes flows: set it before anyone adds any
+                '--', 'set-controller', 'br-int', hv.controller,
+                *_patch('br-int', INT_PATCH, PHY_PATCH)]
+        for vm in self.lab.vms.values():
+            if vm.spec.hypervisor == hv.name:
+                args += vm_port_args(vm)
+        self.vsctl(*args)
+
+    def add_vtep(self):
+        cmds = [f'ip addr add {self.hv.vtep} dev br-phy', 'ip link set br-phy up']
+        cmds += [f'ip route add {net} dev br-phy' for net in self.hv.routes]
+        sh(self, *cmds)
+
+    def vsctl(self, *args) -> str:
+        return sh(self, shlex.join(['ovs-vsctl', f'--db=unix:{self.rundir}/db.sock', *args]))
+
+    def terminate(self):
+        for pid in self.daemon_pids:
+            if pid:
+                osutil.stop_pid(pid)
+        self.daemon_pids = []
+        super().terminate()
+
+
+def _patch(bridge, name, peer):
+    return ['--', 'add-port', bridge, name, '--', 'set', 'interface', name, 'type=patch',
+            f'options:peer={peer}']
+
+
+def vm_port_args(vm) -> list:
+    """ovs-vsctl args that plug a VM's port into br-int with its binding, as OVN/libvirt do."""
+    return ['--', 'add-port', 'br-int', vm.port, '--', 'set', 'interface', vm.port,
+            f'external_ids:iface-id="{vm.spec.iface_id}"',
+            f'external_ids:attached-mac="{vm.spec.mac}"']
+
+
+class MgmtBridge(Switch):
+    """The management LAN: a Linux bridge in the root ns holding the controller-side address.
+
+    Made at construction (before links exist) so hypervisors reach the controller as soon as
+    their OVS starts; the root ends of mgmt veths enslave themselves (LabIntf master=).
+    brctl is not installed here, hence plain `ip link`.
+    """
+
+    def __init__(self, name, gateway=None, **params):
+        params.update(inNamespace=False, dpid='1')    # a dpid only to please Switch
+        super().__init__(name, **params)
+        sh(self, f'ip link add name {name} type bridge',
+           f'sysctl -qw net.ipv6.conf.{name}.disable_ipv6=1',
+           f'ip addr add {gateway} dev {name}', f'ip link set {name} up')
+
+    def start(self, controllers):
+        pass
+
+    def stop(self, deleteIntfs=True):
+        self.cmd(f'ip link del {self.name}')
+        super().stop(deleteIntfs)
+
+
+class PhysicalSwitch(OVSSwitch):
+    """A leaf or spine: a netdev bridge on the root OVS, secure, with the fabric's dpid,
+    fixed OpenFlow port numbers and the underlay MTU on every port."""
+
+    def __init__(self, name, target=None, mtu=None, desc=None, **params):
+        params.update(failMode='secure', datapath='user', protocols=OF_PROTOCOLS,
+                      inNamespace=False)
+        self.target, self.mtu, self.desc = target, mtu, desc or name
+        super().__init__(name, **params)
+
+    def start(self, controllers):
+        br = self.name
+        args = ['--', 'add-br', br, '--', 'set', 'bridge', br, 'datapath_type=netdev',
+                'fail_mode=secure', f'protocols={OF_PROTOCOLS}',
+                f'other_config:datapath-id={self.dpid}', 'other_config:disable-in-band=true',
+                f'other_config:dp-desc={self.desc}',
+                '--', 'set-controller', br, self.target]
+        for intf in self.intfList():
+            if self.ports[intf]:                       # port 0 is Mininet's 'lo' placeholder
+                args += ['--', 'add-port', br, intf.name, '--', 'set', 'interface', intf.name,
+                         f'ofport_request={self.ports[intf]}', f'mtu_request={self.mtu}']
+        self.vsctl(*args)     # queued: batchStartup runs every switch in one ovs-vsctl
+
+    @classmethod
+    def batchStartup(cls, switches, run=errRun):
+        def checked(cmd, **kw):
+            out, err, code = run(cmd, **kw)
+            if code:
+                raise LabError(f'creating the physical switches failed: {(err or out).strip()}')
+            return out, err, code
+        return super().batchStartup(switches, run=checked)

@@ -1,0 +1,76 @@
+"""The lab as a Mininet Topo, for the Lab API and for `mn`:
+
+    mn --custom mininet_topos/topo.py --controller none \\
+       --topo opendvs,fabric=examples/fabric.yaml[,prefix=mn,vms=2,ofp_port=6653]
+
+mn execs this file without a package context and copies every top-level name into its own
+globals, so the imports below are absolute and the module keeps few top-level names.
+"""
+import inspect
+import os
+import sys
+
+if __name__ != 'mininet_topos.topo':      # exec'd by mn: make the repository importable
+    _repo = os.path.dirname(os.path.dirname(os.path.abspath(inspect.getframeinfo(
+        inspect.currentframe()).filename)))
+    sys.path.insert(0, _repo)
+
+from mininet.link import Link  # noqa: E402
+from mininet.topo import Topo  # noqa: E402
+
+from mininet_topos import osutil  # noqa: E402
+from mininet_topos.nodes import LabIntf, MgmtBridge, OVSHypervisor, PhysicalSwitch, VMHost  # noqa: E402
+from mininet_topos.plan import HV_MGMT, VM_MTU, build_plan  # noqa: E402
+
+
+class OpendvsTopo(Topo):
+    """Nodes and veths of a LabPlan; the node classes configure themselves."""
+
+    def build(self, plan=None):
+        for hv in plan.hypervisors.values():
+            self.addHost(hv.name, cls=OVSHypervisor, plan=plan, ip=None)
+        for vm in plan.vms.values():
+            self.addHost(vm.spec.name, cls=VMHost, vm=vm, ip=None)
+        self.addSwitch(plan.mgmt_bridge, cls=MgmtBridge, gateway=f'{plan.mgmt_gateway}/24')
+        for sw in plan.switches.values():
+            self.addSwitch(sw.bridge, cls=PhysicalSwitch, dpid=f'{sw.dpid:016x}',
+                           target=sw.controller, mtu=plan.underlay_mtu, desc=sw.name)
+        for link in plan.links:
+            self._underlay(plan, link)
+        for hv in plan.hypervisors.values():
+            self._veth(hv.name, plan.mgmt_bridge, HV_MGMT, hv.mgmt_root_intf,
+                       params1={'ip': f'{hv.mgmt_ip}/24'},
+                       params2={'master': plan.mgmt_bridge})
+        for vm in plan.vms.values():
+            mtu = {'mtu': VM_MTU}
+            self._veth(vm.spec.name, vm.spec.hypervisor, 'eth0', vm.port, addr1=vm.spec.mac,
+                       params1=mtu, params2=mtu)
+
+    def _underlay(self, plan, link):
+        mtu = {'mtu': plan.underlay_mtu}
+        a = plan.switches[link.a].bridge
+        if link.kind == 'fabric':
+            self._veth(a, plan.switches[link.b].bridge, link.intf_a, link.intf_b,
+                       port1=link.port_a, port2=link.port_b, params1=mtu, params2=mtu)
+        else:
+            hv = plan.hypervisors[link.b]
+            self._veth(a, hv.name, link.intf_a, link.intf_b, port1=link.port_a,
+                       addr2=hv.uplink_mac, params1=mtu, params2=mtu)
+
+    def _veth(self, node1, node2, name1, name2, **opts):
+        self.addLink(node1, node2, intfName1=name1, intfName2=name2, cls=Link, intf=LabIntf,
+                     **opts)
+
+
+def make_topo(fabric=None, prefix='mn', vms=2, ofp_port=None, workdir=None):
+    """Topo for `mn --topo opendvs,fabric=FILE`: loads the fabric, picks a free mgmt subnet."""
+    from controller.policy.fabric import load_fabric
+    if fabric is None:
+        raise SystemExit('usage: --topo opendvs,fabric=FILE[,prefix=P,vms=N,ofp_port=PORT]')
+    fab = load_fabric(fabric)
+    plan = build_plan(fab, str(prefix), osutil.pick_mgmt_octet(str(prefix)), ofp_port=ofp_port,
+                      vms_per_hypervisor=int(vms), workdir=workdir)
+    return OpendvsTopo(plan=plan)
+
+
+topos = {'opendvs': make_topo}

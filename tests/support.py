@@ -1,0 +1,121 @@
+"""Helpers shared by the ovs and integration suites: a controller process, waiting for
+conditions (never fixed sleeps), and reading flow tables."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_until(fn, timeout: float = 30.0, interval: float = 0.1, what: str = 'condition'):
+    """Poll fn() until it returns something truthy; return it, or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError('timed out after %.0fs waiting for %s (last: %r)' % (timeout, what, last))
+
+
+def sh(cmd: str, check: bool = True) -> str:
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    if check and r.returncode:
+        raise RuntimeError('%s failed (%d): %s' % (cmd, r.returncode, r.stderr.strip()))
+    return r.stdout
+
+
+class ControllerProcess:
+    """opendvs-controller run as a real process, logging to a file in workdir."""
+
+    def __init__(self, fabric: str, workdir: Path, ofp: str | None = None, env: dict | None = None):
+        self.fabric, self.workdir, self.ofp = str(fabric), Path(workdir), ofp
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / ('controller-%d.log' % self.starts)
+
+    def start(self) -> 'ControllerProcess':
+        self.starts += 1
+        args = [str(BIN / 'opendvs-controller'), '--fabric', self.fabric,
+                '--state-dir', str(self.workdir / 'state')]
+        if self.ofp:
+            args += ['--ofp', self.ofp]
+        self.log = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        wait_until(lambda: 'serving OpenFlow' in self.text() or self.proc.poll() is not None,
+                   10, what='controller start')
+        assert self.proc.poll() is None, self.text()
+        return self
+
+    def text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ''
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError('controller ignored signal %s' % sig)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+FLOW_RE = re.compile(r'(\w+)=([^ ,]+)')
+
+
+def dump_flows(target: str, *filters: str) -> list[dict]:
+    """ovs-ofctl dump-flows as dicts: cookie, table, priority, n_packets, duration, match, actions."""
+    out = sh('ovs-ofctl -O OpenFlow14 dump-flows %s %s' % (target, ' '.join(filters)))
+    flows = []
+    for line in out.splitlines():
+        line = line.strip()
+        if not line.startswith('cookie='):
+            continue
+        head, _, actions = line.partition(' actions=')
+        fields = dict(FLOW_RE.findall(head))
+        # the match is the last space-separated token of the head
+        match = head.split(' ')[-1]
+        flows.append({
+            'cookie': int(fields['cookie'], 16),
+            'table': int(fields.get('table', 0)),
+            'n_packets': int(fields.get('n_packets', 0)),
+            'duration': float(fields.get('duration', '0s').rstrip('s')),
+            'priority': int(re.search(r'priority=(\d+)', match).group(1)) if 'priority=' in match else 32768,
+            'match': match,
+            'actions': actions,
+        })
+    return flows
+
+
+def flow_key(f: dict) -> tuple:
+    return (f['table'], f['match'])

@@ -1,0 +1,145 @@
+"""The reconciler: only the difference between desired and installed is ever sent."""
+from controller.pipeline import cookies
+from controller.pipeline.flow import Flow, vid
+from controller.pipeline.reconciler import Diff, Reconciler, diff
+
+from tests.unit.builders import FakeSwitch
+
+C = cookies.make('learning_switch', 2, 'test')
+
+
+def l2(mac, port, **kw):
+    kw.setdefault('cookie', C)
+    return Flow.make('l2', 100, {'vlan_vid': vid(10), 'eth_dst': mac}, [('output', port)], **kw)
+
+
+A, B, D = '02:00:00:00:00:0a', '02:00:00:00:00:0b', '02:00:00:00:00:0d'
+MISS = Flow.make('l2', 0, goto='flood', cookie=C)
+
+
+def test_unchanged_flows_produce_nothing():
+    flows = {l2(A, 1), l2(B, 2), MISS}
+    d = diff(flows, set(flows))
+    assert d == Diff((), ())
+    assert not d
+    assert d.summary() == '+0 -0'
+
+
+def test_new_flow_is_added_and_nothing_else_touched():
+    d = diff({l2(A, 1), l2(B, 2)}, {l2(A, 1)})
+    assert d.add == (l2(B, 2),)
+    assert d.delete == ()
+
+
+def test_changed_actions_replace_in_place_without_a_delete():
+    d = diff({l2(A, 3)}, {l2(A, 1)})
+    assert d.add == (l2(A, 3),)
+    assert d.delete == ()          # an ADD with the same table/priority/match replaces it
+
+
+def test_changed_cookie_or_timeouts_replace_in_place():
+    for changed in (l2(A, 1, cookie=C + 1), l2(A, 1, idle_timeout=300), l2(A, 1, hard_timeout=9),
+                    l2(A, 1, notify_removal=True)):
+        d = diff({changed}, {l2(A, 1)})
+        assert d.add == (changed,) and d.delete == (), changed
+
+
+def test_flow_no_longer_wanted_is_deleted():
+    d = diff({l2(A, 1)}, {l2(A, 1), l2(B, 2)})
+    assert d.delete == (l2(B, 2),)
+    assert d.add == ()
+    assert d.summary() == '+0 -1'
+
+
+def test_masked_and_exact_matches_on_one_field_can_be_diffed():
+    # a masked value is a (value, mask) tuple; mixing it with exact values must not crash sorting
+    masked = Flow.make('l2', 100, {'eth_dst': ('01:00:00:00:00:00', '01:00:00:00:00:00')}, cookie=C)
+    exact = Flow.make('l2', 100, {'eth_dst': A}, [('output', 1)], cookie=C)
+    d = diff({masked, exact}, set())
+    assert set(d.add) == {masked, exact}
+    d = diff(set(), {masked, exact})
+    assert set(d.delete) == {masked, exact}
+
+
+# ---- Reconciler.converge against a fake switch ----------------------------------------------
+
+def test_converge_reads_the_switch_once_and_sends_only_the_difference():
+    sw = FakeSwitch(0x201, {l2(A, 1), l2(B, 2)})          # what the switch holds at connect
+    rec = Reconciler()
+    d = rec.converge(sw, {l2(A, 1), l2(B, 5), l2(D, 4)})
+    assert sw.reads == 1
+    assert sw.applied == [([], [l2(B, 5), l2(D, 4)])]
+    assert d.summary() == '+2 -0'
+    assert rec.installed(0x201) == {l2(A, 1), l2(B, 5), l2(D, 4)}
+
+
+def test_converge_deletes_what_is_no_longer_wanted():
+    sw = FakeSwitch(0x201, {l2(A, 1), l2(B, 2)})
+    rec = Reconciler()
+    rec.converge(sw, {l2(A, 1)})
+    assert sw.applied == [([l2(B, 2)], [])]
+    assert sw.flows == {l2(A, 1)}
+
+
+def test_second_converge_with_the_same_desired_applies_nothing():
+    sw = FakeSwitch(0x201)
+    rec = Reconciler()
+    want = {l2(A, 1), MISS}
+    assert rec.converge(sw, want)
+    assert len(sw.applied) == 1
+    d = rec.converge(sw, set(want))
+    assert not d
+    assert len(sw.applied) == 1
+    assert sw.reads == 1                                 # no re-read either
+
+
+def test_dry_run_reports_the_diff_but_applies_nothing():
+    sw = FakeSwitch(0x201, {l2(A, 1)})
+    rec = Reconciler()
+    d = rec.converge(sw, {l2(B, 2)}, dry_run=True)
+    assert d.add == (l2(B, 2),) and d.delete == (l2(A, 1),)
+    assert sw.applied == []
+    assert rec.installed(0x201) == {l2(A, 1)}            # still what the switch holds
+    assert rec.converge(sw, {l2(B, 2)}) == d             # the real run sends the same thing
+
+
+def test_an_entry_the_switch_removed_itself_is_re_added_on_next_converge():
+    aging = l2(A, 1, idle_timeout=300, notify_removal=True)
+    sw = FakeSwitch(0x201)
+    rec = Reconciler()
+    rec.converge(sw, {aging, l2(B, 2)})
+    rec.removed(0x201, aging.key)                        # idle timeout on the switch
+    assert rec.installed(0x201) == {l2(B, 2)}
+    rec.converge(sw, {aging, l2(B, 2)})
+    assert sw.applied[-1] == ([], [aging])
+
+
+def test_removed_of_an_unknown_switch_or_key_is_harmless():
+    rec = Reconciler()
+    rec.removed(0x999, l2(A, 1).key)
+    sw = FakeSwitch(0x201)
+    rec.converge(sw, {l2(A, 1)})
+    rec.removed(0x201, l2(B, 1).key)
+    assert rec.installed(0x201) == {l2(A, 1)}
+
+
+def test_forget_makes_the_next_converge_read_the_switch_again():
+    sw = FakeSwitch(0x201)
+    rec = Reconciler()
+    rec.converge(sw, {l2(A, 1)})
+    sw.flows.add(l2(B, 2))                               # someone added a flow behind our back
+    rec.forget(0x201)
+    assert rec.installed(0x201) is None
+    rec.converge(sw, {l2(A, 1)})
+    assert sw.reads == 2
+    assert sw.applied[-1] == ([l2(B, 2)], [])
+
+
+def test_switches_are_kept_apart():
+    s1, s2 = FakeSwitch(0x201), FakeSwitch(0x202)
+    rec = Reconciler()
+    rec.converge(s1, {l2(A, 1)})
+    rec.converge(s2, {l2(B, 2)})
+    assert rec.installed(0x201) == {l2(A, 1)}
+    assert rec.installed(0x202) == {l2(B, 2)}
+    assert s1.applied == [([], [l2(A, 1)])] and s2.applied == [([], [l2(B, 2)])]
