@@ -163,10 +163,15 @@ def adopt(inv: Inventory, dpid: int, installed: set[Flow]) -> None:
     """Take learned entries back from a switch's flows (after a controller restart), so the
     restarted controller wants exactly what the switch already has."""
     table = inv.macs.setdefault(dpid, {})
+    refused = inv.refused.setdefault(dpid, set())
     for f in installed:
-        if f.table == 'learn' and cookies.app_of(f.cookie) == APP and (f.cookie >> 48) & 0xff == K_SRC:
-            m = f.match_dict()
+        if f.table != 'learn' or cookies.app_of(f.cookie) != APP:
+            continue
+        kind, m = (f.cookie >> 48) & 0xff, f.match_dict()
+        if kind == K_SRC:
             table.setdefault((m['vlan_vid'] & 0xfff, m['eth_src']), m['in_port'])
+        elif kind == K_REFUSED:
+            refused.add((m['vlan_vid'] & 0xfff, m['eth_src'], m['in_port']))
 
 
 def forget(inv: Inventory, dpid: int, flow: Flow) -> bool:

@@ -11,8 +11,7 @@ from mininet.util import errRun
 
 from mininet_topos import osutil
 from mininet_topos.errors import LabError
-from mininet_topos.plan import (HV_MGMT, HV_UPLINK, INT_PATCH, OF_PROTOCOLS, OVSDB_PORT,
-                                PHY_PATCH)
+from mininet_topos.plan import HV_UPLINK, INT_PATCH, OF_PROTOCOLS, OVSDB_PORT, PHY_PATCH
 
 SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 
@@ -38,21 +37,26 @@ class LabIntf(Intf):
     (router solicitations, MLD) into the switches.  master: enslave to a Linux bridge.
     """
 
-    def config(self, mtu=None, txoff=True, master=None, **params):
-        result = super().config(**params)
+    def config(self, mtu=None, txoff=True, master=None, up=True, **params):
+        # One shell round trip per interface instead of Mininet's ifconfig calls: a lab has
+        # dozens of veth ends and each round trip costs milliseconds.
+        result = super().config(up=None, **params)
         cmds = [f'sysctl -qw net.ipv6.conf.{self.name}.disable_ipv6=1']
-        if mtu:
-            cmds.append(f'ip link set {self.name} mtu {mtu}')
         if txoff:
             cmds.append(f'ethtool -K {self.name} tx off >/dev/null')
-        if master:
-            cmds.append(f'ip link set {self.name} master {master} up')
+        link = ['ip link set', self.name] + ([f'mtu {mtu}'] if mtu else []) \
+            + ([f'master {master}'] if master else []) + (['up'] if up else [])
+        cmds.append(' '.join(link))
         sh(self.node, *cmds)
         return result
 
 
 class VMHost(Host):
-    """A VM: a host whose eth0 (MAC set at creation) plugs into a hypervisor's br-int."""
+    """A VM: a host whose eth0 (MAC set at creation) plugs into a hypervisor's br-int.
+
+    With spec.vlan the guest itself tags its traffic (eth0.<vlan>), for trunk-to-VM cases;
+    ordinary workloads send untagged frames and the controller tags by their network.
+    """
 
     def __init__(self, name, vm=None, **params):
         self.vm = vm                  # plan.VMPlan
@@ -61,14 +65,23 @@ class VMHost(Host):
     def config(self, **params):
         result = super().config(**params)
         spec = self.vm.spec
-        cmds = ['sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1']
+        sh(self, 'sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1')
         dev = 'eth0'
         if spec.vlan:
             dev = f'eth0.{spec.vlan}'
-            cmds.append(f'ip link add link eth0 name {dev} type vlan id {spec.vlan}')
-        cmds += [f'ip addr add {spec.ip} dev {dev}', f'ip link set {dev} up']
-        sh(self, *cmds)
+            self._add_vlan_dev(dev, spec.vlan)
+        sh(self, f'ip addr add {spec.ip} dev {dev}', f'ip link set {dev} up')
         return result
+
+    def _add_vlan_dev(self, dev, vlan):
+        try:
+            sh(self, f'ip link add link eth0 name {dev} type vlan id {vlan}')
+        except LabError as e:
+            if 'Unknown device type' not in str(e):
+                raise
+            raise LabError(f'VM {self.name}: this kernel has no 802.1Q support '
+                           '(CONFIG_VLAN_8021Q), so a VM cannot tag its own traffic; leave '
+                           'its vlan unset (the controller tags by network)') from None
 
 
 class OVSHypervisor(Node):
@@ -79,24 +92,36 @@ class OVSHypervisor(Node):
     The OVSDB also listens on the management address so the controller can read bindings.
     """
 
-    def __init__(self, name, plan=None, **params):
+    def __init__(self, name, plan=None, autosetup=True, **params):
         self.lab = plan               # plan.LabPlan
         self.hv = plan.hypervisors[name]
         self.rundir = self.hv.rundir
+        self.autosetup = autosetup
         self.daemon_pids = []
         params.setdefault('inNamespace', True)
         super().__init__(name, **params)
 
     def config(self, **params):
         # Mininet calls this once the links exist, so the uplink and mgmt0 are in place.
+        # The Lab sets autosetup=False and runs setup_ovs() of all hvs in parallel instead.
         result = super().config(**params)
+        if self.autosetup:
+            self.setup_ovs()
+        return result
+
+    def setup_ovs(self):
         self.start_ovs()
         self.make_bridges()
         self.add_vtep()
-        return result
 
     def start_ovs(self):
-        d = self.rundir
+        try:
+            self._start_daemons(self.rundir)
+        finally:      # whatever did start must be stoppable by terminate()
+            self.daemon_pids = [osutil.read_pidfile(f'{self.rundir}/{p}.pid')
+                                for p in ('ovs-vswitchd', 'ovsdb-server')]
+
+    def _start_daemons(self, d):
         sh(self,
            'sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1',
            # af_packet does not steal frames from the hv kernel: keep its IP stack off the uplink
@@ -113,8 +138,6 @@ class OVSHypervisor(Node):
            f'OVS_RUNDIR={d} OVS_LOGDIR={d} OVS_DBDIR={d} ovs-vswitchd unix:{d}/db.sock'
            f' --disable-system --pidfile={d}/ovs-vswitchd.pid --unixctl={d}/ovs-vswitchd.ctl'
            f' --log-file={d}/ovs-vswitchd.log --detach --no-chdir -vconsole:off')
-        self.daemon_pids = [osutil.read_pidfile(f'{d}/{p}.pid')
-                            for p in ('ovs-vswitchd', 'ovsdb-server')]
 
     def make_bridges(self):
         hv, mtu = self.hv, self.lab.underlay_mtu
@@ -141,16 +164,14 @@ class OVSHypervisor(Node):
 
     def add_vtep(self):
         cmds = [f'ip addr add {self.hv.vtep} dev br-phy', 'ip link set br-phy up']
-        cmds += [f'ip route add {net} dev br-phy' for net in self.hv.routes]
+        cmds += [f'ip route add {net} via {self.hv.gateway} dev br-phy' for net in self.hv.routes]
         sh(self, *cmds)
 
     def vsctl(self, *args) -> str:
         return sh(self, shlex.join(['ovs-vsctl', f'--db=unix:{self.rundir}/db.sock', *args]))
 
     def terminate(self):
-        for pid in self.daemon_pids:
-            if pid:
-                osutil.stop_pid(pid)
+        osutil.stop_pids([p for p in self.daemon_pids if p])
         self.daemon_pids = []
         super().terminate()
 
@@ -212,6 +233,10 @@ class PhysicalSwitch(OVSSwitch):
                 args += ['--', 'add-port', br, intf.name, '--', 'set', 'interface', intf.name,
                          f'ofport_request={self.ports[intf]}', f'mtu_request={self.mtu}']
         self.vsctl(*args)     # queued: batchStartup runs every switch in one ovs-vsctl
+
+    @classmethod
+    def isOldOVS(cls):
+        return False        # OVS 3.x; Mininet's check warns through deprecated distutils
 
     @classmethod
     def batchStartup(cls, switches, run=errRun):

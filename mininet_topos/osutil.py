@@ -5,6 +5,7 @@ Everything here is safe to call from any thread: no Mininet shell is involved.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -99,15 +100,36 @@ def alive(pid) -> bool:
 
 
 def stop_pid(pid: int, timeout: float = 5.0) -> None:
-    """SIGTERM pid, wait for it to go, SIGKILL if it will not.  Only for pids we started."""
+    stop_pids([pid], timeout)
+
+
+def stop_pids(pids, timeout: float = 5.0) -> None:
+    """SIGTERM all pids at once, wait for them to go, SIGKILL stragglers.  Only for pids we
+    started (or proved ours by their command line)."""
+    left = list(pids)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: not any(alive(p) for p in left), timeout, 0.01)
+        left = [p for p in left if alive(p)]
+        if not left:
             return
-        if wait_until(lambda: not alive(pid), timeout, 0.02):
-            return
-    raise LabError(f'process {pid} ({cmdline(pid)}) survived SIGKILL')
+    raise LabError(f'processes survived SIGKILL: {left}')
+
+
+def netns_id(pid) -> str | None:
+    try:
+        return os.readlink(f'/proc/{pid}/ns/net')
+    except OSError:
+        return None
+
+
+def pids_in_netns(namespaces) -> list[int]:
+    """Every process whose network namespace is one of `namespaces` (netns_id values)."""
+    return [int(p) for p in os.listdir('/proc') if p.isdigit() and netns_id(p) in namespaces]
 
 
 def read_pidfile(path) -> int | None:
@@ -130,7 +152,8 @@ def root_bridges() -> set[str]:
 
 def used_mgmt_octets() -> set[int]:
     """Third octets of 169.254.X.0/24 networks already addressed or routed in the root ns."""
-    text = run(['ip', '-4', '-o', 'addr', 'show']) + run(['ip', '-4', 'route', 'show', 'table', 'all'])
+    text = run(['ip', '-4', '-o', 'addr', 'show']) + \
+        run(['ip', '-4', 'route', 'show', 'table', 'all'])
     return {int(m) for m in re.findall(r'169\.254\.(\d+)\.', text)}
 
 
@@ -143,6 +166,23 @@ def pick_mgmt_octet(prefix: str) -> int:
         if n not in used:
             return n
     raise LabError('no free 169.254.N.0/24 management subnet in the root namespace')
+
+
+def default_prefix() -> str:
+    for _ in range(100):
+        prefix = f'lab{random.randrange(16 ** 3):03x}'
+        if not link_exists(f'{prefix}mgmt'):
+            return prefix
+    raise LabError('could not find a free lab prefix; pass one')
+
+
+def is_connected(bridge, db=None) -> bool:
+    """OVS's own verdict (Controller.is_connected); it lags a real connection by up to ~5 s."""
+    args = ['ovs-vsctl', '--timeout=5'] + ([f'--db={db}'] if db else [])
+    try:
+        return run(args + ['get', 'controller', bridge, 'is_connected']).strip() == 'true'
+    except LabError:
+        return False
 
 
 def ensure_root() -> None:

@@ -19,16 +19,17 @@ from mininet.link import Link  # noqa: E402
 from mininet.topo import Topo  # noqa: E402
 
 from mininet_topos import osutil  # noqa: E402
-from mininet_topos.nodes import LabIntf, MgmtBridge, OVSHypervisor, PhysicalSwitch, VMHost  # noqa: E402
+from mininet_topos.nodes import (LabIntf, MgmtBridge, OVSHypervisor,  # noqa: E402
+                                 PhysicalSwitch, VMHost)
 from mininet_topos.plan import HV_MGMT, VM_MTU, build_plan  # noqa: E402
 
 
 class OpendvsTopo(Topo):
     """Nodes and veths of a LabPlan; the node classes configure themselves."""
 
-    def build(self, plan=None):
+    def build(self, plan=None, hv_autosetup=True):
         for hv in plan.hypervisors.values():
-            self.addHost(hv.name, cls=OVSHypervisor, plan=plan, ip=None)
+            self.addHost(hv.name, cls=OVSHypervisor, plan=plan, autosetup=hv_autosetup, ip=None)
         for vm in plan.vms.values():
             self.addHost(vm.spec.name, cls=VMHost, vm=vm, ip=None)
         self.addSwitch(plan.mgmt_bridge, cls=MgmtBridge, gateway=f'{plan.mgmt_gateway}/24')

@@ -57,7 +57,9 @@ class Flow:
     def make(cls, table: str, priority: int, match: dict | None = None,
              actions=(), goto: str | None = None, **kw) -> 'Flow':
         m = tuple(sorted((k, _norm_value(k, v)) for k, v in (match or {}).items()))
-        return cls(table, priority, m, tuple(tuple(a) for a in actions), goto, **kw)
+        acts = tuple(('set_field', a[1], _norm_value(a[1], a[2])) if a[0] == 'set_field' else tuple(a)
+                     for a in actions)
+        return cls(table, priority, m, acts, goto, **kw)
 
     @property
     def key(self) -> tuple:

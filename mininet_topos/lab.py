@@ -1,0 +1,391 @@
+"""Lab: the whole lab (physical switches, hypervisors, VMs) in one Mininet object, and the
+operations tests need on it.
+
+    with Lab('examples/fabric.yaml', prefix='t1') as lab:     # up(): waits for the controller
+        assert lab.ping('hv1vm1', 'hv3vm1')
+        lab.move_vm('hv1vm1', 'hv3')
+
+OVS tools talk to a hypervisor's daemons over the unix sockets in its run dir, which work
+from the root namespace and from any thread; shell commands for a node run in its netns
+through Mininet (node.cmd / node.popen).
+"""
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import os
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from mininet.net import Mininet
+
+from mininet_topos import osutil
+from mininet_topos.errors import LabError
+from mininet_topos.nodes import sh, vm_port_args
+from mininet_topos.plan import MAX_BACKOFF_MS, LabPlan, build_plan
+from mininet_topos.teardown import fast_stop, sweep
+from mininet_topos.topo import OpendvsTopo
+
+
+@dataclasses.dataclass(frozen=True)
+class VMInfo:
+    name: str
+    hypervisor: str                  # where it runs now (changes with move_vm)
+    ip: str                          # address only, handy for ping
+    cidr: str                        # address/prefix as configured
+    mac: str
+    iface_id: str
+    vlan: int | None
+    port: str                        # its port on the hypervisor's br-int
+
+
+class Lab:
+    """A running (or not yet running) lab built from a fabric; see the module docstring."""
+
+    def __init__(self, fabric, prefix=None, ofp_port=None, vms_per_hypervisor=2, vms=None,
+                 workdir=None):
+        if isinstance(fabric, (str, os.PathLike)):
+            from controller.policy.fabric import load_fabric
+            fabric = load_fabric(fabric)
+        self.fabric = fabric
+        prefix = prefix or osutil.default_prefix()
+        self.plan: LabPlan = build_plan(fabric, prefix, osutil.pick_mgmt_octet(prefix), ofp_port,
+                                        vms, vms_per_hypervisor, workdir)
+        self.net: Mininet | None = None
+        self.timings: dict[str, float] = {}
+        self._where = {name: vm.spec.hypervisor for name, vm in self.plan.vms.items()}
+        self._procs: list[subprocess.Popen] = []
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._pids: dict[str, int] = {}
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def up(self, wait_connected=True, timeout=60):
+        """Build and start everything; with wait_connected, return once every bridge (each
+        physical switch, each hv's br-int) has an established OpenFlow session.  On any
+        failure the partial lab is torn down before the error propagates."""
+        if self.net is not None:
+            return self
+        osutil.ensure_root()
+        osutil.ensure_ovs()
+        self._check_free()
+        t0 = time.monotonic()
+        atexit.register(self.down)
+        try:
+            self.net = Mininet(topo=OpendvsTopo(plan=self.plan, hv_autosetup=False),
+                               controller=None, build=False, autoSetMacs=False,
+                               waitConnected=False)
+            self.net.build()
+            with ThreadPoolExecutor(len(self.plan.hypervisors) or 1) as pool:
+                # Each hv's OVS start-up mostly waits on its own vswitchd: do them all at once,
+                # while this thread creates the physical switches (other nodes, other shells).
+                setups = [pool.submit(self.net[hv].setup_ovs) for hv in self.plan.hypervisors]
+                self.net.start()
+                for f in setups:
+                    f.result()
+            self._pids = {n.name: n.pid for n in self.net.hosts + self.net.switches}
+            if wait_connected:
+                self.wait_connected(timeout)
+                self._set_backoff(physical=True, hvs=list(self.plan.hypervisors))
+            else:
+                self._start_backoff_watcher()
+        except BaseException:
+            self.down()
+            raise
+        self.timings['up'] = time.monotonic() - t0
+        return self
+
+    def down(self, keep_workdir=False):
+        """Remove everything this lab made, and nothing else.  Idempotent."""
+        net, self.net = self.net, None
+        if net is None:
+            return
+        t0 = time.monotonic()
+        atexit.unregister(self.down)
+        self._watch_stop.set()
+        if self._watcher:
+            self._watcher.join()
+        osutil.stop_pids([p.pid for p in self._procs if p.poll() is None])
+        for p in self._procs:
+            p.wait()
+        try:
+            fast_stop(net)
+        finally:
+            # a netns is cleaned up asynchronously: give the veth peers a moment to go
+            osutil.wait_until(lambda: not any(map(osutil.link_exists, self.plan.root_links())), 5)
+            # whatever a failed build or stop left behind, by exact name
+            sweep([h.rundir for h in self.plan.hypervisors.values()], self.plan.bridges(),
+                  self.plan.root_links())
+            if not keep_workdir:
+                shutil.rmtree(self.plan.workdir, ignore_errors=True)
+        self.timings['down'] = time.monotonic() - t0
+
+    def __enter__(self):
+        return self.up()
+
+    def __exit__(self, *exc):
+        self.down()
+
+    def _check_free(self):
+        plan = self.plan
+        busy = [n for n in plan.root_links() + plan.bridges() if osutil.link_exists(n)]
+        busy += sorted((set(plan.bridges()) & osutil.root_bridges()) - set(busy))
+        if busy:
+            raise LabError(f'lab prefix {plan.prefix!r} is in use: {", ".join(busy)} already '
+                           f'exist (another lab, or leftovers: `opendvs-lab down --prefix '
+                           f'{plan.prefix}`)')
+
+    # --- controller connections -------------------------------------------------------------
+
+    def unconnected(self) -> list[str]:
+        """Bridges without an established OpenFlow session, judged by TCP sockets.
+
+        A hv's session is its only socket to the controller port in its netns.  The physical
+        switches all live in the root OVS, so they are counted (sockets from the root ns to
+        the controller address), which is exact unless another lab shares the port.
+        """
+        plan, missing = self.plan, []
+        phys = self._physical_sessions()
+        if phys < len(plan.switches):
+            missing.append(f'{len(plan.switches) - phys} of {len(plan.switches)} physical '
+                           f'switches (-> {next(iter(plan.switches.values())).controller})')
+        missing += [f'{hv} br-int (-> {plan.hypervisors[hv].controller})'
+                    for hv in plan.hypervisors if not self._hv_session(hv)]
+        return missing
+
+    def wait_connected(self, timeout=60):
+        if not osutil.wait_until(lambda: not self.unconnected(), timeout):
+            raise LabError(f'not connected to the controller after {timeout:g} s: '
+                           f'{"; ".join(self.unconnected())}. Is the controller running and '
+                           f'listening on 0.0.0.0:{self.plan.ofp_port}?')
+
+    def _physical_sessions(self) -> int:
+        if not self.plan.switches:
+            return 0
+        host = osutil.resolve(self.fabric.controller.ofp_host)
+        return sum(1 for _, remote in osutil.established('self', self.plan.ofp_port)
+                   if remote == host)
+
+    def _hv_session(self, hv) -> bool:
+        gw = self.plan.mgmt_gateway
+        return any(remote == gw for _, remote in osutil.established(self._pids[hv],
+                                                                     self.plan.ofp_port))
+
+    def _set_backoff(self, physical, hvs):
+        # OVS 3.1.0 ignores max_backoff set before a controller's first connection, so it is
+        # set now; it then stays for later reconnects (reconnect after ~1 s, not up to 8 s).
+        if physical and self.plan.switches:
+            args = []
+            for sw in self.plan.switches.values():
+                args += ['--', 'set', 'controller', sw.bridge, f'max_backoff={MAX_BACKOFF_MS}']
+            osutil.run(['ovs-vsctl', '--timeout=10', *args])
+        for hv in hvs:
+            self.vsctl(hv, 'set', 'controller', 'br-int', f'max_backoff={MAX_BACKOFF_MS}')
+
+    def _start_backoff_watcher(self):
+        def watch():
+            phys_done, hvs = False, set(self.plan.hypervisors)
+            while not self._watch_stop.wait(0.25) and (not phys_done or hvs):
+                try:
+                    if not phys_done and self._physical_sessions() >= len(self.plan.switches):
+                        self._set_backoff(physical=True, hvs=[])
+                        phys_done = True
+                    ready = [hv for hv in hvs if self._hv_session(hv)]
+                    self._set_backoff(physical=False, hvs=ready)
+                    hvs -= set(ready)
+                except (LabError, OSError, subprocess.SubprocessError):
+                    pass       # a bridge going away under us (teardown); try again or stop
+        self._watch_stop.clear()
+        self._watcher = threading.Thread(target=watch, name=f'{self.prefix}-backoff', daemon=True)
+        self._watcher.start()
+
+    # --- names and addresses ----------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return self.plan.prefix
+
+    @property
+    def ofp_port(self) -> int:
+        return self.plan.ofp_port
+
+    @property
+    def vms(self) -> dict[str, VMInfo]:
+        out = {}
+        for name, vm in self.plan.vms.items():
+            s = vm.spec
+            out[name] = VMInfo(name, self._where[name], s.address, s.ip, s.mac, s.iface_id,
+                               s.vlan, vm.port)
+        return out
+
+    def bridge(self, switch) -> str:
+        return self._switch(switch).bridge
+
+    def mgmt_ip(self, hv) -> str:
+        return self._hv(hv).mgmt_ip
+
+    def ovsdb(self, hv) -> str:
+        """The hv's OVSDB as the controller reaches it: tcp:<mgmt ip>:6640."""
+        return self._hv(hv).ovsdb
+
+    def pid(self, node) -> int:
+        """PID of a node's shell: its netns handle (`ip link set X netns PID`, mnexec -a)."""
+        self._require_up()
+        return self._pids[node]
+
+    def describe(self) -> dict:
+        """Everything a tool needs to find and clean up this lab (JSON-friendly)."""
+        p = self.plan
+        return {
+            'prefix': p.prefix, 'fabric': p.fabric_source, 'ofp_port': p.ofp_port,
+            'workdir': p.workdir, 'mgmt_gateway': p.mgmt_gateway, 'mgmt_bridge': p.mgmt_bridge,
+            'switches': {s.name: {'bridge': s.bridge, 'dpid': f'{s.dpid:#x}', 'role': s.role,
+                                  'controller': s.controller} for s in p.switches.values()},
+            'hypervisors': {h.name: {'pid': self._pids.get(h.name), 'leaf': h.leaf,
+                                     'mgmt_ip': h.mgmt_ip, 'ovsdb': h.ovsdb,
+                                     'vtep': str(h.vtep), 'dpid': f'{h.dpid:#x}',
+                                     'rundir': h.rundir, 'controller': h.controller}
+                            for h in p.hypervisors.values()},
+            'vms': {v.name: {**dataclasses.asdict(v), 'pid': self._pids.get(v.name)}
+                    for v in self.vms.values()},
+            'bridges': list(p.bridges()), 'root_links': list(p.root_links()),
+            'node_pids': dict(self._pids),
+        }
+
+    # --- running things ---------------------------------------------------------------------
+
+    def exec(self, node, cmd, timeout=60) -> tuple[int, str]:
+        """Run cmd (a shell string, or an argv list) in a VM or hypervisor; (rc, stdout+stderr)."""
+        p = self.popen(node, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, track=False)
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise LabError(f'{node}: {cmd!r} still running after {timeout} s') from None
+        return p.returncode, out.decode(errors='replace')
+
+    def popen(self, node, args, track=True, **kw) -> subprocess.Popen:
+        """Start args in a VM or hypervisor in the background (stop it by PID).  With an argv
+        list the PID is the program's own; a string runs under bash -c.  Anything still
+        running at down() is stopped then, since it would keep the netns alive."""
+        argv = ['bash', '-c', args] if isinstance(args, str) else [str(a) for a in args]
+        p = self._node(node).popen(argv, **kw)
+        if track:
+            self._procs = [q for q in self._procs if q.poll() is None] + [p]
+        return p
+
+    def ping(self, src_vm, dst, count=1, timeout=1) -> bool:
+        """True if src_vm gets at least one echo reply from dst (a VM name or an IP)."""
+        ip = self.vms[dst].ip if dst in self.plan.vms else dst
+        argv = ['ping', '-n', '-q', '-c', str(count), '-W', str(timeout), ip]
+        if count > 1:
+            argv[1:1] = ['-i', '0.2']
+        return self.exec(src_vm, argv, timeout=count + timeout + 10)[0] == 0
+
+    # --- changing the lab -------------------------------------------------------------------
+
+    def set_link(self, a, b, up: bool):
+        """Take a fabric cable (two switches) or a hv uplink (hv, leaf) down or up, on both
+        ends, so both OVS instances see their port go down."""
+        links = self.plan.find_links(a, b)
+        if not links:
+            raise LabError(f'no link between {a} and {b}')
+        for link in links:
+            node_a = self.plan.switches[link.a].bridge
+            node_b = (self.plan.switches[link.b].bridge if link.kind == 'fabric' else link.b)
+            for node, intf in ((node_a, link.intf_a), (node_b, link.intf_b)):
+                sh(self._node(node), f'ip link set {intf} {"up" if up else "down"}')
+
+    def move_vm(self, vm, hv):
+        """Live-migrate vm to hv: move the hv end of its veth into hv's netns (the VM keeps
+        its eth0, addresses and neighbours), plug it into hv's br-int with the same binding,
+        then unplug it from the old hv (method A of the hypervisor-lab reference)."""
+        if vm not in self.plan.vms:
+            raise LabError(f'no VM {vm!r} in lab {self.prefix}')
+        plan_vm, old_hv = self.plan.vms[vm], self._where[vm]
+        self._hv(hv)
+        if old_hv == hv:
+            return
+        old, new, port = self._node(old_hv), self._node(hv), plan_vm.port
+        sh(old, f'ip link set {port} netns {new.pid}')
+        sh(new, f'ip link set {port} up')
+        self.vsctl(hv, *vm_port_args(plan_vm))
+        self.vsctl(old_hv, 'del-port', 'br-int', port)
+        intf = old.nameToIntf[port]           # keep Mininet's books right for teardown
+        old.delIntf(intf)
+        intf.node = new
+        new.addIntf(intf, moveIntfFn=lambda *a, **k: None)
+        self._where[vm] = hv
+
+    # --- OVS tools ----------------------------------------------------------------------------
+
+    def ofctl(self, node, *args, bridge='br-int') -> str:
+        """ovs-ofctl COMMAND on a physical switch's bridge or on a hv's bridge (br-int unless
+        bridge= says otherwise): ofctl('leaf1', 'dump-flows'), ofctl('hv1', 'add-flow', F)."""
+        opts = list(_leading_options(args))
+        rest = list(args[len(opts):])
+        if not rest:
+            raise LabError('ofctl needs a command, e.g. ofctl("leaf1", "dump-flows")')
+        if node in self.plan.switches:
+            target = self.bridge(node)
+        else:
+            target = f'unix:{self._hv(node).rundir}/{bridge}.mgmt'
+        if not any(o.startswith(('-O', '--protocols')) for o in opts):
+            opts = ['-O', 'OpenFlow14'] + opts
+        return osutil.run(['ovs-ofctl', *opts, rest[0], target, *rest[1:]])
+
+    def vsctl(self, node, *args) -> str:
+        """ovs-vsctl on a hv's own OVSDB, or on the root OVS for a physical switch name."""
+        db = [] if node in self.plan.switches else [f'--db=unix:{self._hv(node).rundir}/db.sock']
+        return osutil.run(['ovs-vsctl', '--timeout=20', *db, *args])
+
+    def appctl(self, node, *args) -> str:
+        """ovs-appctl to a hv's ovs-vswitchd (or the root one for a physical switch name)."""
+        target = ([] if node in self.plan.switches
+                  else ['-t', f'{self._hv(node).rundir}/ovs-vswitchd.ctl'])
+        return osutil.run(['ovs-appctl', *target, *args])
+
+    # --- lookups --------------------------------------------------------------------------------
+
+    def _require_up(self):
+        if self.net is None:
+            raise LabError(f'lab {self.prefix} is not up')
+
+    def _node(self, name):
+        self._require_up()
+        if name in self.plan.switches:
+            name = self.bridge(name)
+        try:
+            return self.net[name]
+        except KeyError:
+            raise LabError(f'no node {name!r} in lab {self.prefix}') from None
+
+    def _hv(self, name):
+        try:
+            return self.plan.hypervisors[name]
+        except KeyError:
+            raise LabError(f'no hypervisor {name!r} in lab {self.prefix}') from None
+
+    def _switch(self, name):
+        try:
+            return self.plan.switches[name]
+        except KeyError:
+            raise LabError(f'no physical switch {name!r} in lab {self.prefix}') from None
+
+    def __repr__(self):
+        state = 'up' if self.net else 'down'
+        return f'<Lab {self.prefix} {state}: {len(self.plan.switches)} switches, ' \
+               f'{len(self.plan.hypervisors)} hypervisors, {len(self.plan.vms)} VMs>'
+
+
+def _leading_options(args):
+    for a in args:
+        if not str(a).startswith('-'):
+            return
+        yield str(a)
