@@ -5,6 +5,7 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -33,6 +34,10 @@ def port_free(host: str, port: int) -> str | None:
         s.close()
 
 
+def _exit_cleanly(signum, frame):
+    raise SystemExit(0)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog='opendvs-controller', description=__doc__)
     ap.add_argument('--fabric', required=True, help='fabric YAML file')
@@ -41,6 +46,9 @@ def main(argv=None) -> int:
     ap.add_argument('--state-dir', default='/var/lib/opendvs', help='where accepted state is kept')
     ap.add_argument('--log-level', default=os.environ.get('OPENDVS_LOG', 'INFO'))
     args = ap.parse_args(argv)
+    # From here on SIGINT/SIGTERM mean a clean exit 0, even before the OpenFlow loop runs.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
