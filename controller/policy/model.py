@@ -86,3 +86,74 @@ def default_hypervisor_dpid(name: str) -> int:
 
 def frozen_map(d: dict) -> Mapping:
     return MappingProxyType(dict(d))
+
+
+# ---- tenant policy (built only by controller.policy.tenant) ------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A port-group: VLAN-backed (`vlan`) or, later, a VXLAN overlay (`vni`)."""
+    name: str
+    subnet: ipaddress.IPv4Network
+    vlan: int | None = None
+    vni: int | None = None
+    gateway: ipaddress.IPv4Address | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Nic:
+    index: int                        # position in the workload's nics list: iface-id .../nic<index>
+    network: str
+    mac: str                          # lower-case aa:bb:cc:dd:ee:ff
+    ip: ipaddress.IPv4Address
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    name: str
+    labels: tuple[str, ...]
+    nics: tuple[Nic, ...]
+    hypervisor: str | None = None     # placement hint for the lab only; the controller follows bindings
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One side of a rule: exactly one of label / workload / network / cidr is set."""
+    label: str | None = None
+    workload: str | None = None
+    network: str | None = None
+    cidr: ipaddress.IPv4Network | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Allow:
+    proto: str                        # 'tcp' | 'udp' | 'icmp' | 'any'
+    ports: tuple[int, int] | None = None   # inclusive range for tcp/udp; None = every port
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    name: str
+    src: Endpoint
+    dst: Endpoint
+    allow: tuple[Allow, ...]
+    line: int = 0                     # where the rule is in its file: flows trace back to it
+
+
+@dataclasses.dataclass(frozen=True)
+class Security:
+    default: str = 'deny'             # inside the tenant; other tenants are always unreachable
+    rules: tuple[Rule, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Tenant:
+    name: str
+    source: str
+    networks: Mapping[str, Network]
+    workloads: Mapping[str, Workload]
+    security: Security = Security()
+
+    def iface_id(self, workload: str, nic: int) -> str:
+        """The OVS Interface external_ids:iface-id that binds this nic (OVN/libvirt style)."""
+        return '%s/%s/nic%d' % (self.name, workload, nic)
