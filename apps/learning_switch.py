@@ -12,59 +12,31 @@ switch tells us (flow removed) and the destination entry goes with it.
 """
 from __future__ import annotations
 
-from controller.inventory.model import EDGE, FABRIC, UPLINK, VM, Inventory
+from controller.inventory.model import EDGE, HYPERVISOR, VM, Inventory
 from controller.pipeline import cookies
 from controller.pipeline.flow import CONTROLLER, UNTAGGED, Flow, vid
 
-from apps import topology
+from apps import vlan_portgroups
+from apps.vlan_portgroups import PortVlans
 
 APP = 'learning_switch'
 K_STATIC, K_SRC, K_DST, K_REFUSED = 0, 1, 2, 3
 P_MISS, P_PORT, P_MAC = 0, 100, 100
 
 
-def _cookie(kind: int, owner: str | None = None) -> int:
-    return cookies.make(APP, kind, owner)
+def _cookie(kind: int, owner: str | None = None, tenant: str | None = None) -> int:
+    return cookies.make(APP, kind, owner, tenant)
 
 
-def compile_flows(fabric, inv: Inventory, dpid: int) -> set[Flow]:
-    sw = inv.switches.get(dpid)
-    if sw is None:
+def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
+    if dpid not in inv.switches:
         return set()
-    ports = port_vlans(fabric, inv, dpid)
+    ports = vlan_portgroups.port_vlans(policy, inv, dpid)
     flows = _misses()
-    flows |= _classify(fabric, ports)
-    flows |= _learned(fabric, inv, dpid, ports)
-    flows |= _flood(fabric, ports)
+    flows |= _classify(policy, ports)
+    flows |= _learned(policy, inv, dpid, ports)
+    flows |= _flood(policy, ports)
     return flows
-
-
-def port_vlans(fabric, inv: Inventory, dpid: int) -> dict[int, tuple[frozenset[int], bool]]:
-    """Forwarding ports of a switch: port -> (tagged VLANs, carries the native VLAN untagged).
-
-    Physical: edge ports carry every fabric VLAN (native untagged); fabric ports on the
-    flood tree carry every VLAN tagged.  br-int: VM ports are native access ports, the
-    uplink trunks the hypervisor's VLANs.  Other ports (pending, off-tree) carry nothing.
-    """
-    sw = inv.switches[dpid]
-    native = fabric.native_vlan
-    out = {}
-    if sw.kind == 'physical':
-        tree = topology.flood_tree(inv)
-        every = frozenset(fabric.all_vlans())
-        for p in sw.ports_with(EDGE):
-            out[p.no] = (every - {native}, True)
-        for p in sw.ports_with(FABRIC):
-            if topology.LinkEnd(dpid, p.no) in tree:
-                out[p.no] = (every, False)
-    else:
-        hv = fabric.switch_by_dpid(dpid)
-        for p in sw.ports_with(VM):
-            out[p.no] = (frozenset(), True)
-        for p in sw.ports_with(UPLINK):
-            out[p.no] = (frozenset(hv.trunk_vlans) - {native}, True)
-
-    return out
 
 
 def _misses() -> set[Flow]:
@@ -77,61 +49,62 @@ def _misses() -> set[Flow]:
     }
 
 
-def _classify(fabric, ports) -> set[Flow]:
+def _vlan_cookie(policy, kind: int, vlan: int, owner: str) -> int:
+    """Per-VLAN flows belong to the tenant whose port-group the VLAN is."""
+    return _cookie(kind, owner, tenant=policy.vlan_owners.get(vlan))
+
+
+def _classify(policy, ports: dict[int, PortVlans]) -> set[Flow]:
     flows = set()
-    for no, (tagged, native) in ports.items():
-        c = _cookie(K_STATIC, 'port:%d' % no)
-        if native:
+    for no, pv in ports.items():
+        if pv.untagged is not None:
             flows.add(Flow.make('classify', P_PORT, {'in_port': no, 'vlan_vid': UNTAGGED},
-                                [('push_vlan', fabric.native_vlan)], goto='learn', cookie=c))
-        for v in tagged:
-            flows.add(Flow.make('classify', P_PORT, {'in_port': no, 'vlan_vid': vid(v)},
-                                goto='learn', cookie=c))
+                                [('push_vlan', pv.untagged)], goto='learn',
+                                cookie=_vlan_cookie(policy, K_STATIC, pv.untagged, 'port:%d' % no)))
+        for v in pv.tagged:
+            flows.add(Flow.make('classify', P_PORT, {'in_port': no, 'vlan_vid': vid(v)}, goto='learn',
+                                cookie=_vlan_cookie(policy, K_STATIC, v, 'port:%d' % no)))
     return flows
 
 
-def _output(ports, port: int, vlan: int, native_vlan: int) -> list[tuple]:
+def _output(pv: PortVlans, port: int, vlan: int) -> list[tuple]:
     """Actions that send a frame tagged `vlan` out of `port` the way the port carries it."""
-    tagged, native = ports[port]
-    if vlan == native_vlan and native:
+    if vlan == pv.untagged:
         return [('pop_vlan',), ('output', port)]
-    return [('output', port)] if vlan in tagged else []
+    return [('output', port)] if vlan in pv.tagged else []
 
 
-def _learned(fabric, inv: Inventory, dpid: int, ports) -> set[Flow]:
+def _learned(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
     flows = set()
-    age = fabric.learning.mac_age
+    age = policy.fabric.learning.mac_age
     for (vlan, mac), port in inv.macs.get(dpid, {}).items():
-        if port not in ports:
+        if port not in ports or not ports[port].carries(vlan):
             continue
         owner = '%016x/%d/%s' % (dpid, vlan, mac)
         flows.add(Flow.make('learn', P_MAC, {'in_port': port, 'vlan_vid': vid(vlan), 'eth_src': mac},
-                            goto='l2', cookie=_cookie(K_SRC, owner), idle_timeout=age,
+                            goto='l2', cookie=_vlan_cookie(policy, K_SRC, vlan, owner), idle_timeout=age,
                             notify_removal=True))
-        acts = _output(ports, port, vlan, fabric.native_vlan)
-        if acts:
-            flows.add(Flow.make('l2', P_MAC, {'vlan_vid': vid(vlan), 'eth_dst': mac}, acts,
-                                cookie=_cookie(K_DST, owner)))
+        flows.add(Flow.make('l2', P_MAC, {'vlan_vid': vid(vlan), 'eth_dst': mac}, _output(ports[port], port, vlan),
+                            cookie=_vlan_cookie(policy, K_DST, vlan, owner)))
     for vlan, mac, port in inv.refused.get(dpid, ()):
         # over the port's MAC limit: drop this source quietly until it has been silent a while
         flows.add(Flow.make('learn', P_MAC, {'in_port': port, 'vlan_vid': vid(vlan), 'eth_src': mac},
-                            cookie=_cookie(K_REFUSED, '%016x/%d/%s' % (dpid, vlan, mac)),
+                            cookie=_vlan_cookie(policy, K_REFUSED, vlan, '%016x/%d/%s' % (dpid, vlan, mac)),
                             idle_timeout=age, notify_removal=True))
     return flows
 
 
-def _flood(fabric, ports) -> set[Flow]:
+def _flood(policy, ports: dict[int, PortVlans]) -> set[Flow]:
     flows = set()
-    vlans = set(fabric.all_vlans())
-    for v in sorted(vlans):
-        tagged = [p for p, (t, n) in sorted(ports.items()) if v in t]
-        untagged = [p for p, (t, n) in sorted(ports.items()) if n and v == fabric.native_vlan]
+    for v in sorted(policy.vlans_in_use()):
+        tagged = [p for p, pv in sorted(ports.items()) if v in pv.tagged]
+        untagged = [p for p, pv in sorted(ports.items()) if pv.untagged == v]
         acts = [('output', p) for p in tagged]
         if untagged:
             acts += [('pop_vlan',)] + [('output', p) for p in untagged]
         if acts:
             flows.add(Flow.make('flood', P_PORT, {'vlan_vid': vid(v)}, acts,
-                                cookie=_cookie(K_STATIC, 'flood:%d' % v)))
+                                cookie=_vlan_cookie(policy, K_STATIC, v, 'flood:%d' % v)))
     return flows
 
 
@@ -192,10 +165,11 @@ def forget(inv: Inventory, dpid: int, flow: Flow) -> bool:
 
 def flush_fabric_macs(inv: Inventory) -> None:
     """The flood tree changed: MACs learned over fabric links may now be behind other ports,
-    so physical switches forget everything not learned on an edge port (like an STP TCN)."""
+    so physical switches forget what they learned on anything but edge/hypervisor ports
+    (like an STP topology change)."""
     for dpid, sw in inv.switches.items():
         if sw.kind != 'physical':
             continue
         for no, p in sw.ports.items():
-            if p.role != EDGE:
+            if p.role not in (EDGE, HYPERVISOR):
                 inv.forget_port(dpid, no)

@@ -11,7 +11,8 @@ import struct
 import time
 from collections import deque
 
-from controller.inventory.model import (EDGE, FABRIC, PENDING, UNDECLARED, Inventory, LinkEnd)
+from controller.inventory.model import (EDGE, FABRIC, HYPERVISOR, PENDING, UNDECLARED, Inventory,
+                                        LinkEnd)
 from controller.pipeline import cookies
 from controller.pipeline.flow import CONTROLLER, Flow
 
@@ -60,10 +61,10 @@ def parse_lldp(data: bytes) -> LinkEnd | None:
     return LinkEnd(dpid, port)
 
 
-def compile_flows(fabric, inv: Inventory, dpid: int) -> set[Flow]:
-    """LLDP to the controller on physical switches (ahead of VLAN admission)."""
-    sw = inv.switches.get(dpid)
-    if sw is None or sw.kind != 'physical':
+def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
+    """LLDP to the controller, ahead of VLAN admission: physical switches learn their cables
+    and which leaf port each hypervisor is on; a hypervisor's br-int hears its leaf."""
+    if dpid not in inv.switches:
         return set()
     return {Flow.make('classify', 1000, {'eth_type': LLDP_ETHERTYPE, 'eth_dst': LLDP_DST},
                       [('output', CONTROLLER)], cookie=cookies.make(APP, 1, 'lldp'))}
@@ -79,10 +80,14 @@ def declared_pairs(fabric) -> set[frozenset[int]]:
 def link_seen(fabric, inv: Inventory, rx: LinkEnd, tx: LinkEnd, now: float | None = None) -> bool:
     """Record an LLDP frame received on rx from tx.  True if port roles changed."""
     now = time.monotonic() if now is None else now
-    known = inv.links.get(rx)
+    new = rx not in inv.links or inv.links[rx][0] != tx
     inv.links[rx] = (tx, now)
-    new = known is None or known[0] != tx
-    return classify_ports(fabric, inv, now) or new      # classify first: never short-circuited
+    sender = inv.switches.get(tx.dpid)
+    if sender is not None and sender.kind == 'hypervisor':
+        inv.hv_ports[rx] = tx.dpid
+    else:
+        inv.hv_ports.pop(rx, None)
+    return classify_ports(fabric, inv, now) or new
 
 
 def expire(fabric, inv: Inventory, now: float | None = None) -> bool:
@@ -97,6 +102,7 @@ def expire(fabric, inv: Inventory, now: float | None = None) -> bool:
 def port_down(inv: Inventory, dpid: int, port: int) -> None:
     """A cable cut: forget links on this port at once (both directions)."""
     end = LinkEnd(dpid, port)
+    inv.hv_ports.pop(end, None)
     for rx, (tx, _) in list(inv.links.items()):
         if rx == end or tx == end:
             del inv.links[rx]
@@ -118,15 +124,52 @@ def classify_ports(fabric, inv: Inventory, now: float) -> bool:
 
 
 def _role(pairs, inv, dpid, port, now):
+    if port.up and LinkEnd(dpid, port.no) in inv.hv_ports:
+        return HYPERVISOR           # a hypervisor's controller session may drop: its cable has not
     link = inv.links.get(LinkEnd(dpid, port.no))
     if link is not None:
-        peer = link[0].dpid
-        return FABRIC if frozenset((dpid, peer)) in pairs else UNDECLARED
+        return FABRIC if frozenset((dpid, link[0].dpid)) in pairs else UNDECLARED
     if port.role in (FABRIC, UNDECLARED):
         return PENDING              # a link vanished: wait before flooding onto it again
     if port.role == PENDING and port.up and now - port.since >= DISCOVERY_WINDOW:
         return EDGE
     return port.role if port.up else PENDING
+
+
+def peer(inv: Inventory, dpid: int, port: int) -> LinkEnd | None:
+    """Who LLDP says is at the other end of (dpid, port)."""
+    link = inv.links.get(LinkEnd(dpid, port))
+    return link[0] if link else None
+
+
+def hypervisor_ports(inv: Inventory) -> dict[int, LinkEnd]:
+    """hypervisor br-int dpid -> the leaf port its uplink is cabled to (from its LLDP)."""
+    out = {}
+    for end, hv in inv.hv_ports.items():
+        sw = inv.switches.get(end.dpid)
+        p = sw.ports.get(end.port) if sw else None
+        if p is not None and p.role == HYPERVISOR and p.up:
+            out[hv] = end
+    return out
+
+
+def toward(inv: Inventory, tree: set[LinkEnd], target: int) -> dict[int, int]:
+    """For every physical switch on the flood tree: the port leading toward switch `target`."""
+    adj: dict[int, list[tuple[int, int]]] = {}
+    for end in tree:
+        other = peer(inv, end.dpid, end.port)
+        if other is not None and other in tree:
+            adj.setdefault(other.dpid, []).append((end.dpid, end.port))
+    out, queue = {}, deque([target])
+    seen = {target}
+    while queue:
+        here = queue.popleft()
+        for nxt, port_back in sorted(adj.get(here, [])):
+            if nxt not in seen:
+                seen.add(nxt)
+                out[nxt] = port_back
+                queue.append(nxt)
+    return out
 
 
 def flood_tree(inv: Inventory) -> set[LinkEnd]:

@@ -12,17 +12,20 @@ import struct
 import threading
 import time
 
-from apps import learning_switch, topology
-from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM,
+from apps import learning_switch, topology, vlan_portgroups
+from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
+from controller.policy.model import Fabric, Policy
 from controller.pipeline import cookies, tables
 from controller.pipeline.flow import Flow
+from controller.pipeline import reconciler
 from controller.pipeline.reconciler import Reconciler
 
 LOG = logging.getLogger('opendvs.core')
-APPS = (topology, learning_switch)        # each has compile_flows(fabric, inventory, dpid)
+APPS = (topology, learning_switch, vlan_portgroups)   # each has compile_flows(policy, inventory, dpid)
 TICK = 0.25
 SETTLE = topology.DISCOVERY_WINDOW + topology.LLDP_INTERVAL
+BINDINGS_WAIT = 5.0          # s a reconnected hypervisor waits for its OVSDB bindings at most
 
 
 def hypervisor_port_role(name: str) -> str:
@@ -34,8 +37,14 @@ def hypervisor_port_role(name: str) -> str:
 
 
 class Controller:
-    def __init__(self, fabric):
-        self.fabric = fabric
+    def __init__(self, policy: Policy | Fabric, watch_bindings=None):
+        """watch_bindings(name, address, on_change) -> watcher with stop(): follows a
+        hypervisor's OVSDB bindings (controller.inventory.ovsdb.BindingWatcher); None in tests."""
+        self.policy = policy if isinstance(policy, Policy) else Policy(policy)
+        self._watch_bindings = watch_bindings
+        self._watchers: dict[int, object] = {}
+        self._generation = 0                   # bumped after every converge pass (apply waits on it)
+        self.last_diff: dict[int, object] = {}
         self.inv = Inventory()
         self.rec = Reconciler()
         self.lock = threading.RLock()
@@ -50,6 +59,10 @@ class Controller:
         self._threads = [threading.Thread(target=self._guard(self._work), name='converge', daemon=True),
                          threading.Thread(target=self._guard(self._tick), name='ticker', daemon=True)]
 
+    @property
+    def fabric(self) -> Fabric:
+        return self.policy.fabric
+
     def start(self):
         for t in self._threads:
             t.start()
@@ -58,6 +71,8 @@ class Controller:
         with self.lock:
             self._stopped = True
             self._wake.notify_all()
+            for w in self._watchers.values():
+                w.stop()
 
     # ---- compile ----------------------------------------------------------------------
 
@@ -66,7 +81,7 @@ class Controller:
         with self.lock:
             flows = set()
             for app in APPS:
-                flows |= app.compile_flows(self.fabric, self.inv, dpid)
+                flows |= app.compile_flows(self.policy, self.inv, dpid)
         for f in flows:
             tables.check(f)
         return flows
@@ -89,9 +104,14 @@ class Controller:
             self.inv.switches[conn.dpid] = sw
             self.conns[conn.dpid] = conn
             self.rec.forget(conn.dpid)
-            self._settle_until[conn.dpid] = time.monotonic() + (SETTLE if kind == 'physical' else 0)
+            # settle: keep what the switch holds until we know enough to compute it right --
+            # its cables (physical) or which VM is on which port (hypervisor: OVSDB bindings)
+            wait = SETTLE if kind == 'physical' else (BINDINGS_WAIT if self._watch_bindings else 0)
+            self._settle_until[conn.dpid] = time.monotonic() + wait
             self._loads.append(conn.dpid)
             self._wake.notify_all()
+            if kind == 'hypervisor':
+                self._follow_bindings(node.name, conn)
         LOG.info('%s %s (%016x) connected with %d ports', kind, node.name, conn.dpid, len(ports))
 
     def switch_down(self, conn) -> None:
@@ -107,6 +127,29 @@ class Controller:
             self.inv.refused.pop(conn.dpid, None)
             self._topology_changed()
         LOG.info('switch %016x disconnected', conn.dpid)
+
+    def _follow_bindings(self, name: str, conn) -> None:
+        old = self._watchers.pop(conn.dpid, None)
+        if old is not None:
+            old.stop()
+        address = getattr(conn, 'address', None)
+        if self._watch_bindings is None or not address:
+            return
+        dpid = conn.dpid
+        self._watchers[dpid] = self._watch_bindings(
+            name, address, lambda bindings: self.bindings_changed(dpid, bindings))
+
+    def bindings_changed(self, dpid: int, bindings: dict[int, Binding]) -> None:
+        """A hypervisor's bound interfaces changed (OVSDB): every switch's known-nic flows may."""
+        with self.lock:
+            if self.inv.bindings.get(dpid) == bindings and not self._settle_until.get(dpid):
+                return
+            self.inv.bindings[dpid] = dict(bindings)
+            if self._settle_until.get(dpid):
+                self._settle_until[dpid] = 0          # the first snapshot: it may be programmed now
+            LOG.info('%016x bindings: %s', dpid, sorted(b.iface_id for b in bindings.values()))
+            for d in self.inv.switches:
+                self._mark(d)
 
     def port_status(self, dpid: int, reason: str, no: int, name: str, up: bool) -> None:
         with self.lock:
@@ -154,6 +197,36 @@ class Controller:
             if learning_switch.forget(self.inv, dpid, flow):
                 self._mark(dpid)
 
+    # ---- policy (from the API thread) ------------------------------------------------------
+
+    def apply_policy(self, candidate: Policy, dry_run: bool = False, timeout: float = 60) -> dict:
+        """Make `candidate` the running policy and wait until every connected switch has
+        converged to it.  Returns {switch name: Diff}; with dry_run nothing changes (the diff is
+        computed against what each switch holds).  Raises RuntimeError if a switch failed."""
+        with self.lock:
+            names = {d: sw.name for d, sw in self.inv.switches.items() if d in self.conns}
+            if dry_run:
+                running = self.policy
+                self.policy = candidate
+                try:
+                    want = {d: self.desired(d) for d in names}
+                finally:
+                    self.policy = running
+                return {names[d]: reconciler.diff(want[d], self.rec.installed(d) or set()) for d in names}
+            self.policy = candidate
+            self.last_diff = {}
+            for d in names:
+                self._mark(d)
+            target = self._generation
+            self._wake.notify_all()              # the worker bumps the generation when done
+            deadline = time.monotonic() + timeout
+            while self._generation <= target and time.monotonic() < deadline:
+                self._wake.wait(deadline - time.monotonic())
+            failed = sorted(names[d] for d in names if d in self._retry or d in self._dirty)
+            if failed:
+                raise RuntimeError('switches not converged (will keep retrying): %s' % ', '.join(failed))
+            return {names[d]: self.last_diff.get(d, reconciler.Diff()) for d in names}
+
     # ---- helpers ----------------------------------------------------------------------
 
     @staticmethod
@@ -184,6 +257,8 @@ class Controller:
         while True:
             with self.lock:
                 while not (self._stopped or self._loads or self._dirty):
+                    self._generation += 1          # everything asked for so far is done
+                    self._wake.notify_all()
                     self._wake.wait()
                 if self._stopped:
                     return
@@ -203,6 +278,8 @@ class Controller:
                 self._converge(conn)
                 if load:
                     self.send_lldp()
+                with self.lock:
+                    self._retry.discard(dpid)
             except Exception:
                 LOG.exception('converging switch %016x failed; will retry', dpid)
                 with self.lock:
@@ -218,7 +295,7 @@ class Controller:
             keys = {f.key for f in have}
             desired = have | {f for f in desired if f.key not in keys
                               and cookies.app_of(f.cookie) == topology.APP}
-        self.rec.converge(conn, desired)
+        self.last_diff[conn.dpid] = self.rec.converge(conn, desired)
 
     # ---- ticker: LLDP, link ageing, settling ------------------------------------------
 
@@ -244,7 +321,7 @@ class Controller:
     def send_lldp(self) -> None:
         with self.lock:
             out = [(self.conns.get(d), d, p.no) for d, sw in self.inv.switches.items()
-                   if sw.kind == 'physical' for p in sw.ports.values() if p.up]
+                   for p in sw.ports.values() if p.up and (sw.kind == 'physical' or p.role == UPLINK)]
         for conn, dpid, no in out:
             if conn is not None:
                 conn.packet_out(no, topology.lldp_frame(dpid, no))

@@ -34,7 +34,8 @@ from controller.pipeline import tables
 from controller.pipeline.flow import CONTROLLER, IN_PORT, LOCAL, Flow
 
 LOG = logging.getLogger('opendvs.ofp')
-SETTINGS: dict = {'fabric': None}      # set by the launcher; ryu-manager uses OPENDVS_FABRIC
+# Set by the launcher; under ryu-manager, OPENDVS_FABRIC / OPENDVS_STATE_DIR / OPENDVS_API are used.
+SETTINGS: dict = {'policy': None, 'state_dir': None, 'api': None}
 REPLY_TIMEOUT = 10.0
 
 
@@ -145,6 +146,7 @@ class OFSwitch:
     def __init__(self, dp):
         self.dp = dp
         self.dpid = dp.id
+        self.address = dp.address[0] if dp.address else None   # where its OVSDB is, for hypervisors
         self.bundles = dp.ofproto.OFP_VERSION >= ofproto_v1_4.OFP_VERSION
         self._waiters: dict[int, _Waiter] = {}
         self._errors: dict[int, object] = {}
@@ -283,16 +285,29 @@ class OpenDVSApp(AppBase):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        fabric = SETTINGS['fabric']
-        if fabric is None:                       # loaded by ryu-manager / osken tooling
-            from controller.policy.fabric import load_fabric
-            fabric = load_fabric(os.environ['OPENDVS_FABRIC'])
-        self.core = Controller(fabric)
+        from controller.api import server, service
+        from controller.inventory.ovsdb import OVSDB_PORT, BindingWatcher
+        from controller.policy.store import PolicyStore, ensure_token
+        policy, state_dir, api = SETTINGS['policy'], SETTINGS['state_dir'], SETTINGS['api']
+        if policy is None:                       # loaded by ryu-manager / osken tooling
+            policy, state_dir, api = load_running_policy(
+                os.environ['OPENDVS_FABRIC'], os.environ.get('OPENDVS_STATE_DIR', '/var/lib/opendvs'),
+                os.environ.get('OPENDVS_API'))
+
+        def watch(name, address, on_change):
+            return BindingWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
+        self.core = Controller(policy, watch_bindings=watch)
         self.core.start()
         self.conns: dict[int, OFSwitch] = {}     # id(datapath) -> OFSwitch
+        self.api = None
+        if api:
+            svc = service.PolicyService(self.core, PolicyStore(state_dir))
+            self.api = server.serve(svc, ensure_token(state_dir), *api)
 
     def close(self):
         self.core.stop()
+        if self.api is not None:
+            self.api.shutdown()
         super().close()
 
     def _conn(self, dp) -> OFSwitch | None:
@@ -381,23 +396,36 @@ def _harden_framework() -> None:
     _ofctl.Datapath._recv_loop = _recv_loop
 
 
-def run(fabric, host: str, port: int) -> None:
-    """Serve OpenFlow on host:port until SIGINT/SIGTERM; never returns."""
+def load_running_policy(fabric_path: str, state_dir: str, api: tuple | None):
+    """The fabric plus the tenant policies accepted before (state dir); PolicyError if bad."""
+    from controller.api.service import build_tenants
+    from controller.policy.fabric import load_fabric
+    from controller.policy.model import Policy
+    from controller.policy.store import PolicyStore
+    fabric = load_fabric(fabric_path)
+    policy = Policy(fabric).with_tenants(build_tenants(fabric, PolicyStore(state_dir).load()))
+    return policy, state_dir, api
+
+
+def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | None) -> None:
+    """Serve OpenFlow (and the API) until SIGINT/SIGTERM; never returns."""
     from os_ken import cfg
-    SETTINGS['fabric'] = fabric
+    host, port = ofp
+    SETTINGS.update(policy=policy, state_dir=state_dir, api=api)
     _harden_framework()
-    cfg.CONF(args=['--ofp-listen-host', host, '--ofp-tcp-listen-port', str(port)],
-             project='os_ken', default_config_files=[])
-    mgr = app_manager.AppManager.get_instance()
-    mgr.load_apps([__name__])
-    services = mgr.instantiate_apps(**mgr.create_contexts())
 
     def _stop(signum, frame):
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    mgr = app_manager.AppManager.get_instance()
     code = 0
-    try:
+    try:        # a signal may arrive at any point here: everything below exits through finally
+        cfg.CONF(args=['--ofp-listen-host', host, '--ofp-tcp-listen-port', str(port)],
+                 project='os_ken', default_config_files=[])
+        mgr.load_apps([__name__])
+        services = mgr.instantiate_apps(**mgr.create_contexts())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # see controller_main
         hub.joinall(services)
     except SystemExit:
         LOG.info('stopping')
@@ -408,6 +436,8 @@ def run(fabric, host: str, port: int) -> None:
         threading.Timer(3.0, os._exit, (code or 1,)).start()   # in case close() blocks
         try:
             mgr.close()
+        except BaseException:
+            LOG.exception('closing apps failed')
         finally:
             logging.shutdown()
             os._exit(code)      # os-ken's server/datapath threads are not daemons

@@ -1,9 +1,14 @@
 """opendvs-lab: build the lab in the background, look at it, run things in it, remove it.
 
-    opendvs-lab up --fabric FILE [--prefix P] [--ofp-port N] [--no-wait] [--timeout S]
+    opendvs-lab up --fabric FILE [--tenants FILE...] [--prefix P] [--ofp-port N] [--no-wait]
+                   [--timeout S] [--vms-per-hypervisor N]
     opendvs-lab status [--json]
     opendvs-lab exec VM -- CMD...
     opendvs-lab down
+
+With --tenants every workload becomes a VM on its `hypervisor:` hint (round-robin over the
+hypervisors without one), named after the workload, or <tenant>-<workload> when two tenants
+have a workload of that name; then no default VMs are made unless --vms-per-hypervisor says so.
 
 `up` starts a daemon that holds the Mininet object (a lab lives exactly as long as the
 process that built it) and writes <state-dir>/<prefix>.json; the other commands read that
@@ -76,7 +81,10 @@ def _build_options(p):
     p.add_argument('--fabric', required=True, help='fabric YAML file')
     p.add_argument('--ofp-port', type=int,
                    help="the controller's OpenFlow port (default: the fabric's)")
-    p.add_argument('--vms-per-hypervisor', type=int, default=2)
+    p.add_argument('--tenants', nargs='+', action='extend', default=[], metavar='FILE',
+                   help='tenant policy YAML files: one VM per workload')
+    p.add_argument('--vms-per-hypervisor', type=int,
+                   help='default VMs (hv1vm1, ...) per hypervisor (default 2, 0 with --tenants)')
     p.add_argument('--no-wait', action='store_true',
                    help='return once built, without waiting for controller connections')
     p.add_argument('--timeout', type=float, default=60,
@@ -87,6 +95,9 @@ def _build_options(p):
 
 def cmd_up(args) -> int:
     osutil.ensure_root()
+    for f in [args.fabric, *args.tenants]:
+        if not Path(f).is_file():
+            raise LabError(f'no such file: {f}')
     state_dir = Path(args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     prefix = args.prefix or osutil.default_prefix()
@@ -116,8 +127,11 @@ def cmd_up(args) -> int:
 def _spawn_daemon(args, prefix, state_dir, write_fd) -> subprocess.Popen:
     argv = [sys.executable, '-m', 'mininet_topos.cli', SERVE, '--prefix', prefix,
             '--state-dir', str(state_dir.resolve()), '--fabric', str(Path(args.fabric).resolve()),
-            '--vms-per-hypervisor', str(args.vms_per_hypervisor), '--timeout', str(args.timeout),
-            '--ready-fd', str(write_fd)]
+            '--timeout', str(args.timeout), '--ready-fd', str(write_fd)]
+    if args.vms_per_hypervisor is not None:
+        argv += ['--vms-per-hypervisor', str(args.vms_per_hypervisor)]
+    if args.tenants:
+        argv += ['--tenants', *(str(Path(t).resolve()) for t in args.tenants)]
     if args.ofp_port:
         argv += ['--ofp-port', str(args.ofp_port)]
     if args.no_wait:
@@ -164,10 +178,11 @@ def cmd_serve(args) -> int:
     lab = None
     try:
         lab = Lab(args.fabric, prefix=args.prefix, ofp_port=args.ofp_port,
-                  vms_per_hypervisor=args.vms_per_hypervisor)
+                  vms_per_hypervisor=args.vms_per_hypervisor, tenants=args.tenants)
         lab.up(wait_connected=not args.no_wait, timeout=args.timeout)
         state = {**lab.describe(), 'daemon_pid': os.getpid(), 'fabric': args.fabric,
-                 'log': str(path.with_suffix('.log')), 'timings': lab.timings}
+                 'tenant_files': args.tenants, 'log': str(path.with_suffix('.log')),
+                 'timings': lab.timings}
         _write_json(path, state)
         _report(args.ready_fd, ok=True)
         while not stop.wait(1.0):
@@ -233,11 +248,18 @@ def _print_status(state, connected):
     for name, hv in state['hypervisors'].items():
         print(f'  {name:<10} leaf {hv["leaf"]:<8} vtep {hv["vtep"]:<17} mgmt {hv["mgmt_ip"]:<15} '
               f'br-int dpid {hv["dpid"]} {conn(name)}')
+    if state.get('tenant_files'):
+        print(f'tenants: {", ".join(state["tenant_files"])}')
     print('vms:')
     for name, vm in state['vms'].items():
-        vlan = f' vlan {vm["vlan"]}' if vm.get('vlan') else ''
-        print(f'  {name:<10} on {vm["hypervisor"]:<8} {vm["cidr"]:<18} {vm["mac"]}  '
-              f'{vm["iface_id"]}{vlan}')
+        owner = f'  tenant {vm["tenant"]} workload {vm["workload"]}' if vm.get('tenant') else ''
+        gw = f'  gw {vm["gateway"]}' if vm.get('gateway') else ''
+        nics = vm.get('nics') or [vm]
+        for i, nic in enumerate(nics):
+            head = f'  {name:<10} on {vm["hypervisor"]:<8}' if i == 0 else ' ' * 25
+            vlan = f' vlan {nic["vlan"]}' if nic.get('vlan') else ''
+            tail = owner + gw if i == 0 else ''
+            print(f'{head} {nic["cidr"] or "-":<18} {nic["mac"]}  {nic["iface_id"]}{vlan}{tail}')
 
 
 # --- exec --------------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ operations tests need on it.
         assert lab.ping('hv1vm1', 'hv3vm1')
         lab.move_vm('hv1vm1', 'hv3')
 
+    with Lab(fabric, tenants=['examples/tenants/acme.yaml'], prefix='t2') as lab:
+        web = lab.vm_of('acme', 'web1')    # 'web1' ('acme-web1' if two tenants have a web1)
+        lab.send_frames(web, ['02:00:00:00:00:01'], vlan=10)     # a tagged frame from the VM
+
 OVS tools talk to a hypervisor's daemons over the unix sockets in its run dir, which work
 from the root namespace and from any thread; shell commands for a node run in its netns
 through Mininet (node.cmd / node.popen).
@@ -15,7 +19,9 @@ import atexit
 import dataclasses
 import os
 import shutil
+import struct
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,29 +37,54 @@ from mininet_topos.topo import OpendvsTopo
 
 
 @dataclasses.dataclass(frozen=True)
+class NicInfo:
+    index: int                       # nic<index> in the iface-id
+    intf: str                        # the VM's interface: eth<index>
+    ip: str | None                   # address only
+    cidr: str | None                 # address/prefix as configured
+    mac: str
+    iface_id: str
+    vlan: int | None                 # set only when the guest tags this nic itself
+    port: str                        # its port on the hypervisor's br-int (vnet<j>)
+    network: str | None              # the tenant network, for tenant VMs
+
+
+@dataclasses.dataclass(frozen=True)
 class VMInfo:
+    """A VM as it is now.  ip/cidr/mac/iface_id/vlan/port are nic 0's (the only nic of
+    default VMs); `nics` has every nic.  tenant/workload are None for non-tenant VMs."""
     name: str
     hypervisor: str                  # where it runs now (changes with move_vm)
-    ip: str                          # address only, handy for ping
-    cidr: str                        # address/prefix as configured
+    ip: str | None                   # address only, handy for ping
+    cidr: str | None                 # address/prefix as configured
     mac: str
     iface_id: str
     vlan: int | None
     port: str                        # its port on the hypervisor's br-int
+    tenant: str | None = None
+    workload: str | None = None
+    gateway: str | None = None       # its default route, if any
+    nics: tuple[NicInfo, ...] = ()
 
 
 class Lab:
     """A running (or not yet running) lab built from a fabric; see the module docstring."""
 
-    def __init__(self, fabric, prefix=None, ofp_port=None, vms_per_hypervisor=2, vms=None,
-                 workdir=None):
+    def __init__(self, fabric, prefix=None, ofp_port=None, vms_per_hypervisor=None, vms=None,
+                 workdir=None, tenants=()):
+        """fabric: a Fabric or a fabric YAML path.  tenants: Tenant objects (used as they are)
+        or tenant YAML paths (validated together against the fabric); each workload becomes
+        a VM (see plan.tenant_vms for placement and naming).
+        VMs: `vms` (VMSpecs) if given, else vms_per_hypervisor default VMs per hv (default
+        2 without tenants, 0 with), plus the tenants' VMs."""
         if isinstance(fabric, (str, os.PathLike)):
             from controller.policy.fabric import load_fabric
             fabric = load_fabric(fabric)
         self.fabric = fabric
+        self.tenants = _load_tenants(fabric, tenants)
         prefix = prefix or osutil.default_prefix()
         self.plan: LabPlan = build_plan(fabric, prefix, osutil.pick_mgmt_octet(prefix), ofp_port,
-                                        vms, vms_per_hypervisor, workdir)
+                                        vms, vms_per_hypervisor, workdir, self.tenants)
         self.net: Mininet | None = None
         self.timings: dict[str, float] = {}
         self._where = {name: vm.spec.hypervisor for name, vm in self.plan.vms.items()}
@@ -218,9 +249,37 @@ class Lab:
         out = {}
         for name, vm in self.plan.vms.items():
             s = vm.spec
+            nics = tuple(NicInfo(i, f'eth{i}', n.address, n.ip, n.mac, n.iface_id, n.vlan, port,
+                                 n.network)
+                         for i, (port, n) in enumerate(zip(vm.ports, s.nics)))
             out[name] = VMInfo(name, self._where[name], s.address, s.ip, s.mac, s.iface_id,
-                               s.vlan, vm.port)
+                               s.vlan, vm.port, s.tenant, s.workload, s.gateway, nics)
         return out
+
+    def vm_of(self, tenant, workload) -> str:
+        """The VM name of a tenant's workload (tenant: a name or a Tenant)."""
+        tenant = getattr(tenant, 'name', tenant)
+        for name, vm in self.plan.vms.items():
+            if (vm.spec.tenant, vm.spec.workload) == (tenant, workload):
+                return name
+        raise LabError(f'no workload {workload!r} of tenant {tenant!r} in lab {self.prefix}')
+
+    def vm_ofport(self, vm, nic=0) -> int:
+        """OpenFlow port number of the VM's nic on its (current) hypervisor's br-int."""
+        port = self._vm_port(vm, nic)
+        no = self.vsctl(self._where[vm], 'get', 'interface', port, 'ofport').strip()
+        if not no.lstrip('-').isdigit() or int(no) <= 0:
+            raise LabError(f'{vm} nic{nic} ({port}) has no OpenFlow port on '
+                           f'{self._where[vm]} br-int (ofport {no})')
+        return int(no)
+
+    def leaf_port(self, hv) -> int:
+        """OpenFlow port number of hv's uplink on its leaf's bridge."""
+        self._hv(hv)
+        for link in self.plan.links:
+            if link.kind == 'uplink' and link.b == hv:
+                return link.port_a
+        raise LabError(f'hypervisor {hv} has no uplink')            # unreachable: plan has one
 
     def bridge(self, switch) -> str:
         return self._switch(switch).bridge
@@ -288,6 +347,20 @@ class Lab:
             argv[1:1] = ['-i', '0.2']
         return self.exec(src_vm, argv, timeout=count + timeout + 10)[0] == 0
 
+    def send_frames(self, vm, srcs, dst='ff:ff:ff:ff:ff:ff', vlan=None, nic=0,
+                    ethertype=0x88b5) -> int:
+        """Send one raw Ethernet frame per source MAC in srcs (a MAC or a list) out of the VM's
+        eth<nic>, through an AF_PACKET socket inside the VM: dst, an 802.1Q tag when vlan is
+        set (the only way to tag here: this kernel has no 8021q module), ethertype, padded to
+        60 bytes.  Returns how many were sent."""
+        srcs = [srcs] if isinstance(srcs, str) else list(srcs)
+        self._vm_port(vm, nic)
+        frames = [_frame(dst, src, vlan, ethertype).hex() for src in srcs]
+        rc, out = self.exec(vm, [sys.executable, '-c', _SEND_FRAMES, f'eth{nic}', *frames])
+        if rc != 0:
+            raise LabError(f'{vm}: sending frames on eth{nic} failed: {out.strip()}')
+        return len(frames)
+
     # --- changing the lab -------------------------------------------------------------------
 
     def set_link(self, a, b, up: bool):
@@ -303,24 +376,28 @@ class Lab:
                 sh(self._node(node), f'ip link set {intf} {"up" if up else "down"}')
 
     def move_vm(self, vm, hv):
-        """Live-migrate vm to hv: move the hv end of its veth into hv's netns (the VM keeps
-        its eth0, addresses and neighbours), plug it into hv's br-int with the same binding,
-        then unplug it from the old hv (method A of the hypervisor-lab reference)."""
+        """Live-migrate vm to hv: move the hv end of each of its veths into hv's netns (the VM
+        keeps its eth<i>, addresses and neighbours), plug them into hv's br-int with the same
+        bindings, then unplug them from the old hv (method A of the hypervisor-lab reference)."""
         if vm not in self.plan.vms:
             raise LabError(f'no VM {vm!r} in lab {self.prefix}')
         plan_vm, old_hv = self.plan.vms[vm], self._where[vm]
         self._hv(hv)
         if old_hv == hv:
             return
-        old, new, port = self._node(old_hv), self._node(hv), plan_vm.port
-        sh(old, f'ip link set {port} netns {new.pid}')
-        sh(new, f'ip link set {port} up')
+        old, new = self._node(old_hv), self._node(hv)
+        sh(old, *[f'ip link set {port} netns {new.pid}' for port in plan_vm.ports])
+        sh(new, *[f'ip link set {port} up' for port in plan_vm.ports])
         self.vsctl(hv, *vm_port_args(plan_vm))
-        self.vsctl(old_hv, 'del-port', 'br-int', port)
-        intf = old.nameToIntf[port]           # keep Mininet's books right for teardown
-        old.delIntf(intf)
-        intf.node = new
-        new.addIntf(intf, moveIntfFn=lambda *a, **k: None)
+        args = []
+        for port in plan_vm.ports:
+            args += ['--', 'del-port', 'br-int', port]
+        self.vsctl(old_hv, *args)
+        for port in plan_vm.ports:            # keep Mininet's books right for teardown
+            intf = old.nameToIntf[port]
+            old.delIntf(intf)
+            intf.node = new
+            new.addIntf(intf, moveIntfFn=lambda *a, **k: None)
         self._where[vm] = hv
 
     # --- OVS tools ----------------------------------------------------------------------------
@@ -366,6 +443,14 @@ class Lab:
         except KeyError:
             raise LabError(f'no node {name!r} in lab {self.prefix}') from None
 
+    def _vm_port(self, vm, nic) -> str:
+        if vm not in self.plan.vms:
+            raise LabError(f'no VM {vm!r} in lab {self.prefix}')
+        ports = self.plan.vms[vm].ports
+        if not 0 <= nic < len(ports):
+            raise LabError(f'VM {vm} has no nic{nic} (it has {len(ports)})')
+        return ports[nic]
+
     def _hv(self, name):
         try:
             return self.plan.hypervisors[name]
@@ -382,6 +467,47 @@ class Lab:
         state = 'up' if self.net else 'down'
         return f'<Lab {self.prefix} {state}: {len(self.plan.switches)} switches, ' \
                f'{len(self.plan.hypervisors)} hypervisors, {len(self.plan.vms)} VMs>'
+
+
+def _load_tenants(fabric, tenants) -> tuple:
+    """Tenant objects as given; tenant files loaded and checked together against the fabric
+    (controller.policy.tenant.load_policy), in the order given."""
+    tenants = list(tenants)
+    paths = [t for t in tenants if not hasattr(t, 'workloads')]
+    loaded = iter(())
+    if paths:
+        from controller.policy.errors import PolicyError
+        from controller.policy.tenant import load_policy
+        try:
+            loaded = iter(load_policy(fabric, paths))
+        except PolicyError as e:
+            raise LabError(f'the tenant policy is not valid:\n{e}') from None
+    return tuple(t if hasattr(t, 'workloads') else next(loaded) for t in tenants)
+
+
+def _frame(dst, src, vlan, ethertype) -> bytes:
+    def mac(m):
+        try:
+            b = bytes.fromhex(m.replace(':', ''))
+        except ValueError:
+            b = b''
+        if len(b) != 6:
+            raise LabError(f'bad MAC {m!r}')
+        return b
+    if vlan is not None and not 0 <= vlan <= 4095:
+        raise LabError(f'VLAN {vlan} is not in 0..4095')
+    tag = struct.pack('!HH', 0x8100, vlan) if vlan is not None else b''
+    frame = mac(dst) + mac(src) + tag + struct.pack('!H', ethertype)
+    return frame + b'x' * max(0, 60 - len(frame))
+
+
+# Runs inside the VM: argv = iface, frames as hex.
+_SEND_FRAMES = (
+    'import socket, sys\n'
+    's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n'
+    's.bind((sys.argv[1], 0))\n'
+    'for f in sys.argv[2:]:\n'
+    '    s.send(bytes.fromhex(f))\n')
 
 
 def _leading_options(args):

@@ -52,10 +52,12 @@ class LabIntf(Intf):
 
 
 class VMHost(Host):
-    """A VM: a host whose eth0 (MAC set at creation) plugs into a hypervisor's br-int.
+    """A VM: a host whose eth<i> (MAC set at creation) plugs into a hypervisor's br-int, one
+    per nic, each with its address; the default route via spec.gateway when there is one.
 
-    With spec.vlan the guest itself tags its traffic (eth0.<vlan>), for trunk-to-VM cases;
-    ordinary workloads send untagged frames and the controller tags by their network.
+    With a nic's vlan the guest itself tags that nic's traffic (eth<i>.<vlan>), for
+    trunk-to-VM cases; ordinary workloads send untagged frames and the controller tags by
+    their network.
     """
 
     def __init__(self, name, vm=None, **params):
@@ -65,23 +67,30 @@ class VMHost(Host):
     def config(self, **params):
         result = super().config(**params)
         spec = self.vm.spec
-        sh(self, 'sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1')
-        dev = 'eth0'
-        if spec.vlan:
-            dev = f'eth0.{spec.vlan}'
-            self._add_vlan_dev(dev, spec.vlan)
-        sh(self, f'ip addr add {spec.ip} dev {dev}', f'ip link set {dev} up')
+        cmds = ['sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1']
+        for i, nic in enumerate(spec.nics):
+            dev = f'eth{i}'
+            if nic.vlan:
+                dev = f'eth{i}.{nic.vlan}'
+                self._add_vlan_dev(f'eth{i}', dev, nic.vlan)
+            if nic.ip:
+                cmds.append(f'ip addr add {nic.ip} dev {dev}')
+            cmds.append(f'ip link set {dev} up')
+        if spec.gateway:
+            cmds.append(f'ip route add default via {spec.gateway}')
+        sh(self, *cmds)
         return result
 
-    def _add_vlan_dev(self, dev, vlan):
+    def _add_vlan_dev(self, parent, dev, vlan):
         try:
-            sh(self, f'ip link add link eth0 name {dev} type vlan id {vlan}')
+            sh(self, f'ip link add link {parent} name {dev} type vlan id {vlan}')
         except LabError as e:
             if 'Unknown device type' not in str(e):
                 raise
             raise LabError(f'VM {self.name}: this kernel has no 802.1Q support '
                            '(CONFIG_VLAN_8021Q), so a VM cannot tag its own traffic; leave '
-                           'its vlan unset (the controller tags by network)') from None
+                           'its vlan unset (the controller tags by network), or send crafted '
+                           'tagged frames with Lab.send_frames') from None
 
 
 class OVSHypervisor(Node):
@@ -147,6 +156,10 @@ class OVSHypervisor(Node):
                 '--', 'add-br', 'br-phy', '--', 'set', 'bridge', 'br-phy', 'datapath_type=netdev',
                 'fail_mode=standalone', f'other_config:hwaddr="{hv.uplink_mac}"',
                 'other_config:disable-in-band=true',
+                # NORMAL drops 01:80:c2:00:00:0x frames unless told otherwise; the controller's
+                # LLDP out of int-to-phy must reach the leaf (and the leaf's reach br-int) so
+                # it learns which leaf port each hypervisor hangs off
+                'other_config:forward-bpdu=true',
                 '--', 'set', 'interface', 'br-phy', f'mtu_request={mtu}',
                 '--', 'add-port', 'br-phy', HV_UPLINK, '--', 'set', 'interface', HV_UPLINK,
                 f'mtu_request={mtu}',
@@ -182,10 +195,14 @@ def _patch(bridge, name, peer):
 
 
 def vm_port_args(vm) -> list:
-    """ovs-vsctl args that plug a VM's port into br-int with its binding, as OVN/libvirt do."""
-    return ['--', 'add-port', 'br-int', vm.port, '--', 'set', 'interface', vm.port,
-            f'external_ids:iface-id="{vm.spec.iface_id}"',
-            f'external_ids:attached-mac="{vm.spec.mac}"']
+    """ovs-vsctl args that plug each of a VM's ports into br-int with its binding, as
+    OVN/libvirt do: external_ids:iface-id=<tenant>/<workload>/nic<i> and attached-mac."""
+    args = []
+    for port, nic in zip(vm.ports, vm.spec.nics):
+        args += ['--', 'add-port', 'br-int', port, '--', 'set', 'interface', port,
+                 f'external_ids:iface-id="{nic.iface_id}"',
+                 f'external_ids:attached-mac="{nic.mac}"']
+    return args
 
 
 class MgmtBridge(Switch):

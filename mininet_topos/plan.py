@@ -13,7 +13,11 @@ teardown can be checked by name; Linux interface names are at most 15 characters
     <P>mgmt            Linux bridge of the management LAN       (169.254.N.1/24)
 
 Inside namespaces names need no prefix: a hv has phy0, mgmt0, br-int, br-phy and vnet<j>
-(the hv end of VM j, numbered over the whole lab so it can move between hvs); a VM has eth0.
+(the hv end of the lab's j-th VM nic, numbered over the whole lab so it can move between
+hvs); a VM has eth0, eth1, ... (one per nic, in nic order).
+
+VMs of tenant workloads (tenant_vms) are named after the workload when that name is unique
+in the lab, else <tenant>-<workload>.
 """
 from __future__ import annotations
 
@@ -38,18 +42,58 @@ MAX_BACKOFF_MS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
-class VMSpec:
-    """What a VM is: tenants' workloads become these.  `ip` carries its prefix length."""
-    name: str
-    hypervisor: str
+class NicSpec:
+    """One VM interface (eth<i> for the i-th nic).  `ip` carries its prefix length; None
+    leaves the interface without an address."""
     mac: str
-    ip: str
+    ip: str | None
     iface_id: str
-    vlan: int | None = None          # the guest tags its traffic (eth0.<vlan>) when set
+    vlan: int | None = None          # the guest tags its traffic (eth<i>.<vlan>) when set
+    network: str | None = None       # the tenant network it is on (for people reading status)
 
     @property
-    def address(self) -> str:
-        return self.ip.split('/')[0]
+    def address(self) -> str | None:
+        return self.ip.split('/')[0] if self.ip else None
+
+
+@dataclasses.dataclass(frozen=True)
+class VMSpec:
+    """What a VM is: tenants' workloads become these.
+
+    A one-nic VM is VMSpec(name, hv, mac, ip, iface_id[, vlan]); a VM with several nics
+    passes nics=(NicSpec, ...) instead, and mac/ip/iface_id/vlan then read as nic 0's.
+    gateway: the default route (via the nic whose subnet holds it).
+    """
+    name: str
+    hypervisor: str
+    mac: str | None = None
+    ip: str | None = None
+    iface_id: str | None = None
+    vlan: int | None = None
+    nics: tuple[NicSpec, ...] = ()
+    gateway: str | None = None
+    tenant: str | None = None
+    workload: str | None = None
+
+    def __post_init__(self):
+        if not self.nics:
+            if self.mac is None or self.iface_id is None:
+                raise LabError(f'VM {self.name!r}: give mac, ip and iface_id, or nics')
+            nic0 = NicSpec(self.mac, self.ip, self.iface_id, self.vlan)
+            object.__setattr__(self, 'nics', (nic0,))
+        else:
+            nics = tuple(n if isinstance(n, NicSpec) else NicSpec(**dict(n)) for n in self.nics)
+            given = (self.mac, self.ip, self.iface_id, self.vlan)
+            first = (nics[0].mac, nics[0].ip, nics[0].iface_id, nics[0].vlan)
+            if any(g is not None and g != f for g, f in zip(given, first)):
+                raise LabError(f'VM {self.name!r}: mac/ip/iface_id/vlan contradict nics[0]')
+            object.__setattr__(self, 'nics', nics)
+            for field, value in zip(('mac', 'ip', 'iface_id', 'vlan'), first):
+                object.__setattr__(self, field, value)
+
+    @property
+    def address(self) -> str | None:
+        return self.nics[0].address
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +143,15 @@ class HypervisorPlan:
 @dataclasses.dataclass(frozen=True)
 class VMPlan:
     spec: VMSpec
-    port: str                        # hv end of the VM's veth (vnet<j>)
+    ports: tuple[str, ...]           # hv end of each nic's veth (vnet<j>), in nic order
+
+    @property
+    def port(self) -> str:
+        return self.ports[0]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +193,13 @@ class LabPlan:
 
 
 def build_plan(fabric, prefix: str, mgmt_octet: int, ofp_port: int | None = None,
-               vms: Iterable | None = None, vms_per_hypervisor: int = 2,
-               workdir: str | None = None) -> LabPlan:
-    """Compute the whole lab layout; raise LabError for anything that cannot be built."""
+               vms: Iterable | None = None, vms_per_hypervisor: int | None = None,
+               workdir: str | None = None, tenants: Iterable = ()) -> LabPlan:
+    """Compute the whole lab layout; raise LabError for anything that cannot be built.
+
+    VMs: `vms` (VMSpecs) if given, else `vms_per_hypervisor` default VMs per hv (2 unless
+    tenants are given, then 0), then one VM per workload of `tenants` (model.Tenant objects).
+    """
     check_prefix(prefix)
     if not 1 <= mgmt_octet <= 254:
         raise LabError(f'management subnet octet {mgmt_octet} is not in 1..254')
@@ -153,8 +209,15 @@ def build_plan(fabric, prefix: str, mgmt_octet: int, ofp_port: int | None = None
     switches = _switches(fabric, prefix, port)
     links = _links(fabric, prefix)
     hvs = _hypervisors(fabric, prefix, mgmt_octet, port, links, workdir)
-    specs = default_vms(fabric, vms_per_hypervisor) if vms is None else [_as_spec(v) for v in vms]
-    vm_plans = _vms(specs, fabric, switches)
+    tenants = tuple(tenants)
+    if vms is not None:
+        specs = [_as_spec(v) for v in vms]
+    else:
+        per_hv = vms_per_hypervisor if vms_per_hypervisor is not None else (0 if tenants else 2)
+        specs = default_vms(fabric, per_hv)
+    nodes = set(fabric.hypervisors) | {s.bridge for s in switches.values()} | {f'{prefix}mgmt'}
+    specs += tenant_vms(fabric, tenants, nodes | {s.name for s in specs})
+    vm_plans = _vms(specs, fabric, nodes)
     return LabPlan(prefix, str(fabric.source), port, mgmt_octet, fabric.underlay_mtu, workdir,
                    MappingProxyType(switches), links, MappingProxyType(hvs),
                    MappingProxyType(vm_plans))
@@ -175,6 +238,71 @@ def default_vms(fabric, per_hypervisor: int = 2) -> list[VMSpec]:
             specs.append(VMSpec(name, hv, f'02:00:0a:00:{k:02x}:{i:02x}', f'10.0.{k}.{i}/16',
                                 f'default/{name}/nic0'))
     return specs
+
+
+VM_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+
+
+def tenant_vms(fabric, tenants, reserved=frozenset()) -> list[VMSpec]:
+    """One VMSpec per workload of each tenant (controller.policy.model.Tenant), in order.
+
+    Placement: the workload's `hypervisor:` hint; workloads without one go round-robin over
+    the fabric's hypervisors in fabric order, counted over all tenants in the order given,
+    so the same files always give the same placement.
+    Naming: the workload's name when no other tenant has a workload of that name (and no
+    hypervisor or other node is called that), else <tenant>-<workload>.
+    Nics: eth<i> gets nic i's MAC and IP with its network's prefix length; the default route
+    goes via the network gateway when exactly one nic's network has a gateway.
+    """
+    tenants = list(tenants)
+    names = [t.name for t in tenants]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise LabError(f'tenant {dup[0]!r} is given twice')
+    count: dict[str, int] = {}
+    for t in tenants:
+        for w in t.workloads.values():
+            count[w.name] = count.get(w.name, 0) + 1
+    hvs = list(fabric.hypervisors)
+    rr, taken, specs = 0, set(reserved), []
+    for t in tenants:
+        for w in t.workloads.values():
+            where = f'tenant {t.name} ({t.source}), workload {w.name}'
+            if w.hypervisor is not None:
+                if w.hypervisor not in fabric.hypervisors:
+                    raise LabError(f'{where}: hypervisor {w.hypervisor!r} is not in the fabric '
+                                   f'({", ".join(hvs)})')
+                hv = w.hypervisor
+            else:
+                if not hvs:
+                    raise LabError(f'{where}: the fabric has no hypervisors')
+                hv, rr = hvs[rr % len(hvs)], rr + 1
+            name = w.name if count[w.name] == 1 and w.name not in taken else f'{t.name}-{w.name}'
+            if name in taken or not VM_NAME_RE.match(name):
+                raise LabError(f'{where}: cannot name its VM {name!r} (taken, or not a plain '
+                               'name); rename the workload')
+            taken.add(name)
+            specs.append(_workload_spec(t, w, name, hv, where))
+    return specs
+
+
+def _workload_spec(tenant, workload, name, hv, where) -> VMSpec:
+    if not workload.nics:
+        raise LabError(f'{where}: a VM needs at least one nic')
+    nics, gateways = [], []
+    for nic in sorted(workload.nics, key=lambda n: n.index):
+        net = tenant.networks.get(nic.network)
+        if net is None:
+            raise LabError(f'{where}: nic{nic.index} is on unknown network {nic.network!r}')
+        ip = f'{nic.ip}/{net.subnet.prefixlen}' if nic.ip is not None else None
+        nics.append(NicSpec(str(nic.mac).lower(), ip, tenant.iface_id(workload.name, nic.index),
+                            network=net.name))
+        if net.gateway is not None:
+            gateways.append(str(net.gateway))
+    if [n.index for n in sorted(workload.nics, key=lambda n: n.index)] != list(range(len(nics))):
+        raise LabError(f'{where}: nic indexes must be 0..{len(nics) - 1}')
+    return VMSpec(name, hv, nics=tuple(nics), gateway=gateways[0] if len(gateways) == 1 else None,
+                  tenant=tenant.name, workload=workload.name)
 
 
 def _as_spec(v) -> VMSpec:
@@ -249,38 +377,65 @@ def _rack_networks(fabric) -> dict[str, ipaddress.IPv4Network]:
     return out
 
 
-def _vms(specs, fabric, switches) -> dict[str, VMPlan]:
-    taken = set(fabric.hypervisors) | {s.bridge for s in switches.values()}
-    macs = set()
-    out = {}
-    for j, spec in enumerate(specs):
-        problem = _vm_problem(spec, fabric, taken, macs)
+def _vms(specs, fabric, taken) -> dict[str, VMPlan]:
+    taken, macs, ids = set(taken), set(), set()
+    out, j = {}, 0
+    for spec in specs:
+        problem = _vm_problem(spec, fabric, taken) or next(
+            filter(None, (_nic_problem(i, nic, macs, ids) for i, nic in enumerate(spec.nics))),
+            None)
         if problem:
             raise LabError(f'VM {spec.name!r}: {problem}')
         taken.add(spec.name)
-        macs.add(spec.mac.lower())
-        out[spec.name] = VMPlan(spec, f'vnet{j}')
+        out[spec.name] = VMPlan(spec, tuple(f'vnet{j + i}' for i in range(len(spec.nics))))
+        j += len(spec.nics)
     return out
 
 
-def _vm_problem(spec, fabric, taken, macs) -> str | None:
+def _vm_problem(spec, fabric, taken) -> str | None:
     if spec.name in taken:
         return 'the name is already used by another node'
+    if not VM_NAME_RE.match(spec.name):
+        return 'a VM name is letters, digits, ".", "_" and "-"'
     if spec.hypervisor not in fabric.hypervisors:
         return f'unknown hypervisor {spec.hypervisor!r}'
-    if not re.match(r'^([0-9a-f]{2}:){5}[0-9a-f]{2}$', spec.mac.lower()):
-        return f'bad MAC {spec.mac!r}'
-    if spec.mac.lower() in macs:
-        return f'MAC {spec.mac} is used twice'
-    try:
-        ipaddress.IPv4Interface(spec.ip)
-    except ValueError:
-        return f'bad IPv4 address/prefix {spec.ip!r}'
-    if '/' not in spec.ip:
-        return f'{spec.ip!r} needs a prefix length, e.g. {spec.ip}/24'
-    if spec.vlan is not None and not 1 <= spec.vlan <= 4094:
-        return f'VLAN {spec.vlan} is not in 1..4094'
+    if spec.gateway is not None:
+        try:
+            gw = ipaddress.IPv4Address(spec.gateway)
+        except ValueError:
+            return f'bad gateway {spec.gateway!r}'
+        if not any(gw in ipaddress.IPv4Interface(n.ip).network for n in spec.nics
+                   if n.ip and _is_cidr(n.ip)):
+            return f'gateway {gw} is in none of its nics\' subnets'
     return None
+
+
+def _nic_problem(i, nic, macs, ids) -> str | None:
+    mac = (nic.mac or '').lower()
+    if not re.match(r'^([0-9a-f]{2}:){5}[0-9a-f]{2}$', mac):
+        return f'nic{i}: bad MAC {nic.mac!r}'
+    if mac in macs:
+        return f'nic{i}: MAC {nic.mac} is used twice in the lab'
+    if not nic.iface_id or nic.iface_id in ids:
+        return f'nic{i}: iface-id {nic.iface_id!r} is empty or used twice'
+    macs.add(mac)
+    ids.add(nic.iface_id)
+    if nic.ip is not None:
+        if not _is_cidr(nic.ip):
+            return f'nic{i}: bad IPv4 address/prefix {nic.ip!r}'
+        if '/' not in nic.ip:
+            return f'nic{i}: {nic.ip!r} needs a prefix length, e.g. {nic.ip}/24'
+    if nic.vlan is not None and not 1 <= nic.vlan <= 4094:
+        return f'nic{i}: VLAN {nic.vlan} is not in 1..4094'
+    return None
+
+
+def _is_cidr(ip) -> bool:
+    try:
+        ipaddress.IPv4Interface(ip)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_socket_paths(workdir, fabric) -> None:

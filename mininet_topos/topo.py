@@ -1,7 +1,8 @@
 """The lab as a Mininet Topo, for the Lab API and for `mn`:
 
     mn --custom mininet_topos/topo.py --controller none \\
-       --topo opendvs,fabric=examples/fabric.yaml[,prefix=mn,vms=2,ofp_port=6653]
+       --topo opendvs,fabric=examples/fabric.yaml[,tenants=A.yaml:B.yaml,prefix=mn,vms=2,
+              ofp_port=6653]      (one argument, no spaces; tenants ':'-separated)
 
 mn execs this file without a package context and copies every top-level name into its own
 globals, so the imports below are absolute and the module keeps few top-level names.
@@ -42,10 +43,11 @@ class OpendvsTopo(Topo):
             self._veth(hv.name, plan.mgmt_bridge, HV_MGMT, hv.mgmt_root_intf,
                        params1={'ip': f'{hv.mgmt_ip}/24'},
                        params2={'master': plan.mgmt_bridge})
+        mtu = {'mtu': VM_MTU}
         for vm in plan.vms.values():
-            mtu = {'mtu': VM_MTU}
-            self._veth(vm.spec.name, vm.spec.hypervisor, 'eth0', vm.port, addr1=vm.spec.mac,
-                       params1=mtu, params2=mtu)
+            for i, (port, nic) in enumerate(zip(vm.ports, vm.spec.nics)):
+                self._veth(vm.spec.name, vm.spec.hypervisor, f'eth{i}', port, addr1=nic.mac,
+                           params1=mtu, params2=mtu)
 
     def _underlay(self, plan, link):
         mtu = {'mtu': plan.underlay_mtu}
@@ -63,14 +65,23 @@ class OpendvsTopo(Topo):
                      **opts)
 
 
-def make_topo(fabric=None, prefix='mn', vms=2, ofp_port=None, workdir=None):
-    """Topo for `mn --topo opendvs,fabric=FILE`: loads the fabric, picks a free mgmt subnet."""
+def make_topo(fabric=None, prefix='mn', vms=None, ofp_port=None, workdir=None, tenants=None):
+    """Topo for `mn --topo opendvs,fabric=FILE[,tenants=A.yaml:B.yaml]`: loads the fabric (and
+    tenant files, ':'-separated), picks a free mgmt subnet."""
+    from controller.policy.errors import PolicyError
     from controller.policy.fabric import load_fabric
+    from controller.policy.tenant import load_policy
     if fabric is None:
-        raise SystemExit('usage: --topo opendvs,fabric=FILE[,prefix=P,vms=N,ofp_port=PORT]')
-    fab = load_fabric(fabric)
+        raise SystemExit('usage: --topo opendvs,fabric=FILE[,tenants=FILE:FILE,prefix=P,vms=N,'
+                         'ofp_port=PORT]')
+    try:
+        fab = load_fabric(fabric)
+        loaded = load_policy(fab, str(tenants).split(':')) if tenants else []
+    except PolicyError as e:
+        raise SystemExit(str(e)) from None
     plan = build_plan(fab, str(prefix), osutil.pick_mgmt_octet(str(prefix)), ofp_port=ofp_port,
-                      vms_per_hypervisor=int(vms), workdir=workdir)
+                      vms_per_hypervisor=None if vms is None else int(vms), workdir=workdir,
+                      tenants=loaded)
     return OpendvsTopo(plan=plan)
 
 

@@ -49,6 +49,7 @@ class ControllerProcess:
 
     def __init__(self, fabric: str, workdir: Path, ofp: str | None = None, env: dict | None = None):
         self.fabric, self.workdir, self.ofp = str(fabric), Path(workdir), ofp
+        self.api_port = free_port()              # never the default 8080: runs may overlap
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.starts = 0
@@ -60,16 +61,26 @@ class ControllerProcess:
     def start(self) -> 'ControllerProcess':
         self.starts += 1
         args = [str(BIN / 'opendvs-controller'), '--fabric', self.fabric,
-                '--state-dir', str(self.workdir / 'state')]
+                '--state-dir', str(self.state_dir), '--api', '127.0.0.1:%d' % self.api_port]
         if self.ofp:
             args += ['--ofp', self.ofp]
         self.log = open(self.log_path, 'w')
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)
-        wait_until(lambda: 'serving OpenFlow' in self.text() or self.proc.poll() is not None,
-                   10, what='controller start')
+        wait_until(lambda: 'API on http' in self.text() or self.proc.poll() is not None,
+                   15, what='controller start (API listening)')
         assert self.proc.poll() is None, self.text()
         return self
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / 'state'
+
+    def dvsctl(self, *args, check: bool = False) -> subprocess.CompletedProcess:
+        """Run the real dvsctl against this controller."""
+        return subprocess.run([str(BIN / 'dvsctl'), args[0], '--api', 'http://127.0.0.1:%d' % self.api_port,
+                               '--state-dir', str(self.state_dir), *args[1:]],
+                              capture_output=True, text=True, check=check, timeout=120)
 
     def text(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ''

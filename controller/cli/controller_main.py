@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import faulthandler
 import logging
 import os
 import signal
@@ -10,7 +11,6 @@ import socket
 import sys
 
 from controller.policy.errors import PolicyError
-from controller.policy.fabric import load_fabric
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -34,6 +34,9 @@ def port_free(host: str, port: int) -> str | None:
         s.close()
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _exit_cleanly(signum, frame):
     raise SystemExit(0)
 
@@ -43,30 +46,43 @@ def main(argv=None) -> int:
     ap.add_argument('--fabric', required=True, help='fabric YAML file')
     ap.add_argument('--ofp', type=parse_hostport, default=None,
                     help='OpenFlow listen HOST:PORT (default: from the fabric, 127.0.0.1:6653)')
-    ap.add_argument('--state-dir', default='/var/lib/opendvs', help='where accepted state is kept')
+    ap.add_argument('--api', type=parse_hostport, default=None,
+                    help='REST API listen HOST:PORT (default: from the fabric, 127.0.0.1:8080)')
+    ap.add_argument('--no-api', action='store_true', help='do not serve the REST API')
+    ap.add_argument('--state-dir', default='/var/lib/opendvs',
+                    help='where accepted tenant policies and the API token are kept')
     ap.add_argument('--log-level', default=os.environ.get('OPENDVS_LOG', 'INFO'))
     args = ap.parse_args(argv)
-    # From here on SIGINT/SIGTERM mean a clean exit 0, even before the OpenFlow loop runs.
+    # SIGINT/SIGTERM mean a clean exit 0 at any time.  They are held back (blocked) while we
+    # start up, because library code run then (python-ovs importing eventlet) has bare
+    # `except:` clauses that would swallow the SystemExit; ofp.run() unblocks them.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)    # kill -USR1: dump every thread's stack
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    from controller.ofp import load_running_policy     # imports os-ken: only once arguments parse
     try:
-        fabric = load_fabric(args.fabric)
+        policy, _, _ = load_running_policy(args.fabric, args.state_dir, None)
     except PolicyError as e:
         print(e, file=sys.stderr)
         return 1
-    host, port = args.ofp or (fabric.controller.ofp_host, fabric.controller.ofp_port)
-    why = port_free(host, port)
-    if why:
-        print('opendvs-controller: cannot listen for OpenFlow on %s:%d: %s' % (host, port, why),
-              file=sys.stderr)
-        return errno.EADDRINUSE if 'in use' in why else 2
+    fabric = policy.fabric
+    ofp = args.ofp or (fabric.controller.ofp_host, fabric.controller.ofp_port)
+    api = None if args.no_api else (args.api or parse_hostport(fabric.controller.api.removeprefix('http://')))
+    for what, where in (('OpenFlow', ofp), ('the API', api)):
+        why = where and port_free(*where)
+        if why:
+            print('opendvs-controller: cannot listen for %s on %s:%d: %s' % (what, where[0], where[1], why),
+                  file=sys.stderr)
+            return errno.EADDRINUSE if 'in use' in why else 2
     os.makedirs(args.state_dir, exist_ok=True)
-    from controller import ofp           # imports os-ken: only once the arguments are good
-    logging.getLogger('opendvs').info('serving OpenFlow on %s:%d for %s', host, port, fabric.source)
-    ofp.run(fabric, host, port)
+    from controller import ofp as ofp_shim
+    logging.getLogger('opendvs').info('serving OpenFlow on %s:%d for %s with %d tenant(s)', ofp[0], ofp[1],
+                                      fabric.source, len(policy.tenants))
+    ofp_shim.run(policy, args.state_dir, ofp, api)
     return 0
 
 

@@ -12,6 +12,7 @@ import time
 # shows a fabric link behind them or the discovery window passes without one ('edge'):
 # a port is never flooded to before we know it cannot close a loop.
 PENDING, EDGE, FABRIC, UNDECLARED = 'pending', 'edge', 'fabric', 'undeclared-link'
+HYPERVISOR = 'hypervisor'            # a leaf port where a hypervisor's br-int LLDP arrives
 # Hypervisor br-int port roles, known from the port name at once.
 UPLINK, VM, TUNNEL = 'uplink', 'vm', 'tunnel'
 
@@ -41,6 +42,14 @@ class SwitchState:
 
 
 @dataclasses.dataclass(frozen=True)
+class Binding:
+    """An OVS Interface on a hypervisor's br-int, as its OVSDB row says (OVN/libvirt style)."""
+    name: str
+    iface_id: str
+    mac: str
+
+
+@dataclasses.dataclass(frozen=True)
 class LinkEnd:
     dpid: int
     port: int
@@ -55,6 +64,11 @@ class Inventory:
     macs: dict[int, dict[tuple[int, str], int]] = dataclasses.field(default_factory=dict)
     # sources refused on a port over its MAC limit: dpid -> {(vlan, mac, port)}
     refused: dict[int, set[tuple[int, str, int]]] = dataclasses.field(default_factory=dict)
+    # leaf port -> the hypervisor (br-int dpid) whose LLDP arrived there; kept while the port is
+    # up, even when that hypervisor's controller session (and so its LLDP) is gone
+    hv_ports: dict[LinkEnd, int] = dataclasses.field(default_factory=dict)
+    # hypervisor br-int dpid -> {ofport: Binding}, from that hypervisor's OVSDB
+    bindings: dict[int, dict[int, Binding]] = dataclasses.field(default_factory=dict)
 
     def macs_on_port(self, dpid: int, port: int) -> list[tuple[int, str]]:
         return [k for k, p in self.macs.get(dpid, {}).items() if p == port]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import zlib
 from types import MappingProxyType
@@ -157,3 +158,42 @@ class Tenant:
     def iface_id(self, workload: str, nic: int) -> str:
         """The OVS Interface external_ids:iface-id that binds this nic (OVN/libvirt style)."""
         return '%s/%s/nic%d' % (self.name, workload, nic)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundNic:
+    """What an iface-id stands for under the running policy."""
+    tenant: Tenant
+    workload: Workload
+    nic: Nic
+    network: Network
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """Everything the apps compile from: the fabric and the accepted tenant policies."""
+    fabric: Fabric
+    tenants: Mapping[str, Tenant] = dataclasses.field(default_factory=lambda: frozen_map({}))
+
+    def with_tenants(self, tenants) -> 'Policy':
+        return Policy(self.fabric, frozen_map({t.name: t for t in tenants}))
+
+    @functools.cached_property
+    def nics(self) -> Mapping[str, BoundNic]:
+        """iface-id -> BoundNic for every nic of every tenant."""
+        out = {}
+        for t in self.tenants.values():
+            for w in t.workloads.values():
+                for n in w.nics:
+                    out[t.iface_id(w.name, n.index)] = BoundNic(t, w, n, t.networks[n.network])
+        return frozen_map(out)
+
+    @functools.cached_property
+    def vlan_owners(self) -> Mapping[int, str]:
+        """VLAN -> tenant, for every VLAN-backed tenant network."""
+        return frozen_map({n.vlan: t.name for t in self.tenants.values()
+                           for n in t.networks.values() if n.vlan is not None})
+
+    def vlans_in_use(self) -> frozenset[int]:
+        """The VLANs physical switches and trunks carry: the native VLAN and tenant VLANs."""
+        return frozenset(self.vlan_owners) | {self.fabric.native_vlan}

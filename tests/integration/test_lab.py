@@ -6,6 +6,8 @@ No controller runs here: every lab points at a free port nobody listens on, so O
 connects and never flushes the flows the tests put in by hand.
 """
 import dataclasses
+import ipaddress
+import json
 import os
 import re
 import secrets
@@ -35,6 +37,8 @@ pytestmark = [
 ]
 
 if os.geteuid() == 0:
+    from apps.topology import lldp_frame
+    from controller.policy.model import Network, Nic, Tenant, Workload
     from mininet_topos import Lab, LabError, VMSpec, free_tcp_port, wait_until
 
 
@@ -361,6 +365,194 @@ def test_a_guest_tagged_vm_needs_8021q_and_a_failed_build_cleans_up():
     assert snapshot(prefix, f'/tmp/opendvs-lab-{prefix}') == before
 
 
+# --- tenant workloads as VMs ------------------------------------------------------------------
+
+def _net(name, subnet, vlan, gateway=None):
+    return Network(name, ipaddress.IPv4Network(subnet), vlan=vlan,
+                   gateway=ipaddress.IPv4Address(gateway) if gateway else None)
+
+
+def _wl(name, *nics, hv=None):
+    return Workload(name, (), tuple(Nic(i, n, m, ipaddress.IPv4Address(ip))
+                                    for i, (n, m, ip) in enumerate(nics)), hv)
+
+
+def hand_built_tenants():
+    """acme: web1 (hv1), app1 with two nics (hv2; only its second nic's network has a
+    gateway), db1 without a hint; beta: another web1 (hv3) and cache without a hint."""
+    def tenant(name, networks, *workloads):
+        return Tenant(name, f'{name}.yaml', {n.name: n for n in networks},
+                      {w.name: w for w in workloads})
+    users = _net('users', '10.10.0.0/24', 10, '10.10.0.1')
+    storage = _net('storage', '10.40.0.0/23', 40)
+    acme = tenant('acme', [users, storage],
+                  _wl('web1', ('users', '02:00:0a:0a:00:0b', '10.10.0.11'), hv='hv1'),
+                  _wl('app1', ('storage', '02:00:0a:28:00:0c', '10.40.0.12'),
+                      ('users', '02:00:0a:0a:00:0c', '10.10.0.12'), hv='hv2'),
+                  _wl('db1', ('users', '02:00:0a:0a:00:15', '10.10.0.21')))
+    beta = tenant('beta', [_net('lan', '10.10.0.0/24', 30)],
+                  _wl('web1', ('lan', '02:00:0b:0a:00:0b', '10.10.0.11'), hv='hv3'),
+                  _wl('cache', ('lan', '02:00:0b:0a:00:0c', '10.10.0.12')))
+    return acme, beta
+
+
+@pytest.fixture(scope='module')
+def tworld():
+    prefix = unique_prefix('lt')
+    workdir = f'/tmp/opendvs-lab-{prefix}'
+    before = snapshot(prefix, workdir)
+    lab = Lab(FABRIC, prefix=prefix, ofp_port=free_tcp_port(), tenants=hand_built_tenants())
+    lab.up(wait_connected=False)
+    root = netns_of(os.getpid())
+    namespaces = {netns_of(pid) for pid in lab.describe()['node_pids'].values()} - {root}
+    yield World(lab, before, namespaces)
+    lab.down()
+
+
+@pytest.fixture(scope='module')
+def tlab(tworld):
+    return tworld.lab
+
+
+def test_one_vm_per_workload_named_by_workload_or_tenant_and_workload(tlab):
+    acme, beta = tlab.tenants
+    assert {n: (v.tenant, v.workload, v.hypervisor) for n, v in tlab.vms.items()} == {
+        'acme-web1': ('acme', 'web1', 'hv1'), 'app1': ('acme', 'app1', 'hv2'),
+        'db1': ('acme', 'db1', 'hv1'),                  # no hint: round-robin starts at hv1
+        'beta-web1': ('beta', 'web1', 'hv3'), 'cache': ('beta', 'cache', 'hv2')}
+    assert tlab.vm_of('acme', 'web1') == 'acme-web1' and tlab.vm_of(beta, 'cache') == 'cache'
+    with pytest.raises(LabError, match="no workload 'db1' of tenant 'beta'"):
+        tlab.vm_of('beta', 'db1')
+    assert tlab.vsctl('hv4', 'list-ports', 'br-int').split() == ['int-to-phy']   # no defaults
+
+
+def test_every_nic_is_its_own_br_int_port_with_its_binding(tlab):
+    app = tlab.vms['app1']
+    assert [(n.intf, n.iface_id, n.mac, n.network) for n in app.nics] == [
+        ('eth0', 'acme/app1/nic0', '02:00:0a:28:00:0c', 'storage'),
+        ('eth1', 'acme/app1/nic1', '02:00:0a:0a:00:0c', 'users')]
+    assert (app.ip, app.mac, app.iface_id, app.port) == \
+        ('10.40.0.12', '02:00:0a:28:00:0c', 'acme/app1/nic0', app.nics[0].port)
+    for hv in tlab.fabric.hypervisors:
+        expected = {n.port for v in tlab.vms.values() if v.hypervisor == hv for n in v.nics}
+        assert set(tlab.vsctl(hv, 'list-ports', 'br-int').split()) == expected | {'int-to-phy'}
+    for vm in tlab.vms.values():
+        for nic in vm.nics:
+            ids = tlab.vsctl(vm.hypervisor, 'get', 'interface', nic.port, 'external_ids')
+            assert f'iface-id="{nic.iface_id}"' in ids and f'attached-mac="{nic.mac}"' in ids
+            assert nic.iface_id == f'{vm.tenant}/{vm.workload}/nic{nic.index}'
+
+
+def test_vm_interfaces_carry_mac_ip_and_prefix_mtu_1500_and_tx_off(tlab):
+    for vm in tlab.vms.values():
+        for nic in vm.nics:
+            rc, out = tlab.exec(vm.name, f'cat /sys/class/net/{nic.intf}/address '
+                                         f'/sys/class/net/{nic.intf}/mtu; '
+                                         f'ip -4 -o addr show dev {nic.intf}; '
+                                         f'ethtool -k {nic.intf} | grep tx-checksumming')
+            assert rc == 0, out
+            assert out.split()[:2] == [nic.mac, '1500']
+            assert f'inet {nic.cidr} ' in out and 'tx-checksumming: off' in out
+            assert 'tx-checksumming: off' in tlab.exec(vm.hypervisor, f'ethtool -k {nic.port}')[1]
+    assert tlab.vms['app1'].nics[0].cidr == '10.40.0.12/23'      # the network's prefix length
+
+
+def test_default_route_via_the_one_nic_whose_network_has_a_gateway(tlab):
+    assert tlab.exec('app1', 'ip route show default')[1].split()[:5] == \
+        ['default', 'via', '10.10.0.1', 'dev', 'eth1']
+    assert tlab.exec('db1', 'ip route show default')[1].split()[:5] == \
+        ['default', 'via', '10.10.0.1', 'dev', 'eth0']
+    assert tlab.exec('cache', 'ip route show default')[1].strip() == ''    # lan has none
+
+
+def test_br_phy_forwards_lldp_between_the_leaf_and_br_int(tlab):
+    """The controller learns which leaf port a hv is on from LLDP crossing br-phy (NORMAL),
+    which drops 01:80:c2:00:00:0x unless forward-bpdu is on."""
+    for hv in tlab.fabric.hypervisors:
+        assert tlab.vsctl(hv, 'get', 'bridge', 'br-phy', 'other_config:forward-bpdu').strip() \
+            == '"true"'
+    trace = tlab.appctl('hv1', 'ofproto/trace', 'br-phy', 'in_port=phy-to-int,dl_type=0x88cc,'
+                        'dl_src=02:00:00:00:dd:01,dl_dst=01:80:c2:00:00:0e')
+    assert 'reserved destination MAC' not in trace and 'flooding' in trace
+    # the real thing, both ways: the controller's LLDP frame, sent out of br-int's
+    # int-to-phy, reaches the leaf on the hv's port; the leaf's reaches br-int
+    frame = lldp_frame(tlab.fabric.hypervisors['hv2'].dpid, 1).hex()
+    leaf_port = tlab.leaf_port('hv2')
+    assert leaf_port == int(vsctl_get('interface', f'{tlab.prefix}u2', 'ofport'))
+    match = 'dl_type=0x88cc,dl_dst=01:80:c2:00:00:0e'
+    tlab.ofctl('leaf1', 'add-flow', f'priority=100,in_port={leaf_port},{match},actions=drop')
+    tlab.ofctl('hv2', 'add-flow', f'priority=100,in_port=int-to-phy,{match},actions=drop')
+    tlab.ofctl('hv2', 'packet-out', f'in_port=controller packet={frame} actions=output:int-to-phy')
+    tlab.ofctl('leaf1', 'packet-out', f'in_port=controller packet={frame} '
+                                      f'actions=output:{leaf_port}')
+    for node in ('leaf1', 'hv2'):
+        assert wait_until(lambda: 'n_packets=1,' in tlab.ofctl(node, 'dump-flows', match), 5), \
+            tlab.ofctl(node, 'dump-flows')
+
+
+def test_send_frames_puts_tagged_frames_onto_br_int(tlab):
+    port = tlab.vm_ofport('app1', nic=1)
+    assert f'{port}({tlab.vms["app1"].nics[1].port})' in tlab.ofctl('hv2', 'dump-ports-desc')
+    rx_before = _rx_packets(tlab, 'hv2', port)
+    tagged = f'priority=100,in_port={port},dl_vlan=10,dl_src=02:00:00:00:aa:01'
+    untagged = f'priority=100,in_port={port},vlan_tci=0x0000/0x1fff,dl_src=02:00:00:00:aa:02'
+    for flow in (tagged, untagged):
+        tlab.ofctl('hv2', 'add-flow', f'{flow},actions=drop')
+    assert tlab.send_frames('app1', ['02:00:00:00:aa:01'] * 3, vlan=10, nic=1) == 3
+    assert tlab.send_frames('app1', '02:00:00:00:aa:02', nic=1) == 1
+    assert wait_until(lambda: _n_packets(tlab, 'hv2', tagged) == 3 and
+                      _n_packets(tlab, 'hv2', untagged) == 1, 5), tlab.ofctl('hv2', 'dump-flows')
+    assert _rx_packets(tlab, 'hv2', port) - rx_before == 4
+    with pytest.raises(LabError, match='has no nic2'):
+        tlab.send_frames('app1', '02:00:00:00:aa:03', nic=2)
+
+
+def _n_packets(lab, node, flow):
+    match = flow.removeprefix('priority=100,')        # dump-flows takes no priority
+    out = lab.ofctl(node, 'dump-flows', match)
+    found = re.findall(r'n_packets=(\d+)', out)
+    assert len(found) == 1, out
+    return int(found[0])
+
+
+def _rx_packets(lab, node, port):
+    return int(re.search(r'rx pkts=(\d+)', lab.ofctl(node, 'dump-ports', str(port))).group(1))
+
+
+def test_move_vm_moves_every_nic_with_its_binding(tlab):
+    before = tlab.vms['app1']
+    ifindexes = tlab.exec('app1', 'cat /sys/class/net/eth0/ifindex /sys/class/net/eth1/ifindex')
+    tlab.move_vm('app1', 'hv4')
+    moved = tlab.vms['app1']
+    assert moved.hypervisor == 'hv4' and moved.nics == before.nics
+    ports = [n.port for n in moved.nics]
+    assert set(tlab.vsctl('hv4', 'list-ports', 'br-int').split()) == {'int-to-phy', *ports}
+    assert not set(ports) & set(tlab.vsctl('hv2', 'list-ports', 'br-int').split())
+    for nic in moved.nics:
+        ids = tlab.vsctl('hv4', 'get', 'interface', nic.port, 'external_ids')
+        assert f'iface-id="{nic.iface_id}"' in ids and f'attached-mac="{nic.mac}"' in ids
+    assert tlab.exec('app1', 'cat /sys/class/net/eth0/ifindex /sys/class/net/eth1/ifindex') == \
+        ifindexes                                                  # the same NICs
+    assert tlab.exec('app1', 'ip route show default')[1].split()[:3] == \
+        ['default', 'via', '10.10.0.1']
+    port = tlab.vm_ofport('app1', nic=1)                          # now on hv4's br-int
+    flow = f'priority=100,in_port={port},dl_vlan=20,dl_src=02:00:00:00:bb:01'
+    tlab.ofctl('hv4', 'add-flow', f'{flow},actions=drop')
+    tlab.send_frames('app1', '02:00:00:00:bb:01', vlan=20, nic=1)
+    assert wait_until(lambda: _n_packets(tlab, 'hv4', flow) == 1, 5)
+    tlab.move_vm('app1', 'hv2')                                    # and back
+    assert set(ports) <= set(tlab.vsctl('hv2', 'list-ports', 'br-int').split())
+
+
+def test_tenant_lab_down_leaves_nothing_behind(tworld):
+    lab = tworld.lab
+    assert snapshot(lab.prefix, lab.plan.workdir)['bridges']
+    down_started = ticks_now()
+    lab.down()
+    assert snapshot(lab.prefix, lab.plan.workdir) == tworld.before
+    assert not processes_started_before(down_started, tworld.namespaces)
+
+
 # --- the CLI -------------------------------------------------------------------------------------
 
 def lab_cli(command, *args, state_dir):
@@ -397,3 +589,62 @@ def test_cli_up_status_exec_down(tmp_path):
     assert not list(tmp_path.glob(f'{prefix}.*'))
     assert snapshot(prefix, workdir) == before
     assert lab_cli('status', state_dir=tmp_path).returncode == 1
+
+
+ACME_YAML = '''tenant: acme
+networks:
+  users:   {vlan: 10, subnet: 10.10.0.0/24, gateway: 10.10.0.1}
+  servers: {vlan: 20, subnet: 10.20.0.0/24}
+workloads:
+  web1: {hypervisor: hv1, nics: [{network: users, mac: "02:00:0a:0a:00:0b", ip: 10.10.0.11}]}
+  app1: {nics: [{network: servers, mac: "02:00:0a:14:00:0c", ip: 10.20.0.12},
+                {network: users, mac: "02:00:0a:0a:00:0c", ip: 10.10.0.12}]}
+'''
+GLOBEX_YAML = '''tenant: globex
+networks:
+  apps: {vlan: 30, subnet: 10.10.0.0/24, gateway: 10.10.0.1}
+workloads:
+  web1: {hypervisor: hv4, nics: [{network: apps, mac: "02:00:1e:0a:00:0b", ip: 10.10.0.11}]}
+'''
+
+
+@pytest.mark.skipif(not LAB_CLI.exists(), reason='opendvs-lab is not installed in .venv')
+def test_cli_up_with_tenants_status_exec_down(tmp_path):
+    prefix = unique_prefix('lc')
+    workdir = f'/tmp/opendvs-lab-{prefix}'
+    before = snapshot(prefix, workdir)
+    (tmp_path / 'acme.yaml').write_text(ACME_YAML)
+    (tmp_path / 'globex.yaml').write_text(GLOBEX_YAML)
+    (tmp_path / 'bad.yaml').write_text(GLOBEX_YAML.replace('hv4', 'hv9'))
+    state = tmp_path / 'state'
+    bad = lab_cli('up', '--fabric', str(FABRIC), '--tenants', str(tmp_path / 'bad.yaml'),
+                  '--prefix', prefix, '--no-wait', state_dir=state)
+    assert bad.returncode == 1 and "bad.yaml:5:22: workloads.web1.hypervisor: hypervisor 'hv9'" \
+        in bad.stderr, bad.stderr
+    assert snapshot(prefix, workdir) == before
+
+    up = lab_cli('up', '--fabric', str(FABRIC), '--tenants', str(tmp_path / 'acme.yaml'),
+                 str(tmp_path / 'globex.yaml'), '--prefix', prefix, '--ofp-port',
+                 str(free_tcp_port()), '--no-wait', state_dir=state)
+    try:
+        assert up.returncode == 0, up.stderr
+        st = lab_cli('status', state_dir=state)
+        assert st.returncode == 0, st.stderr
+        lines = st.stdout.split('vms:\n', 1)[1].splitlines()
+        assert re.match(r'  acme-web1\s+on hv1\s+10\.10\.0\.11/24\s+02:00:0a:0a:00:0b\s+'
+                        r'acme/web1/nic0\s+tenant acme workload web1\s+gw 10\.10\.0\.1$',
+                        lines[0]), lines
+        assert re.match(r'  app1\s+on hv1\s+10\.20\.0\.12/24 .*acme/app1/nic0\s+tenant acme '
+                        r'workload app1\s+gw 10\.10\.0\.1$', lines[1]), lines      # no hint: hv1
+        assert re.match(r'\s{20,}10\.10\.0\.12/24\s+02:00:0a:0a:00:0c\s+acme/app1/nic1$',
+                        lines[2]), lines
+        assert re.match(r'  globex-web1\s+on hv4 .*tenant globex workload web1', lines[3]), lines
+        assert not [n for n in json.loads(lab_cli('status', '--json', state_dir=state).stdout)
+                    ['vms'] if n.startswith('hv')]                   # no default VMs
+        ex = lab_cli('exec', 'app1', '--', 'ip', '-4', '-o', 'addr', 'show', 'eth1',
+                     state_dir=state)
+        assert ex.returncode == 0 and 'inet 10.10.0.12/24' in ex.stdout, ex.stdout + ex.stderr
+    finally:
+        down = lab_cli('down', state_dir=state)
+    assert down.returncode == 0, down.stderr
+    assert snapshot(prefix, workdir) == before

@@ -1,9 +1,13 @@
 """Small builders shared by the unit tests: fabrics, inventories, cabling, fake switches."""
+import ipaddress
 import pathlib
 
-from controller.inventory.model import FABRIC, Inventory, LinkEnd, Port, SwitchState
+from apps import topology
+from controller.inventory.model import (FABRIC, PENDING, TUNNEL, UPLINK, VM, Inventory, LinkEnd, Port,
+                                        SwitchState)
 from controller.pipeline.flow import Flow
 from controller.policy.fabric import parse_fabric
+from controller.policy.model import Network, Nic, Tenant, Workload, frozen_map
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE_FABRIC = ROOT / 'examples' / 'fabric.yaml'
@@ -66,6 +70,41 @@ def cabled_mesh(fabric, edge_ports: int = 2):
         if a < b:
             see_link(inv, ea, ends[(b, a)])
     return inv, ends
+
+
+def make_tenant(name, networks, workloads=None):
+    """A Tenant built by hand.  networks: {name: vlan} (an int) or {name: {'vni': n}};
+    workloads: {name: [(network, mac), ...]} (nic i is the i-th pair)."""
+    nets = {}
+    for i, (net, spec) in enumerate(networks.items()):
+        subnet = ipaddress.IPv4Network('10.%d.%d.0/24' % (len(name) % 200, i))
+        kw = {'vlan': spec} if isinstance(spec, int) else dict(spec)
+        nets[net] = Network(net, subnet, gateway=subnet[1], **kw)
+    wls = {}
+    for j, (wl, nics) in enumerate((workloads or {}).items()):
+        wls[wl] = Workload(wl, (), tuple(
+            Nic(i, net, mac.lower(), nets[net].subnet[10 + j]) for i, (net, mac) in enumerate(nics)))
+    return Tenant(name, '%s.yaml' % name, frozen_map(nets), frozen_map(wls))
+
+
+# a hypervisor br-int as the lab builds it: uplink patch port 1, VM ports 2 and 3, tunnel 4
+HV_UPLINK, HV_VM2, HV_VM3, HV_TUN = 1, 2, 3, 4
+
+
+def add_hypervisor(inv: Inventory, fabric, name: str) -> int:
+    dpid = fabric.hypervisors[name].dpid
+    add_switch(inv, dpid, name, kind='hypervisor', ports={
+        HV_UPLINK: (UPLINK, 'int-to-phy'), HV_VM2: (VM, 'tap-%s-a' % name),
+        HV_VM3: (VM, 'tap-%s-b' % name), HV_TUN: (TUNNEL, 'vxlan0')})
+    return dpid
+
+
+def hypervisor_seen(fabric, inv: Inventory, leaf: int, port: int, hv: int, now: float = 0.0) -> None:
+    """Plug a hypervisor's uplink into leaf port `port` and let its LLDP arrive there."""
+    sw = inv.switches[leaf]
+    if port not in sw.ports:
+        sw.ports[port] = Port(port, '%s-eth%d' % (sw.name, port), True, PENDING, since=now)
+    topology.link_seen(fabric, inv, LinkEnd(leaf, port), LinkEnd(hv, HV_UPLINK), now=now)
 
 
 def by_table(flows, table):

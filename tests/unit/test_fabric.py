@@ -220,7 +220,7 @@ def test_validate_errors(tmp_path, capsys):
     lines = err.splitlines()
     assert lines[0] == f"{bad}:4:18: links[0]: switch 'leaf3' is not defined in switches (known: leaf1, spine1)"
     assert lines[1] == f'{bad}:5:17: underlay.mtu: 100 is out of range 1280..9216'
-    assert lines[2] == f'{tenant}:1:1: tenant policies are not supported by this version'
+    assert lines[2] == f'{tenant}:2:1: networks: define at least one network, e.g. users: {{vlan: 10, subnet: 10.10.0.0/24}}'
     assert lines[3].startswith(f'{tmp_path / "missing.yaml"}:1:1: cannot read: ')
     assert len(lines) == 4
 

@@ -5,10 +5,12 @@ import pytest
 
 from apps import topology
 from apps.topology import DISCOVERY_WINDOW, LINK_TIMEOUT, classify_ports, flood_tree, lldp_frame, parse_lldp
-from controller.inventory.model import EDGE, FABRIC, PENDING, UNDECLARED, VM, Inventory, LinkEnd
+from controller.inventory.model import (EDGE, FABRIC, HYPERVISOR, PENDING, UNDECLARED, UPLINK, VM,
+                                        Inventory, LinkEnd)
 from controller.pipeline import tables
-from controller.policy.model import default_hypervisor_dpid
-from tests.unit.builders import LEAF1, LEAF2, SPINE1, SPINE2, add_switch, cabled_mesh, see_link
+from controller.policy.model import Policy, default_hypervisor_dpid
+from tests.unit.builders import (HV_UPLINK, LEAF1, LEAF2, SPINE1, SPINE2, add_hypervisor, add_switch,
+                                 cabled_mesh, hypervisor_seen, see_link)
 
 
 def tlv(t, value):
@@ -64,19 +66,21 @@ def test_lldp_with_our_chassis_but_a_garbled_id_is_not_a_link():
 
 # ---- the topology app's own flows -------------------------------------------------------------
 
-def test_physical_switches_send_lldp_to_the_controller_and_hypervisors_do_not(fabric):
+def test_physical_switches_and_hypervisors_send_lldp_to_the_controller(fabric):
     inv = Inventory()
     add_switch(inv, LEAF1, 'leaf1', ports={1: PENDING})
     hv = add_switch(inv, fabric.hypervisors['hv1'].dpid, 'hv1', kind='hypervisor', ports={1: VM})
-    flows = topology.compile_flows(fabric, inv, LEAF1)
+    policy = Policy(fabric)
+    flows = topology.compile_flows(policy, inv, LEAF1)
     assert len(flows) == 1
     f, = flows
     assert (f.table, f.match_dict(), f.actions) == (
         'classify', {'eth_type': 0x88cc, 'eth_dst': '01:80:c2:00:00:0e'}, (('output', 'controller'),))
     assert f.priority > 100                             # ahead of VLAN admission
     tables.check(f)
-    assert topology.compile_flows(fabric, inv, hv.dpid) == set()
-    assert topology.compile_flows(fabric, inv, 0x999) == set()
+    # a hypervisor's br-int hears its leaf the same way (and LLDP is never learned or flooded)
+    assert topology.compile_flows(policy, inv, hv.dpid) == {f}
+    assert topology.compile_flows(policy, inv, 0x999) == set()
 
 
 # ---- port roles -------------------------------------------------------------------------------
@@ -160,6 +164,69 @@ def test_port_down_forgets_the_link_in_both_directions():
     see_link(inv, LinkEnd(LEAF1, 2), LinkEnd(SPINE2, 1))
     topology.port_down(inv, SPINE1, 1)
     assert set(inv.links) == {LinkEnd(LEAF1, 2), LinkEnd(SPINE2, 1)}
+
+
+def test_lldp_from_a_hypervisor_makes_a_hypervisor_port(fabric):
+    inv = Inventory()
+    leaf = add_switch(inv, LEAF1, 'leaf1', ports={5: PENDING})
+    hv = add_hypervisor(inv, fabric, 'hv1')
+    assert topology.link_seen(fabric, inv, LinkEnd(LEAF1, 5), LinkEnd(hv, HV_UPLINK), now=0.5) is True
+    assert leaf.ports[5].role == HYPERVISOR                 # at once: no discovery window to wait
+    assert inv.switches[hv].ports[HV_UPLINK].role == UPLINK  # br-int roles come from names
+    assert topology.peer(inv, LEAF1, 5) == LinkEnd(hv, HV_UPLINK)
+    assert topology.hypervisor_ports(inv) == {hv: LinkEnd(LEAF1, 5)}
+    assert flood_tree(inv) == set()                         # a hypervisor is not part of the tree
+
+
+def test_lldp_from_a_hypervisor_the_controller_does_not_know_is_no_hypervisor_port(fabric):
+    inv = Inventory()
+    leaf = add_switch(inv, LEAF1, 'leaf1', ports={5: PENDING})
+    hv = fabric.hypervisors['hv1'].dpid                     # not connected: not in the inventory
+    topology.link_seen(fabric, inv, LinkEnd(LEAF1, 5), LinkEnd(hv, HV_UPLINK), now=0.5)
+    assert leaf.ports[5].role == UNDECLARED
+    assert topology.hypervisor_ports(inv) == {}
+
+
+def test_a_hypervisor_port_stays_one_while_up_after_its_lldp_stops(fabric):
+    inv = Inventory()
+    leaf = add_switch(inv, LEAF1, 'leaf1', ports={5: PENDING})
+    hv = add_hypervisor(inv, fabric, 'hv1')
+    hypervisor_seen(fabric, inv, LEAF1, 5, hv, now=1.0)
+    # the hypervisor's controller session drops: no more LLDP from it, but its cable is there
+    del inv.switches[hv]
+    topology.expire(fabric, inv, now=2.0 + LINK_TIMEOUT + DISCOVERY_WINDOW)
+    assert inv.links == {}
+    assert leaf.ports[5].role == HYPERVISOR
+    assert topology.hypervisor_ports(inv) == {hv: LinkEnd(LEAF1, 5)}   # still remembered behind it
+    leaf.ports[5].up = False
+    topology.port_down(inv, LEAF1, 5)
+    classify_ports(fabric, inv, now=100)
+    assert leaf.ports[5].role == PENDING                    # a cable that goes down is not sticky
+    assert topology.hypervisor_ports(inv) == {}
+
+
+def test_a_hypervisor_port_becomes_a_fabric_port_when_a_switch_shows_up_behind_it(fabric):
+    inv = Inventory()
+    leaf = add_switch(inv, LEAF1, 'leaf1', ports={1: PENDING})
+    add_switch(inv, SPINE1, 'spine1', ports={1: FABRIC})
+    hv = add_hypervisor(inv, fabric, 'hv1')
+    hypervisor_seen(fabric, inv, LEAF1, 1, hv)
+    assert leaf.ports[1].role == HYPERVISOR
+    topology.link_seen(fabric, inv, LinkEnd(LEAF1, 1), LinkEnd(SPINE1, 1), now=1.0)
+    assert leaf.ports[1].role == FABRIC
+
+
+def test_toward_gives_every_switch_on_the_tree_its_port_toward_a_leaf(fabric):
+    inv, ends = cabled_mesh(fabric)
+    tree = flood_tree(inv)
+    # the tree: spine1-leaf1, spine1-leaf2, spine2-leaf1 (spine2-leaf2 is off the tree)
+    assert topology.toward(inv, tree, LEAF1) == {
+        SPINE1: ends[('spine1', 'leaf1')].port, SPINE2: ends[('spine2', 'leaf1')].port,
+        LEAF2: ends[('leaf2', 'spine1')].port}
+    assert topology.toward(inv, tree, LEAF2) == {
+        SPINE1: ends[('spine1', 'leaf2')].port, LEAF1: ends[('leaf1', 'spine1')].port,
+        SPINE2: ends[('spine2', 'leaf1')].port}             # the long way round, on the tree
+    assert all(LinkEnd(d, p) in tree for d, p in topology.toward(inv, tree, LEAF2).items())
 
 
 def test_hypervisor_ports_are_left_alone(fabric):

@@ -1,0 +1,1 @@
+"""REST API (JSON) for policy push and show: token auth, localhost by default."""

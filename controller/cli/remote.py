@@ -1,0 +1,161 @@
+"""dvsctl subcommands that talk to the running controller's REST API: apply, delete, show."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from controller.cli.dvsctl import command
+from controller.policy.errors import PolicyError
+from controller.policy.tenant import parse_tenant
+
+DEFAULT_API = 'http://127.0.0.1:8080'
+DEFAULT_STATE_DIR = '/var/lib/opendvs'
+
+
+def _connection_arguments(p) -> None:
+    p.add_argument('--api', default=os.environ.get('OPENDVS_API', DEFAULT_API),
+                   help='controller API URL (default: $OPENDVS_API or %s)' % DEFAULT_API)
+    p.add_argument('--token', default=os.environ.get('OPENDVS_TOKEN'),
+                   help='API token (default: $OPENDVS_TOKEN, else <state-dir>/api-token)')
+    p.add_argument('--state-dir', default=os.environ.get('OPENDVS_STATE_DIR', DEFAULT_STATE_DIR),
+                   help='where the controller keeps its token (default %s)' % DEFAULT_STATE_DIR)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict):
+        super().__init__(body.get('error', 'HTTP %d' % status))
+        self.status, self.body = status, body
+
+
+def call(args, method: str, path: str, body=None):
+    token = args.token
+    if not token:
+        try:
+            token = (Path(args.state_dir) / 'api-token').read_text().strip()
+        except OSError as e:
+            raise ApiError(401, {'error': 'no API token: pass --token or --state-dir (%s)' % e})
+    req = urllib.request.Request(args.api.rstrip('/') + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json'})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            payload = json.loads(e.read())
+        except ValueError:
+            payload = {'error': str(e)}
+        raise ApiError(e.code, payload)
+    except urllib.error.URLError as e:
+        raise ApiError(0, {'error': 'cannot reach the controller at %s: %s' % (args.api, e.reason)})
+
+
+def _fail(e: ApiError) -> int:
+    print('dvsctl: %s' % e, file=sys.stderr)
+    for d in e.body.get('diags', []):
+        print(d, file=sys.stderr)
+    return 1
+
+
+def _print_changes(result: dict) -> None:
+    verb = 'would change' if result['dry_run'] else 'changed'
+    total_add = sum(c['add'] for c in result['switches'].values())
+    total_del = sum(c['delete'] for c in result['switches'].values())
+    for name, c in result['switches'].items():
+        print('%-12s +%d -%d flows' % (name, c['add'], c['delete']))
+    print('%s: +%d -%d flows on %d switches; tenants now: %s' % (
+        verb, total_add, total_del, len(result['switches']), ', '.join(result['tenants']) or '-'))
+
+
+def _apply_arguments(p) -> None:
+    p.add_argument('files', nargs='+', metavar='FILE')
+    p.add_argument('--dry-run', action='store_true', help='show what would change; change nothing')
+    _connection_arguments(p)
+
+
+@command('apply', 'push tenant policy files to the controller (atomic); print flows changed per switch',
+         _apply_arguments)
+def cmd_apply(args) -> int:
+    docs, diags = [], []
+    for f in args.files:                       # validate locally first: errors point at the user's file
+        try:
+            text = Path(f).read_text()
+            parse_tenant(text, f)
+            docs.append({'source': f, 'text': text})
+        except OSError as e:
+            print('%s:1:1: cannot read: %s' % (f, e.strerror), file=sys.stderr)
+            diags.append(f)
+        except PolicyError as e:
+            print(e, file=sys.stderr)
+            diags.append(f)
+    if diags:
+        return 1
+    try:
+        _print_changes(call(args, 'POST', '/v1/apply', {'tenants': docs, 'dry_run': args.dry_run}))
+    except ApiError as e:
+        return _fail(e)
+    return 0
+
+
+def _delete_arguments(p) -> None:
+    p.add_argument('tenant')
+    p.add_argument('--dry-run', action='store_true')
+    _connection_arguments(p)
+
+
+@command('delete', 'remove a tenant and all its flows', _delete_arguments)
+def cmd_delete(args) -> int:
+    try:
+        _print_changes(call(args, 'DELETE', '/v1/tenants/%s%s' % (args.tenant, '?dry_run=1' if args.dry_run else '')))
+    except ApiError as e:
+        return _fail(e)
+    return 0
+
+
+SHOW = {
+    'tenants': ('/v1/tenants', ['name', 'networks', 'workloads', 'source']),
+    'networks': ('/v1/networks', ['tenant', 'name', 'vlan', 'vni', 'subnet', 'gateway']),
+    'workloads': ('/v1/workloads', ['tenant', 'workload', 'nic', 'network', 'mac', 'ip', 'hypervisor', 'port',
+                                    'interface']),
+    'switches': ('/v1/switches', ['name', 'dpid', 'kind', 'connected', 'flows', 'ports']),
+    'flows': ('/v1/flows', ['switch', 'flow', 'owner']),
+}
+
+
+def _show_arguments(p) -> None:
+    p.add_argument('what', choices=sorted(SHOW))
+    p.add_argument('--switch', help='flows: only this switch')
+    p.add_argument('--json', action='store_true', help='print the raw JSON')
+    _connection_arguments(p)
+
+
+def _cell(value) -> str:
+    if isinstance(value, list):
+        if value and isinstance(value[0], dict):        # ports
+            return ' '.join('%s:%s%s' % (p['no'], p['role'], '' if p['up'] else '(down)') for p in value)
+        return ','.join(map(str, value))
+    return '-' if value is None else str(value)
+
+
+@command('show', 'show what runs: tenants, networks, workloads (and where bound), switches, flows',
+         _show_arguments)
+def cmd_show(args) -> int:
+    path, columns = SHOW[args.what]
+    if args.what == 'flows' and args.switch:
+        path += '?switch=' + args.switch
+    try:
+        rows = call(args, 'GET', path)
+    except ApiError as e:
+        return _fail(e)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    table = [columns] + [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        print('  '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0

@@ -1,0 +1,102 @@
+"""Hypervisor bindings from OVSDB: which VM nic (external_ids:iface-id) is on which br-int port.
+
+One thread per hypervisor keeps a python-ovs IDL replica of the Bridge/Port/Interface tables
+of that hypervisor's ovsdb-server (reached over the management LAN) and reports br-int's
+bound interfaces whenever they change.  The IDL reconnects by itself.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import ovs.db.idl
+import ovs.jsonrpc
+import ovs.poller
+import ovs.stream
+
+from controller.inventory.model import Binding
+
+LOG = logging.getLogger('opendvs.ovsdb')
+OVSDB_PORT = 6640
+BRIDGE = 'br-int'
+
+
+def _fetch_schema(remote: str):
+    err, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), 5000)
+    if err:
+        raise OSError(err, 'cannot reach OVSDB at %s' % remote)
+    rpc = ovs.jsonrpc.Connection(stream)
+    try:
+        err, reply = rpc.transact_block(ovs.jsonrpc.Message.create_request('get_schema', ['Open_vSwitch']))
+        if err or reply.error:
+            raise OSError(err or 0, 'get_schema from %s failed: %s' % (remote, reply and reply.error))
+        return reply.result
+    finally:
+        rpc.close()
+
+
+def _one(value):
+    """python-ovs gives optional columns as lists."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def read_bindings(idl) -> dict[int, Binding]:
+    out = {}
+    for br in idl.tables['Bridge'].rows.values():
+        if br.name != BRIDGE:
+            continue
+        for port in br.ports:
+            for iface in port.interfaces:
+                ofport, ids = _one(iface.ofport), dict(iface.external_ids)
+                if ofport and ofport > 0 and 'iface-id' in ids:
+                    out[ofport] = Binding(iface.name, ids['iface-id'], ids.get('attached-mac', '').lower())
+    return out
+
+
+class BindingWatcher:
+    """Watch one hypervisor's OVSDB; call on_change(bindings) after every change."""
+
+    def __init__(self, name: str, remote: str, on_change):
+        self.name, self.remote, self.on_change = name, remote, on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='ovsdb-%s' % name, daemon=True)
+
+    def start(self) -> 'BindingWatcher':
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._watch()
+            except Exception as e:
+                LOG.warning('%s: OVSDB %s: %s; retrying', self.name, self.remote, e)
+                self._stop.wait(1.0)
+
+    def _watch(self) -> None:
+        helper = ovs.db.idl.SchemaHelper(schema_json=_fetch_schema(self.remote))
+        helper.register_columns('Bridge', ['name', 'ports'])
+        helper.register_columns('Port', ['name', 'interfaces'])
+        helper.register_columns('Interface', ['name', 'ofport', 'external_ids'])
+        idl = ovs.db.idl.Idl(self.remote, helper)
+        seen, last = None, None
+        try:
+            while not self._stop.is_set():
+                idl.run()
+                if idl.change_seqno != seen:
+                    seen = idl.change_seqno
+                    now = read_bindings(idl)
+                    if now != last:
+                        last = now
+                        self.on_change(now)
+                poller = ovs.poller.Poller()
+                idl.wait(poller)
+                poller.timer_wait(500)          # wake up to notice stop()
+                poller.block()
+        finally:
+            idl.close()

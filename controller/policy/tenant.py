@@ -1,0 +1,51 @@
+"""Tenant policies: YAML -> frozen model.Tenant, then checks across tenants and the fabric.
+
+    parse_tenant(text, source) / load_tenant(path)   one file, strict; PolicyError lists every problem
+    check_tenants(fabric, tenants)                   VLAN/VNI/MAC/name clashes, placement hints
+    load_policy(fabric, paths)                       both, for a set of files
+
+Parsing is in tenant_parse (+ tenant_security), the cross-file checks in tenant_checks.
+"""
+from __future__ import annotations
+
+from controller.policy import model
+from controller.policy.errors import PolicyError
+from controller.policy.tenant_checks import check_tenants
+from controller.policy.tenant_parse import TOP_KEYS, build_tenant, tenant_doc
+from controller.policy.yamlsource import YamlDoc, load_yaml, parse_yaml
+
+__all__ = ['parse_tenant', 'load_tenant', 'build_tenant', 'check_tenants', 'load_policy',
+           'tenant_doc', 'is_tenant_doc', 'TOP_KEYS']
+
+
+def parse_tenant(text: str, source: str = '<tenant>') -> model.Tenant:
+    """One tenant policy from a string (tests, API pushes); `source` names it in errors."""
+    return build_tenant(parse_yaml(text, source))
+
+
+def load_tenant(path) -> model.Tenant:
+    """Load and validate one tenant policy file; raise PolicyError listing every problem."""
+    return build_tenant(load_yaml(path))
+
+
+def is_tenant_doc(doc: YamlDoc) -> bool:
+    """A YAML file with a top-level `tenant:` key is a tenant policy (else: a fabric)."""
+    return isinstance(doc.data, dict) and 'tenant' in doc.data
+
+
+def load_policy(fabric: model.Fabric | None, paths) -> list[model.Tenant]:
+    """Load every tenant file and check them together against the fabric.  One PolicyError
+    carries the problems of all files (a broken file is left out of the cross-file checks)."""
+    tenants, diags = [], []
+    for path in paths:
+        try:
+            tenants.append(load_tenant(path))
+        except PolicyError as e:
+            diags += e.diags
+    try:
+        check_tenants(fabric, tenants)
+    except PolicyError as e:
+        diags += e.diags
+    if diags:
+        raise PolicyError(diags)
+    return tenants

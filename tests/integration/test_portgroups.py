@@ -1,0 +1,250 @@
+"""VLAN port-groups as one distributed switch, driven by tenant policy pushed with dvsctl:
+two tenants (acme: users VLAN 10 + servers VLAN 20; globex: apps VLAN 30 reusing acme's
+addresses) over 4 hypervisors on 2 leaves."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from mininet_topos import Lab
+from tests.support import ROOT, ControllerProcess, dump_flows, free_port, wait_until
+
+FABRIC = ROOT / 'examples' / 'fabric.yaml'
+TENANTS = [str(ROOT / 'examples' / 'tenants' / 'acme.yaml'), str(ROOT / 'examples' / 'tenants' / 'globex.yaml')]
+PHYSICAL = ('spine1', 'spine2', 'leaf1', 'leaf2')
+SAME_NETWORK = [('web1', 'web2'), ('web2', 'web1'), ('db1', 'db2'), ('db2', 'db1'), ('app1', 'app2'),
+                ('app2', 'app1')]
+OTHER_NETWORK = [('web1', 'db1'), ('web2', 'db2'), ('db1', 'web1'), ('db2', 'web2')]
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp('portgroups')
+    port = free_port()
+    ctl = ControllerProcess(FABRIC, work, ofp='0.0.0.0:%d' % port).start()
+    # policy first, as an operator would: no VM ever runs outside its port-group
+    r = ctl.dvsctl('apply', *TENANTS)
+    assert r.returncode == 0, r.stderr
+    lab = Lab(str(FABRIC), ofp_port=port, tenants=TENANTS)
+    try:
+        lab.up(timeout=60)
+        for a, b in SAME_NETWORK:
+            wait_until(lambda: lab.ping(a, b), 30, what='%s reaches %s' % (a, b))
+        yield lab, ctl, work
+    finally:
+        lab.down()
+        ctl.stop()
+
+
+def mac_of_neighbour(lab, vm, ip) -> str | None:
+    out = lab.exec(vm, 'ip neigh show %s' % ip)[1].split()
+    return out[out.index('lladdr') + 1] if 'lladdr' in out else None
+
+
+def flow_set(lab) -> dict:
+    """Every flow of every bridge without counters: what a change would alter."""
+    out = {}
+    for sw in PHYSICAL:
+        out[sw] = {(f['table'], f['cookie'], f['match'], f['actions']) for f in dump_flows(lab.bridge(sw))}
+    for hv in lab.fabric.hypervisors:
+        out[hv] = {l.split(' actions=')[0].split('table=')[-1].split(', n_packets')[0] + ' ' + l.split('priority=')[-1]
+                   for l in lab.ofctl(hv, 'dump-flows', '--no-stats').splitlines() if 'cookie=' in l}
+    return out
+
+
+def test_each_port_group_is_one_l2_domain_across_leaves_and_nothing_else(env):
+    lab, _, _ = env
+    for a, b in SAME_NETWORK:
+        assert lab.ping(a, b, count=2), '%s must reach %s' % (a, b)
+    for a, b in OTHER_NETWORK:
+        assert not lab.ping(a, b, timeout=0.5), '%s must NOT reach %s (another VLAN)' % (a, b)
+
+
+def test_tenants_with_the_same_addresses_never_see_each_other(env):
+    lab, _, _ = env
+    # web2 (acme) and app2 (globex) are both 10.10.0.12: each tenant reaches its own
+    assert lab.ping('web1', '10.10.0.12') and lab.ping('app1', '10.10.0.12')
+    assert mac_of_neighbour(lab, 'web1', '10.10.0.12') == lab.vms['web2'].mac
+    assert mac_of_neighbour(lab, 'app1', '10.10.0.12') == lab.vms['app2'].mac
+    # an ARP broadcast from globex is answered by globex only
+    out = lab.exec('app1', 'arping -c 2 -w 3 -I eth0 10.10.0.12')[1].lower()
+    assert lab.vms['app2'].mac in out and lab.vms['web2'].mac not in out
+
+
+def _tcp(lab, src, dst, port=5601, blocked_expected=False) -> bool:
+    server = lab.popen(dst, ['nc', '-l', str(port)])
+    try:
+        ip = lab.vms[dst].ip
+        for _ in range(5 if blocked_expected else 20):   # until the server listens
+            rc, _ = lab.exec(src, 'nc -z -w 1 %s %d' % (ip, port))
+            if rc == 0:
+                return True
+            if server.poll() is not None:
+                return False
+            time.sleep(0.1)
+        return False
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_tcp_within_a_port_group_and_not_across(env):
+    lab, _, _ = env
+    assert _tcp(lab, 'web1', 'web2')
+    assert _tcp(lab, 'app2', 'app1')
+    assert _tcp(lab, 'db2', 'db1')
+    assert not _tcp(lab, 'web1', 'db1', blocked_expected=True)
+
+
+def test_full_size_tcp_transfer_across_leaves(env):
+    lab, _, _ = env
+    server = lab.popen('db2', ['iperf3', '-s', '-1', '-p', '5202'])
+    try:
+        rc, out = 1, ''
+        for _ in range(50):
+            rc, out = lab.exec('db1', 'iperf3 -c %s -p 5202 -t 2 -J' % lab.vms['db2'].ip)
+            if rc == 0:
+                break
+            time.sleep(0.1)
+        assert rc == 0, out
+        assert json.loads(out)['end']['sum_received']['bytes'] > 5 * 2 ** 20
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_crafted_tagged_frames_from_a_vm_are_dropped(env):
+    lab, _, _ = env
+
+    def captured(vm, send):
+        cap = lab.popen(vm, ['timeout', '4', 'tcpdump', '-i', 'eth0', '-nn', '-p', 'ether', 'proto', '0x88b5'],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1)             # tcpdump needs its socket open before the frames go
+        send()
+        _, err = cap.communicate(timeout=10)
+        return int(err.split(' packets captured')[0].split()[-1])
+    # control: an untagged broadcast from web1 reaches web2 (same port-group)
+    assert captured('web2', lambda: lab.send_frames('web1', ['02:00:0a:0a:00:0b'] * 3)) == 3
+    # tagged with the servers VLAN, or a VLAN no trunk carries: never delivered anywhere
+    assert captured('db2', lambda: lab.send_frames('web1', ['02:00:0a:0a:00:0b'] * 3, vlan=20)) == 0
+    assert captured('web2', lambda: lab.send_frames('web1', ['02:00:0a:0a:00:0b'] * 3, vlan=40)) == 0
+
+
+def test_a_vlan_not_on_the_hypervisors_trunk_is_refused_and_nothing_changes(env, tmp_path):
+    lab, ctl, _ = env
+    bad = tmp_path / 'initech.yaml'
+    bad.write_text('tenant: initech\nnetworks:\n  lab: {vlan: 40, subnet: 10.40.0.0/24}\n'
+                   'workloads:\n  x1: {hypervisor: hv2, nics: [{network: lab, mac: "02:00:28:00:00:01", '
+                   'ip: 10.40.0.5}]}\n')
+    before = flow_set(lab)
+    r = ctl.dvsctl('apply', str(bad))
+    assert r.returncode == 1
+    assert '%s:5:' % bad in r.stderr and 'hv2' in r.stderr and '40' in r.stderr, r.stderr
+    r = subprocess.run([str(ROOT / '.venv' / 'bin' / 'dvsctl'), 'validate', '--fabric', str(FABRIC), str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and '%s:5:' % bad in r.stderr
+    assert flow_set(lab) == before
+    assert sorted(t['name'] for t in json.loads(ctl.dvsctl('show', 'tenants', '--json').stdout)) == ['acme', 'globex']
+
+
+def test_dry_run_reports_changes_and_changes_nothing(env, tmp_path):
+    lab, ctl, _ = env
+    changed = tmp_path / 'globex.yaml'
+    # app2 gets a new MAC: its known-MAC entries would move on every switch
+    changed.write_text(open(TENANTS[1]).read().replace('02:00:1e:0a:00:0c', '02:00:1e:0a:00:7c'))
+    before = flow_set(lab)
+    r = ctl.dvsctl('apply', '--dry-run', str(changed))
+    assert r.returncode == 0, r.stderr
+    assert 'would change' in r.stdout and '+0 -0 flows on' not in r.stdout, r.stdout
+    r = ctl.dvsctl('delete', '--dry-run', 'globex')
+    assert r.returncode == 0 and 'would change' in r.stdout
+    assert flow_set(lab) == before
+
+
+def test_rest_api_refuses_calls_without_the_token(env):
+    _, ctl, _ = env
+    url = 'http://127.0.0.1:%d/v1/tenants' % ctl.api_port
+    for headers in ({}, {'Authorization': 'Bearer wrong'}):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+        assert e.value.code == 401
+    token = (ctl.state_dir / 'api-token').read_text().strip()
+    r = urllib.request.urlopen(urllib.request.Request(url, headers={'Authorization': 'Bearer ' + token}), timeout=10)
+    assert r.status == 200
+
+
+def test_show_workloads_says_where_each_nic_is_bound(env):
+    lab, ctl, _ = env
+    rows = json.loads(ctl.dvsctl('show', 'workloads', '--json').stdout)
+    where = {r['workload']: r['hypervisor'] for r in rows}
+    assert where == {name: vm.hypervisor for name, vm in lab.vms.items()}
+
+
+def _pinger(lab, src, dst, count, interval):
+    return lab.popen(src, ['ping', '-i', str(interval), '-c', str(count), '-W', '1', lab.vms[dst].ip],
+                     stdout=subprocess.PIPE, text=True)
+
+
+def _lost(out: str) -> tuple[int, int]:
+    line = [l for l in out.splitlines() if 'packets transmitted' in l][0]
+    sent, got = (int(x.split()[0]) for x in line.split(',')[:2])
+    return sent, got
+
+
+def test_fifty_policy_pushes_during_traffic_lose_nothing_and_leave_other_tenants_alone(env, tmp_path):
+    lab, ctl, _ = env
+    acme_cookie = lambda f: (f['cookie'] >> 24) & 0xffffff            # noqa: E731
+    acme_flows = lambda: {(f['table'], f['match']): f['duration'] for sw in PHYSICAL    # noqa: E731
+                          for f in dump_flows(lab.bridge(sw)) if f['cookie'] >> 56 == 3}
+    before = acme_flows()
+    base = open(TENANTS[1]).read()
+    variants = []
+    for i in range(50):
+        text = base if i % 2 else base.replace(
+            '  app2:', '  app%d: {hypervisor: hv%d, labels: [app], nics: [{network: apps, mac: "02:00:1e:0a:01:%02x", '
+                       'ip: 10.10.0.%d}]}\n  app2:' % (100 + i, 1 + i % 4, i, 100 + i))
+        f = tmp_path / ('globex-%d.yaml' % i)
+        f.write_text(text)
+        variants.append(f)
+    pinger = _pinger(lab, 'web1', 'web2', count=400, interval=0.05)     # 20 pps while we push
+    try:
+        time.sleep(0.5)
+        for f in variants:
+            r = ctl.dvsctl('apply', str(f))
+            assert r.returncode == 0, r.stderr
+        out, _ = pinger.communicate(timeout=120)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+    sent, got = _lost(out)
+    assert sent == got, 'lost %d of %d pings during 50 pushes' % (sent - got, sent)
+    del acme_cookie
+    # acme's proactive flows were never rewritten by globex's pushes
+    after = acme_flows()
+    acme_only = {k: v for k, v in before.items() if k in after}
+    assert acme_only and all(after[k] >= v for k, v in acme_only.items())
+
+
+def test_restart_restores_the_policy_from_the_state_dir_without_losing_a_ping(env):
+    lab, ctl, _ = env
+    before = flow_set(lab)
+    pinger = _pinger(lab, 'db1', 'db2', count=100, interval=0.1)
+    try:
+        time.sleep(1)
+        ctl.kill9()
+        ctl.start()
+        assert 'with 2 tenant(s)' in ctl.text()
+        wait_until(lambda: ctl.text().count('connected with') >= 8, 30, what='every switch reconnected')
+        out, _ = pinger.communicate(timeout=60)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+    sent, got = _lost(out)
+    assert sent == got == 100, out
+    assert sorted(t['name'] for t in json.loads(ctl.dvsctl('show', 'tenants', '--json').stdout)) == ['acme', 'globex']
+    assert flow_set(lab) == before

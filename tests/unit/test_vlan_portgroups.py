@@ -1,0 +1,352 @@
+"""VLAN port-groups: which VLANs every port carries, and proactive forwarding for bound VM nics.
+
+The lab: the example mesh (leaf ports 1 to spine1, 2 to spine2, 3 and 4 edge; the flood tree
+is spine1-leaf1, spine1-leaf2, spine2-leaf1), plus hv1 and hv2 on leaf1 ports 5 and 6 and hv3
+on leaf2 port 5, each found by its br-int LLDP.  Each br-int: uplink 1, VM ports 2 and 3,
+tunnel 4.  Two tenants: acme (users on VLAN 10, servers a VXLAN overlay) and globex (apps on
+VLAN 20).  acme/web1 is bound on hv1 port 2, globex/app1 on hv3 port 2.
+"""
+import pytest
+
+from apps import learning_switch, topology, vlan_portgroups as vp
+from apps.vlan_portgroups import PortVlans
+from controller import core
+from controller.inventory.model import Binding, LinkEnd
+from controller.pipeline import cookies, tables
+from controller.pipeline.flow import UNTAGGED, vid
+from controller.pipeline.reconciler import diff
+from controller.policy.fabric import parse_fabric
+from controller.policy.model import Policy
+from tests.unit.builders import (EXAMPLE_FABRIC, HV_TUN, HV_UPLINK, HV_VM2, HV_VM3, LEAF1, LEAF2,
+                                 SPINE1, SPINE2, add_hypervisor, by_table, cabled_mesh,
+                                 hypervisor_seen, make_tenant)
+
+MAC_WEB1, MAC_WEB2, MAC_DB1 = '02:00:0a:0a:00:0b', '02:00:0a:0a:00:0c', '02:00:0a:14:00:15'
+MAC_APP1, MAC_OTHER = '02:00:14:00:00:0b', '02:00:00:00:99:01'
+HV_PORT = {'hv1': (LEAF1, 5), 'hv2': (LEAF1, 6), 'hv3': (LEAF2, 5)}
+
+
+def acme(**changes):
+    workloads = {'web1': [('users', changes.get('web1_mac', MAC_WEB1))],
+                 'db1': [('servers', MAC_DB1)]}
+    workloads.update(changes.get('more', {}))
+    return make_tenant('acme', {'users': 10, 'servers': {'vni': 5020}}, workloads)
+
+
+def globex():
+    return make_tenant('globex', {'apps': 20}, {'app1': [('apps', MAC_APP1)]})
+
+
+def lab(fabric, hypervisors=('hv1', 'hv2', 'hv3')):
+    """(inventory, {name: dpid}, cabling ends) with nothing bound yet."""
+    inv, ends = cabled_mesh(fabric)
+    dpids = {'spine1': SPINE1, 'spine2': SPINE2, 'leaf1': LEAF1, 'leaf2': LEAF2}
+    for name in ('hv1', 'hv2', 'hv3'):
+        dpids[name] = add_hypervisor(inv, fabric, name)
+        if name in hypervisors:
+            leaf, port = HV_PORT[name]
+            hypervisor_seen(fabric, inv, leaf, port, dpids[name])
+    return inv, dpids, ends
+
+
+def bind(inv, dpid, port, iface_id, mac):
+    inv.bindings.setdefault(dpid, {})[port] = Binding('tap%d' % port, iface_id, mac)
+
+
+def bound_lab(fabric):
+    inv, sw, ends = lab(fabric)
+    bind(inv, sw['hv1'], HV_VM2, 'acme/web1/nic0', MAC_WEB1)
+    bind(inv, sw['hv3'], HV_VM2, 'globex/app1/nic0', MAC_APP1)
+    return inv, sw, ends
+
+
+@pytest.fixture
+def policy(fabric):
+    return Policy(fabric).with_tenants([acme(), globex()])
+
+
+def desired(policy, inv, dpid):
+    """What the controller wants on one switch: every app's flows, each checked."""
+    flows = set()
+    for app in core.APPS:
+        mine = app.compile_flows(policy, inv, dpid)
+        assert all(cookies.app_of(f.cookie) == app.APP for f in mine), app
+        flows |= mine
+    for f in flows:
+        tables.check(f)
+    return flows
+
+
+def known(flows, mac):
+    """{table: flow} of this app's proactive entries for one MAC (at most one per table)."""
+    out = {}
+    for f in flows:
+        m = f.match_dict()
+        if cookies.app_of(f.cookie) == vp.APP and mac in (m.get('eth_dst'), m.get('eth_src')):
+            assert f.table not in out, f
+            out[f.table] = f
+    return out
+
+
+def admitted(flows, port):
+    return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'classify')
+            if f.match_dict().get('in_port') == port}
+
+
+def flood(flows, vlan):
+    out = [f.actions for f in by_table(flows, 'flood') if f.match_dict() == {'vlan_vid': vid(vlan)}]
+    assert len(out) <= 1
+    return out[0] if out else None
+
+
+def outputs(actions):
+    return {a[1] for a in actions or () if a[0] == 'output'}
+
+
+def tenant_of(cookie):
+    return (cookie & cookies.TENANT_MASK) >> 24
+
+
+# ---- access ports --------------------------------------------------------------------------------
+
+def test_a_bound_vm_port_is_an_access_port_of_its_networks_vlan(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    hv1 = sw['hv1']
+    assert vp.port_vlans(policy, inv, hv1)[HV_VM2] == PortVlans(untagged=10)
+    flows = desired(policy, inv, hv1)
+    assert admitted(flows, HV_VM2) == {UNTAGGED: (('push_vlan', 10),)}      # the VM sends untagged
+    # VLAN 10 floods reach it untagged; the native VLAN's no longer do
+    assert flood(flows, 10) == (('output', HV_UPLINK), ('pop_vlan',), ('output', HV_VM2))
+    assert flood(flows, 1) == (('pop_vlan',), ('output', HV_UPLINK), ('output', HV_VM3))
+
+
+def test_an_unbound_port_stays_in_the_native_vlan(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    bind(inv, sw['hv2'], HV_VM3, 'nobody/vm/nic0', MAC_OTHER)               # an iface-id no policy has
+    for dpid, port in ((sw['hv2'], HV_VM3), (sw['hv3'], HV_VM3)):         # ... and no binding at all
+        assert vp.port_vlans(policy, inv, dpid)[port] == PortVlans(untagged=1)
+        assert admitted(desired(policy, inv, dpid), port) == {UNTAGGED: (('push_vlan', 1),)}
+    assert all(known(desired(policy, inv, d), MAC_OTHER) == {} for d in sw.values())
+    # a binding for a tenant that has not been applied yet is unbound too
+    no_tenants = Policy(fabric)
+    assert vp.port_vlans(no_tenants, inv, sw['hv1'])[HV_VM2] == PortVlans(untagged=1)
+    assert all(vp.compile_flows(no_tenants, inv, d) == set() for d in sw.values())
+
+
+def test_an_overlay_nic_is_not_a_vlan_port(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    bind(inv, sw['hv2'], HV_VM2, 'acme/db1/nic0', MAC_DB1)                  # acme/servers is a vni
+    assert HV_VM2 not in vp.port_vlans(policy, inv, sw['hv2'])
+    flows = desired(policy, inv, sw['hv2'])
+    assert admitted(flows, HV_VM2) == {}
+    assert all(HV_VM2 not in outputs(f.actions) for f in flows)
+    assert all(known(desired(policy, inv, d), MAC_DB1) == {} for d in sw.values())
+
+
+# ---- proactive entries for bound nics --------------------------------------------------------------
+
+def test_a_bound_mac_gets_proactive_entries_on_its_hypervisor(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    entries = known(desired(policy, inv, sw['hv1']), MAC_WEB1)
+    dst, src = entries['l2'], entries['learn']
+    assert dst.priority == src.priority == 150 > learning_switch.P_MAC
+    assert dst.match_dict() == {'vlan_vid': vid(10), 'eth_dst': MAC_WEB1}
+    assert dst.actions == (('pop_vlan',), ('output', HV_VM2))               # delivered untagged
+    # its source is known: no packet-in, no learning, no ageing
+    assert src.match_dict() == {'in_port': HV_VM2, 'vlan_vid': vid(10), 'eth_src': MAC_WEB1}
+    assert src.goto == 'l2' and src.actions == ()
+    assert src.idle_timeout == 0 and not src.notify_removal
+    assert {tenant_of(dst.cookie), tenant_of(src.cookie)} == {cookies.tenant_id('acme')}
+
+
+def test_on_another_hypervisor_the_mac_goes_out_of_the_uplink_tagged(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    for other in ('hv2', 'hv3'):
+        entries = known(desired(policy, inv, sw[other]), MAC_WEB1)
+        assert set(entries) == {'l2'}                                       # not its source here
+        assert entries['l2'].match_dict() == {'vlan_vid': vid(10), 'eth_dst': MAC_WEB1}
+        assert entries['l2'].actions == (('output', HV_UPLINK),)
+        assert entries['l2'].priority == 150
+
+
+def test_on_its_leaf_the_mac_goes_out_of_the_hypervisor_port_elsewhere_toward_that_leaf(fabric, policy):
+    inv, sw, ends = bound_lab(fabric)
+    tree = topology.flood_tree(inv)
+    expect = {
+        # acme/web1 on hv1, behind leaf1 port 5
+        MAC_WEB1: {LEAF1: 5, SPINE1: ends[('spine1', 'leaf1')].port,
+                   SPINE2: ends[('spine2', 'leaf1')].port, LEAF2: ends[('leaf2', 'spine1')].port},
+        # globex/app1 on hv3, behind leaf2 port 5; spine2 reaches leaf2 over the tree, via leaf1
+        MAC_APP1: {LEAF2: 5, SPINE1: ends[('spine1', 'leaf2')].port,
+                   LEAF1: ends[('leaf1', 'spine1')].port, SPINE2: ends[('spine2', 'leaf1')].port},
+    }
+    for leaf, mac in ((LEAF1, MAC_WEB1), (LEAF2, MAC_APP1)):
+        assert {d: p for d, p in expect[mac].items() if d != leaf} == topology.toward(inv, tree, leaf)
+    for mac, vlan in ((MAC_WEB1, 10), (MAC_APP1, 20)):
+        for dpid, port in expect[mac].items():
+            entries = known(desired(policy, inv, dpid), mac)
+            assert set(entries) == {'l2'}, (hex(dpid), mac)
+            assert entries['l2'].match_dict() == {'vlan_vid': vid(vlan), 'eth_dst': mac}
+            assert entries['l2'].actions == (('output', port),), (hex(dpid), mac)   # tagged
+
+
+def test_a_hypervisor_not_yet_heard_on_its_leaf_is_reached_by_learning_on_physical_switches(fabric, policy):
+    inv, sw, _ = lab(fabric, hypervisors=('hv2', 'hv3'))                     # no LLDP from hv1 yet
+    bind(inv, sw['hv1'], HV_VM2, 'acme/web1/nic0', MAC_WEB1)
+    for name in ('spine1', 'spine2', 'leaf1', 'leaf2'):
+        assert known(desired(policy, inv, sw[name]), MAC_WEB1) == {}
+    assert known(desired(policy, inv, sw['hv3']), MAC_WEB1)['l2'].actions == (('output', HV_UPLINK),)
+
+
+def test_a_vm_port_that_goes_down_loses_its_entries_everywhere(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    inv.switches[sw['hv1']].ports[HV_VM2].up = False
+    assert HV_VM2 not in vp.port_vlans(policy, inv, sw['hv1'])
+    assert all(known(desired(policy, inv, d), MAC_WEB1) == {} for d in sw.values())
+    assert known(desired(policy, inv, sw['hv2']), MAC_APP1) != {}           # others are unaffected
+
+
+def test_a_vm_that_moves_is_followed_by_its_entries(fabric, policy):
+    inv, sw, ends = bound_lab(fabric)
+    del inv.bindings[sw['hv1']][HV_VM2]                                     # detached from hv1 ...
+    bind(inv, sw['hv3'], HV_VM3, 'acme/web1/nic0', MAC_WEB1)               # ... attached on hv3
+    where = {name: known(desired(policy, inv, sw[name]), MAC_WEB1)['l2'].actions
+             for name in ('hv1', 'hv3', 'leaf1', 'leaf2')}
+    assert where == {'hv1': (('output', HV_UPLINK),), 'hv3': (('pop_vlan',), ('output', HV_VM3)),
+                     'leaf1': (('output', ends[('leaf1', 'spine1')].port),), 'leaf2': (('output', 5),)}
+    assert vp.port_vlans(policy, inv, sw['hv1'])[HV_VM2] == PortVlans(untagged=1)
+
+
+# ---- trunks ------------------------------------------------------------------------------------------
+
+def test_hypervisor_trunks_carry_their_allowed_vlans_in_use_tagged_and_the_native_untagged(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    trunk = PortVlans(frozenset({10, 20}), 1)                               # 30 is allowed but unused
+    assert vp.port_vlans(policy, inv, sw['hv2'])[HV_UPLINK] == trunk
+    assert vp.port_vlans(policy, inv, LEAF1)[5] == trunk
+    assert vp.port_vlans(policy, inv, LEAF1)[3] == PortVlans(untagged=1)                # edge
+    assert vp.port_vlans(policy, inv, LEAF1)[1] == PortVlans(frozenset({1, 10, 20}))    # tree
+    assert 2 not in vp.port_vlans(policy, inv, LEAF2)          # leaf2-spine2 is off the tree
+    assert HV_TUN not in vp.port_vlans(policy, inv, sw['hv2'])
+
+
+def test_a_vlan_outside_a_hypervisors_trunk_is_neither_admitted_from_nor_flooded_to_it():
+    text = EXAMPLE_FABRIC.read_text().replace(
+        'hv3: {leaf: leaf2, vtep: 172.16.2.11, trunk_vlans: [10, 20, 30]}',
+        'hv3: {leaf: leaf2, vtep: 172.16.2.11, trunk_vlans: [10]}')
+    fabric = parse_fabric(text)
+    assert fabric.hypervisors['hv3'].trunk_vlans == (10,)
+    policy = Policy(fabric).with_tenants([acme(), globex()])
+    inv, sw, _ = lab(fabric)
+    bind(inv, sw['hv1'], HV_VM3, 'globex/app1/nic0', MAC_APP1)             # a VLAN 20 VM on hv1
+    hv3, leaf2 = desired(policy, inv, sw['hv3']), desired(policy, inv, LEAF2)
+    # hv3's uplink and the leaf port it is on: VLAN 20 is not let in ...
+    assert admitted(hv3, HV_UPLINK) == {UNTAGGED: (('push_vlan', 1),), vid(10): ()}
+    assert admitted(leaf2, 5) == {UNTAGGED: (('push_vlan', 1),), vid(10): ()}
+    # ... nor sent out, flooded or known
+    assert flood(hv3, 20) is None
+    assert 5 not in outputs(flood(leaf2, 20)) and outputs(flood(leaf2, 20))  # still on the tree
+    assert 5 in outputs(flood(leaf2, 10))
+    assert known(hv3, MAC_APP1) == {}
+    learning_switch.learn(fabric, inv, LEAF2, 5, 20, MAC_OTHER)            # even if it were learned
+    assert not [f for f in desired(policy, inv, LEAF2) if MAC_OTHER in f.match_dict().values()]
+    # hv1 allows VLAN 20: the same VM is reached through its uplink and leaf1 port 5
+    assert known(desired(policy, inv, sw['hv2']), MAC_APP1)['l2'].actions == (('output', HV_UPLINK),)
+    assert known(desired(policy, inv, LEAF1), MAC_APP1)['l2'].actions == (('output', 5),)
+
+
+def test_a_hypervisor_port_keeps_its_trunk_when_the_hypervisors_lldp_stops(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    before = vp.port_vlans(policy, inv, LEAF1)[5]
+    topology.port_down(inv, sw['hv1'], HV_UPLINK)              # its session dropped: no more LLDP
+    assert topology.peer(inv, LEAF1, 5) is None
+    # the data plane must not depend on the hypervisor's controller session
+    assert vp.port_vlans(policy, inv, LEAF1)[5] == before and before.tagged
+    flows = desired(policy, inv, LEAF1)
+    assert vid(10) in admitted(flows, 5)
+    assert known(flows, MAC_WEB1)['l2'].actions == (('output', 5),)      # still sent toward hv1
+
+
+# ---- tenants and cookies -----------------------------------------------------------------------------
+
+def test_two_tenants_flows_carry_different_tenant_ids(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    a, g = cookies.tenant_match('acme'), cookies.tenant_match('globex')
+    assert a[1] == g[1] == cookies.TENANT_MASK and a[0] != g[0]
+    for name, dpid in sw.items():
+        flows = desired(policy, inv, dpid)
+        mine = {f for f in flows if f.cookie & a[1] == a[0]}
+        theirs = {f for f in flows if f.cookie & g[1] == g[0]}
+        assert mine and theirs, name
+        # acme's flows are about VLAN 10 only, globex's about VLAN 20 only
+        assert {f.match_dict().get('vlan_vid', UNTAGGED) & 0xfff or dict(f.actions)['push_vlan']
+                for f in mine} == {10}, name
+        assert {f.match_dict().get('vlan_vid', UNTAGGED) & 0xfff or dict(f.actions)['push_vlan']
+                for f in theirs} == {20}, name
+        assert known(flows, MAC_WEB1) and all(f in mine for f in known(flows, MAC_WEB1).values())
+        assert all(f in theirs for f in known(flows, MAC_APP1).values())
+        # fabric-level flows (the native VLAN, LLDP, table misses) carry no tenant
+        assert all(tenant_of(f.cookie) == 0 for f in flows
+                   if f.match_dict().get('vlan_vid') == vid(1) or f.priority in (0, 1000)), name
+
+
+CHANGES = {     # name: (acme after the change, the hypervisor whose VM port joins/leaves VLAN 1)
+    'a MAC changes': (lambda: acme(web1_mac='02:00:0a:0a:00:ff'), None),
+    'a workload is added': (lambda: acme(more={'web2': [('users', MAC_WEB2)]}), 'hv2'),
+    'a workload is removed': (lambda: make_tenant('acme', {'users': 10, 'servers': {'vni': 5020}},
+                                                  {'db1': [('servers', MAC_DB1)]}), 'hv1'),
+}
+
+
+@pytest.mark.parametrize('change', sorted(CHANGES))
+def test_changing_one_tenants_workloads_leaves_the_other_tenants_flows_identical(fabric, policy, change):
+    inv, sw, _ = bound_lab(fabric)
+    bind(inv, sw['hv2'], HV_VM3, 'acme/web2/nic0', MAC_WEB2)              # attached, known once added
+    learning_switch.learn(fabric, inv, LEAF2, 3, 1, MAC_OTHER)
+    changed, native_moves_on = CHANGES[change]
+    after_policy = Policy(fabric).with_tenants([changed(), globex()])
+    acme_id, globex_id = cookies.tenant_id('acme'), cookies.tenant_id('globex')
+    changed_anything = False
+    for name, dpid in sw.items():
+        before, after = desired(policy, inv, dpid), desired(after_policy, inv, dpid)
+        assert ({f for f in before if tenant_of(f.cookie) == globex_id}
+                == {f for f in after if tenant_of(f.cookie) == globex_id}), name
+        d = diff(after, before)
+        changed_anything |= bool(d)
+        assert globex_id not in {tenant_of(f.cookie) for f in d.add + d.delete}, name
+        # only the changed tenant's flows move, except on the hypervisor where a VM port leaves
+        # or joins the native VLAN (the native floods and admission flows are the fabric's)
+        for f in d.add + d.delete:
+            if tenant_of(f.cookie) != acme_id:
+                assert tenant_of(f.cookie) == 0 and name == native_moves_on, (name, f)
+    assert changed_anything
+
+
+def test_removing_a_tenant_leaves_the_other_tenants_flows_identical(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    only_globex = Policy(fabric).with_tenants([globex()])
+    globex_id = cookies.tenant_id('globex')
+    for dpid in sw.values():
+        before, after = desired(policy, inv, dpid), desired(only_globex, inv, dpid)
+        assert ({f for f in before if tenant_of(f.cookie) == globex_id}
+                == {f for f in after if tenant_of(f.cookie) == globex_id})
+        assert not any(tenant_of(f.cookie) == cookies.tenant_id('acme') for f in after)
+        assert flood(after, 10) is None
+
+
+# ---- the pipeline ------------------------------------------------------------------------------------
+
+def test_every_flow_of_every_switch_passes_the_table_declarations(fabric, policy):
+    inv, sw, _ = bound_lab(fabric)
+    bind(inv, sw['hv2'], HV_VM2, 'acme/db1/nic0', MAC_DB1)
+    bind(inv, sw['hv2'], HV_VM3, 'nobody/vm/nic0', MAC_OTHER)
+    learning_switch.learn(fabric, inv, LEAF1, 5, 10, MAC_OTHER)
+    learning_switch.learn(fabric, inv, sw['hv3'], HV_UPLINK, 20, MAC_WEB2)
+    total = 0
+    for dpid in sw.values():
+        flows = desired(policy, inv, dpid)                 # desired() runs tables.check on each
+        total += len(flows)
+        assert any(cookies.app_of(f.cookie) == vp.APP for f in flows)
+    assert total > 100
+    assert vp.compile_flows(policy, inv, 0x999) == set()
+    assert LinkEnd(LEAF1, 5) in inv.links
