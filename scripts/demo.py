@@ -1,11 +1,11 @@
-"""make demo: controller + lab from the fabric, then a reachability matrix (expected vs actual).
-
-Everything started here is stopped here, by PID; the lab removes only what it built."""
+"""make demo: controller + tenant policies + lab from examples/, then a reachability matrix
+(expected vs actual, per tenant).  Everything started here is stopped here, by PID; the lab
+removes only what it built."""
 from __future__ import annotations
 
 import argparse
+import glob
 import itertools
-import os
 import signal
 import socket
 import subprocess
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
 from controller.policy.fabric import load_fabric      # noqa: E402
@@ -27,63 +28,90 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_or_free(port: int) -> int:
+    with socket.socket() as s:
+        return free_port() if s.connect_ex(('127.0.0.1', port)) == 0 else port
+
+
+def wait_for(path: Path, what: str, proc, timeout=15) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or 'API on' not in path.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit('demo: the controller did not start (%s):\n%s' % (what, path.read_text()))
+        time.sleep(0.1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument('--fabric', default=str(ROOT / 'examples' / 'fabric.yaml'))
+    ap.add_argument('--tenants', nargs='*', default=sorted(glob.glob(str(ROOT / 'examples' / 'tenants' / '*.yaml'))))
     args = ap.parse_args()
     fabric = load_fabric(args.fabric)
-    port = fabric.controller.ofp_port
-    with socket.socket() as s:
-        if s.connect_ex(('127.0.0.1', port)) == 0:
-            port = free_port()
-            print('demo: port %d is busy, using %d' % (fabric.controller.ofp_port, port))
+    ofp = port_or_free(fabric.controller.ofp_port)
+    api = port_or_free(int(fabric.controller.api.rsplit(':', 1)[1]))
     work = Path(tempfile.mkdtemp(prefix='opendvs-demo-'))
-    log = open(work / 'controller.log', 'w')
-    ctl = subprocess.Popen([str(Path(sys.executable).parent / 'opendvs-controller'), '--fabric', args.fabric,
-                            '--ofp', '0.0.0.0:%d' % port, '--state-dir', str(work / 'state')],
-                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    lab = Lab(fabric, ofp_port=port)
+    log_path = work / 'controller.log'
+    ctl = subprocess.Popen([str(BIN / 'opendvs-controller'), '--fabric', args.fabric, '--ofp', '0.0.0.0:%d' % ofp,
+                            '--api', '127.0.0.1:%d' % api, '--state-dir', str(work / 'state')],
+                           stdout=open(log_path, 'w'), stderr=subprocess.STDOUT, start_new_session=True)
+    lab = None
     try:
+        wait_for(log_path, 'API', ctl)
+        print('demo: controller up (OpenFlow :%d, API :%d)' % (ofp, api))
+        dvsctl = [str(BIN / 'dvsctl'), 'apply', '--api', 'http://127.0.0.1:%d' % api,
+                  '--state-dir', str(work / 'state'), *args.tenants]
+        print('demo: $ dvsctl apply %s' % ' '.join(Path(t).name for t in args.tenants))
+        r = subprocess.run(dvsctl, capture_output=True, text=True)
+        print(r.stdout + r.stderr, end='')
+        if r.returncode:
+            return 1
+        lab = Lab(fabric, ofp_port=ofp, tenants=args.tenants)
         t0 = time.monotonic()
-        print('demo: building the lab (%d switches, %d hypervisors)...' % (
-            len(fabric.switches), len(fabric.hypervisors)))
+        print('demo: building the lab (%d switches, %d hypervisors, %d VMs)...' % (
+            len(fabric.switches), len(fabric.hypervisors), len(lab.plan.vms)))
         lab.up(timeout=60)
         print('demo: every switch connected after %.1fs' % (time.monotonic() - t0))
         vms = sorted(lab.vms)
-        outsider = '10.0.99.99'
+        expected = {(a, b): same_network(lab, a, b) for a, b in itertools.permutations(vms, 2)}
         deadline = time.monotonic() + 30
         while True:                                   # wait for convergence, not a fixed time
-            actual = {(a, b): lab.ping(a, b, timeout=1) for a, b in itertools.permutations(vms, 2)}
-            if all(actual.values()) or time.monotonic() > deadline:
+            actual = {k: lab.ping(*k, timeout=0.5 if not expected[k] else 1) for k in expected}
+            if actual == expected or time.monotonic() > deadline:
                 break
-        actual.update({(a, outsider): lab.ping(a, outsider, timeout=0.3) for a in vms})
         print('demo: converged after %.1fs\n' % (time.monotonic() - t0))
-        print_matrix(vms + [outsider], vms, actual)
-        ok = all(actual[(a, b)] == (b != outsider) for (a, b) in actual)
-        print('\ndemo: %s (controller log: %s)' % ('all as expected' if ok else 'UNEXPECTED results',
-                                                  work / 'controller.log'))
+        print_matrix(lab, vms, expected, actual)
+        ok = actual == expected
+        print('\ndemo: %s (controller log: %s)' % ('all as expected' if ok else 'UNEXPECTED results', log_path))
         return 0 if ok else 1
     finally:
-        lab.down()
+        if lab is not None:
+            lab.down()
         ctl.send_signal(signal.SIGTERM)
         ctl.wait(10)
 
 
-def print_matrix(cols, rows, actual) -> None:
+def same_network(lab, a, b) -> bool:
+    """Expected reachability: same tenant and same port-group (no gateway yet); VMs without a
+    tenant share the fabric's native VLAN."""
+    va, vb = lab.vms[a], lab.vms[b]
+    return (va.tenant, va.nics[0].network) == (vb.tenant, vb.nics[0].network)
+
+
+def print_matrix(lab, vms, expected, actual) -> None:
     """One line per source; '+' reached as expected, '.' refused as expected, '!' wrong."""
-    width = max(len(c) for c in cols)
-    print('%-*s  %s' % (width, 'from \\ to', ' '.join('%-*s' % (width, c) for c in cols)))
-    for a in rows:
+    label = {v: '%s/%s' % (lab.vms[v].tenant or '-', v) for v in vms}
+    width = max(len(x) for x in label.values())
+    print('%-*s  %s' % (width, 'from \\ to', ' '.join('%-4s' % v[:4] for v in vms)))
+    for a in vms:
         cells = []
-        for b in cols:
+        for b in vms:
             if a == b:
-                cells.append('%-*s' % (width, '-'))
+                cells.append('-   ')
                 continue
-            expected = b in rows               # every VM is in the native VLAN: all reach
             got = actual[(a, b)]
-            mark = ('+' if got else '.') if got == expected else '!'
-            cells.append('%-*s' % (width, mark))
-        print('%-*s  %s' % (width, a, ' '.join(cells)))
+            cells.append(('+' if got else '.') if got == expected[(a, b)] else '!')
+            cells[-1] = cells[-1].ljust(4)
+        print('%-*s  %s' % (width, label[a], ' '.join(cells)))
     print("\n'+' reached (expected), '.' refused (expected), '!' differs from expectation")
 
 

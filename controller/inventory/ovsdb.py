@@ -88,7 +88,9 @@ class BindingWatcher:
         try:
             while not self._stop.is_set():
                 idl.run()
-                if idl.change_seqno != seen:
+                # before the first monitor reply the replica is empty, not "no bindings": an
+                # empty report would unbind every VM on that hypervisor for a moment
+                if idl.has_ever_connected() and idl.change_seqno != seen:
                     seen = idl.change_seqno
                     now = read_bindings(idl)
                     if now != last:
