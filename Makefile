@@ -26,3 +26,4 @@ integration: setup
 
 bench: setup
 	$(PY) bench/convergence.py
+	$(PY) bench/apply.py

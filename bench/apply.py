@@ -149,7 +149,7 @@ def rss_mb(pid: int) -> float:
 
 # ---- dvsctl ------------------------------------------------------------------------------------
 
-def timed(ctl: ControllerProcess, *args) -> tuple[float, str]:
+def run_dvsctl(ctl: ControllerProcess, *args) -> tuple[float, str]:
     t0 = time.monotonic()
     r = ctl.dvsctl(*args)
     took = time.monotonic() - t0
@@ -173,11 +173,11 @@ def validate_once(path: Path) -> float:
 # ---- one run -----------------------------------------------------------------------------------
 
 def measure_apply(ctl, lab, policy: Path, workloads) -> dict:
-    client, _ = timed(ctl, 'show', 'tenants')
-    dry, _ = timed(ctl, 'apply', str(policy), '--dry-run')
+    client, _ = run_dvsctl(ctl, 'show', 'tenants')
+    dry, _ = run_dvsctl(ctl, 'apply', str(policy), '--dry-run')
     rss_before = rss_mb(ctl.proc.pid)
     start = time.time()
-    took, out = timed(ctl, 'apply', str(policy))
+    took, out = run_dvsctl(ctl, 'apply', str(policy))
     counts = flow_counts(lab, workloads)          # right after the apply returned
     installed = {sw: round(t - start, 3) for sw, t in install_times(lab).items()}
     return {'client_s': client, 'dry_run_s': dry, 'apply_s': took, 'installed_s': max(installed.values()),
@@ -186,34 +186,40 @@ def measure_apply(ctl, lab, policy: Path, workloads) -> dict:
             'rss_before_mb': rss_before, 'rss_after_mb': rss_mb(ctl.proc.pid)}
 
 
-def measure_incremental(ctl, lab, policy: Path, workloads) -> dict:
+def measure_incremental(ctl, policy: Path, workloads) -> dict:
     moved = dict(workloads[-1], mac='02:ff:00:00:00:01')
     policy.write_text(tenant_yaml(workloads[:-1] + [moved]))
-    took, out = timed(ctl, 'apply', str(policy))
+    took, out = run_dvsctl(ctl, 'apply', str(policy))
     return {'incremental_s': took, 'incremental_changes': changes(out)}
 
 
 def one_run(work: Path, n: int) -> dict:
     port = free_port()
     ctl = ControllerProcess(FABRIC, work, ofp='0.0.0.0:%d' % port).start()
-    lab = Lab(str(FABRIC), ofp_port=port, vms_per_hypervisor=0)
     try:
-        lab.up(timeout=60)
-        workloads = [workload(i, HVS) for i in range(n)]
-        policy = work / 'bench.yaml'
-        policy.write_text(tenant_yaml(workloads))
-        wait_until(lambda: fabric_ready(ctl), 30, 0.25, 'fabric discovered')
-        t0 = time.monotonic()
-        bind(lab, workloads)
-        bound = time.monotonic() - t0
-        wait_until(lambda: admitted(lab, workloads), 60, 0.1, 'bindings admitted')
-        result = {'bind_s': bound, 'bind_to_flows_s': time.monotonic() - t0}
-        result.update(measure_apply(ctl, lab, policy, workloads))
-        result.update(measure_incremental(ctl, lab, policy, workloads))
-        return result
+        lab = Lab(str(FABRIC), ofp_port=port, vms_per_hypervisor=0)
+        try:
+            lab.up(timeout=60)
+            return measure_run(ctl, lab, work, n)
+        finally:
+            lab.down()                 # removes the bench ports too: they live in the hvs' OVS
     finally:
-        lab.down()
         ctl.stop()
+
+
+def measure_run(ctl, lab, work: Path, n: int) -> dict:
+    workloads = [workload(i, HVS) for i in range(n)]
+    policy = work / 'bench.yaml'
+    policy.write_text(tenant_yaml(workloads))
+    wait_until(lambda: fabric_ready(ctl), 30, 0.25, 'fabric discovered')
+    t0 = time.monotonic()
+    bind(lab, workloads)
+    result = {'bind_s': time.monotonic() - t0}
+    wait_until(lambda: admitted(lab, workloads), 60, 0.1, 'bindings admitted')
+    result['bind_to_flows_s'] = time.monotonic() - t0
+    result.update(measure_apply(ctl, lab, policy, workloads))
+    result.update(measure_incremental(ctl, policy, workloads))
+    return result
 
 
 # ---- summary -----------------------------------------------------------------------------------
@@ -236,7 +242,8 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def parse_s(text: str) -> float:
-    """In-process parse of the tenant YAML (each apply does it twice: dvsctl, then the controller)."""
+    """In-process parse of the tenant YAML.  An apply parses it three times: in dvsctl (local
+    check), in PolicyService.apply (to get the tenant's name) and in build_tenants."""
     from controller.policy.tenant import parse_tenant
     took = []
     for _ in range(3):
