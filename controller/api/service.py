@@ -11,13 +11,17 @@ from controller.policy.model import Policy
 from controller.policy.store import PolicyStore
 
 
-def build_tenants(fabric, docs: dict[str, dict]):
-    """Parse stored/pushed tenant documents and check them together against the fabric."""
+def build_tenants(fabric, docs: dict[str, dict], parsed: dict | None = None):
+    """Parse stored/pushed tenant documents (reusing `parsed`: name -> Tenant already built
+    from the same text) and check them together against the fabric."""
     if not docs:
         return []
     from controller.policy.tenant import check_tenants, parse_tenant
     tenants, diags = [], []
-    for doc in docs.values():
+    for name, doc in docs.items():
+        if parsed and name in parsed:
+            tenants.append(parsed[name])
+            continue
         try:
             tenants.append(parse_tenant(doc['text'], doc['source']))
         except PolicyError as e:
@@ -38,8 +42,7 @@ class PolicyService:
         """pushed: [{'source': file name, 'text': YAML}].  Raises PolicyError if invalid."""
         from controller.policy.tenant import parse_tenant
         with self._lock:
-            merged = dict(self.docs)
-            diags = []
+            merged, parsed, diags = dict(self.docs), {}, []
             for doc in pushed:
                 try:
                     t = parse_tenant(doc['text'], doc['source'])
@@ -47,9 +50,10 @@ class PolicyService:
                     diags += e.diags
                     continue
                 merged[t.name] = {'source': doc['source'], 'text': doc['text']}
+                parsed[t.name] = t
             if diags:
                 raise PolicyError(diags)
-            return self._switch_to(merged, dry_run)
+            return self._switch_to(merged, dry_run, parsed)
 
     def delete(self, name: str, dry_run: bool = False) -> dict:
         with self._lock:
@@ -58,8 +62,11 @@ class PolicyService:
             merged = {k: v for k, v in self.docs.items() if k != name}
             return self._switch_to(merged, dry_run)
 
-    def _switch_to(self, docs: dict, dry_run: bool) -> dict:
-        candidate = self.core.policy.with_tenants(build_tenants(self.core.fabric, docs))
+    def _switch_to(self, docs: dict, dry_run: bool, parsed: dict | None = None) -> dict:
+        # tenants not pushed now are the running ones: reuse them instead of parsing again
+        running = {**self.core.policy.tenants, **(parsed or {})}
+        known = {n: running[n] for n in docs if n in running and (n in (parsed or {}) or docs[n] == self.docs.get(n))}
+        candidate = self.core.policy.with_tenants(build_tenants(self.core.fabric, docs, known))
         if dry_run:
             diffs = self.core.apply_policy(candidate, dry_run=True)
         else:
