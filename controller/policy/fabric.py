@@ -9,10 +9,10 @@ import ipaddress
 import re
 
 from controller.policy import model
+from controller.policy.values import NAME_RE, ipv4_network, named_entries  # noqa: F401 (NAME_RE re-exported)
 from controller.policy.yamlsource import Checker, YamlDoc, kind, load_yaml, parse_yaml
 
 TOP_KEYS = ('controller', 'underlay', 'native_vlan', 'learning', 'switches', 'links', 'hypervisors')
-NAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_-]{0,31}$')
 MAX_DPID = 2**64 - 1
 # HOST is an IPv4 address or a DNS name; no IPv6 because model.ControllerSettings splits on ':'.
 _HOST = r'(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)'
@@ -112,22 +112,6 @@ def _is_ipv4(s: str) -> bool:
 
 # --- named entities ----------------------------------------------------------------------------
 
-def _names(c, path, value) -> dict:
-    """A mapping NAME -> entry; entries with an invalid name are reported and dropped."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        c.error(path, f'expected a mapping of NAME: {{...}}, got {kind(value)}')
-        return {}
-    out = {}
-    for name, entry in value.items():
-        if isinstance(name, str) and NAME_RE.match(name):
-            out[name] = entry
-        else:
-            c.error(path, f'invalid name {name!r}: a name starts with a letter and has at most 32 '
-                          "letters, digits, '_' or '-'", at=path + (name,), key=True)
-    return out
-
 
 def _known(names) -> str:
     names = sorted(names)
@@ -139,7 +123,7 @@ def _switches(c, top):
     kept (dpid None) so later references to them do not add 'not defined' noise."""
     path = ('switches',)
     raw = top.get('switches')
-    entries = _names(c, path, raw)
+    entries = named_entries(c, path, raw)
     if 'switches' in top and raw in (None, {}):
         c.error(path, 'define at least one switch, e.g. spine1: {dpid: 0x101}', key=True)
     switches, dpids = {}, []
@@ -150,29 +134,11 @@ def _switches(c, top):
             switches[name] = (None, None)
             continue
         dpid = c.integer(p + ('dpid',), m['dpid'], 1, MAX_DPID, fmt=hex) if 'dpid' in m else None
-        net = _network(c, p + ('rack_subnet',), m['rack_subnet']) if 'rack_subnet' in m else None
+        net = ipv4_network(c, p + ('rack_subnet',), m['rack_subnet'], example='172.16.1.0/24') if 'rack_subnet' in m else None
         switches[name] = (dpid, net)
         if dpid is not None:
             dpids.append((c.doc.mark(p + ('dpid',)), dpid, f"switch '{name}'", p + ('dpid',), False))
     return switches, dpids
-
-
-def _network(c, path, v):
-    if not isinstance(v, str):
-        c.error(path, f'expected an IPv4 network like 172.16.1.0/24, got {kind(v)}')
-        return None
-    if '/' not in v:    # ipaddress would silently read it as a /32
-        c.error(path, f"'{v}' has no prefix length; write ADDRESS/LEN, e.g. 172.16.1.0/24")
-        return None
-    try:
-        return ipaddress.IPv4Network(v)
-    except ValueError:
-        try:
-            fixed = ipaddress.IPv4Network(v, strict=False)
-            c.error(path, f"'{v}' has host bits set; did you mean {fixed}?")
-        except ValueError:
-            c.error(path, f"'{v}' is not a valid IPv4 network (e.g. 172.16.1.0/24)")
-    return None
 
 
 def _address(c, path, v):
@@ -194,7 +160,7 @@ def _address(c, path, v):
 def _hypervisors(c, top, switches, dpids) -> dict:
     path = ('hypervisors',)
     out, vteps = {}, {}
-    for name, entry in _names(c, path, top.get('hypervisors')).items():
+    for name, entry in named_entries(c, path, top.get('hypervisors')).items():
         p = path + (name,)
         if name in switches:
             line, col = c.doc.key_mark(('switches', name))

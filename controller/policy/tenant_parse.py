@@ -12,16 +12,14 @@ import re
 import weakref
 
 from controller.policy import model
-from controller.policy.fabric import NAME_RE
 from controller.policy.tenant_security import LABEL_RE, build_security
-from controller.policy.values import ipv4_address, ipv4_network, known, mark_str
+from controller.policy.values import NAME_RE, NAME_RULE, ipv4_address, ipv4_network, known, mark_str, named_entries
 from controller.policy.yamlsource import Checker, YamlDoc, kind, path_str
 
 TOP_KEYS = ('tenant', 'networks', 'workloads', 'security')
 # The tenant name goes into iface-ids (<tenant>/<workload>/nic<i>) and cookie descriptions.
 TENANT_RE = re.compile(r'^[a-z][a-z0-9-]{0,31}$')
 MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
-NAME_RULE = "a name starts with a letter and has at most 32 letters, digits, '_' or '-'"
 
 # id(Tenant) -> the YamlDoc it came from.  Tenant is frozen and unhashable (its Mapping
 # fields), so neither a field nor a WeakKeyDictionary can hold it; a finalizer drops the entry.
@@ -64,21 +62,6 @@ def _tenant_name(c, top):
     return v
 
 
-def _names(c, path, value) -> dict:
-    """A mapping NAME -> entry; entries with an invalid name are reported and dropped."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        c.error(path, f'expected a mapping of NAME: {{...}}, got {kind(value)}')
-        return {}
-    out = {}
-    for name, entry in value.items():
-        if isinstance(name, str) and NAME_RE.match(name):
-            out[name] = entry
-        else:
-            c.error(path, f'invalid name {name!r}: {NAME_RULE}', at=path + (name,), key=True)
-    return out
-
 
 def _edge(net, addr) -> bool:
     """addr is net's network or broadcast address (which /31 and /32 do not have)."""
@@ -110,7 +93,7 @@ def _networks(c, top) -> dict:
     nics and rules naming it add no 'not defined' noise."""
     path = ('networks',)
     raw = top.get('networks')
-    entries = _names(c, path, raw)
+    entries = named_entries(c, path, raw)
     if 'networks' in top and raw in (None, {}):
         c.error(path, 'define at least one network, e.g. users: {vlan: 10, subnet: 10.10.0.0/24}', key=True)
     out, seen = {}, {'vlan': {}, 'vni': {}}
@@ -187,7 +170,7 @@ def _workloads(c, top, networks):
     """-> ({name: model.Workload or None if broken}, {label: first workload using it})."""
     path = ('workloads',)
     out, labels, macs, ips = {}, {}, {}, {}
-    for name, entry in _names(c, path, top.get('workloads')).items():
+    for name, entry in named_entries(c, path, top.get('workloads')).items():
         p = path + (name,)
         out[name] = None
         m = c.mapping(p, entry, ('hypervisor', 'labels', 'nics'), required=('nics',))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from controller.policy import model
-from controller.policy.fabric import NAME_RE
-from controller.policy.values import ipv4_network, known, mark_str
+from controller.policy.values import NAME_RE, ipv4_network, known, mark_str
 from controller.policy.yamlsource import kind
 
 LABEL_RE = re.compile(r'^[a-z][a-z0-9_-]*$')

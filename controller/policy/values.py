@@ -1,12 +1,32 @@
-"""Small value checkers shared by the tenant policy loaders (networks, workloads, security).
+"""Small value checkers shared by the fabric and tenant policy loaders.
 
 Each reports through a yamlsource.Checker and returns None when the value is unusable.
 """
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from controller.policy.yamlsource import kind
+
+NAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_-]{0,31}$')
+NAME_RULE = "a name starts with a letter and has at most 32 letters, digits, '_' or '-'"
+
+
+def named_entries(c, path, value) -> dict:
+    """A mapping NAME -> entry; entries with an invalid name are reported and dropped."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        c.error(path, f'expected a mapping of NAME: {{...}}, got {kind(value)}')
+        return {}
+    out = {}
+    for name, entry in value.items():
+        if isinstance(name, str) and NAME_RE.match(name):
+            out[name] = entry
+        else:
+            c.error(path, f'invalid name {name!r}: {NAME_RULE}', at=path + (name,), key=True)
+    return out
 
 
 def ipv4_network(c, path, v, example='10.10.0.0/24'):
