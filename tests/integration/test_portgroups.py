@@ -1,6 +1,6 @@
 """VLAN port-groups as one distributed switch, driven by tenant policy pushed with dvsctl:
-two tenants (acme: users VLAN 10 + servers VLAN 20; globex: apps VLAN 30 reusing acme's
-addresses) over 4 hypervisors on 2 leaves."""
+two tenants x two port-groups (acme: users VLAN 10 + servers VLAN 20; globex: apps VLAN 30 +
+data VLAN 40, reusing acme's addresses) over 4 hypervisors on 2 leaves."""
 from __future__ import annotations
 
 import json
@@ -18,8 +18,9 @@ FABRIC = ROOT / 'examples' / 'fabric.yaml'
 TENANTS = [str(ROOT / 'examples' / 'tenants' / 'acme.yaml'), str(ROOT / 'examples' / 'tenants' / 'globex.yaml')]
 PHYSICAL = ('spine1', 'spine2', 'leaf1', 'leaf2')
 SAME_NETWORK = [('web1', 'web2'), ('web2', 'web1'), ('db1', 'db2'), ('db2', 'db1'), ('app1', 'app2'),
-                ('app2', 'app1')]
-OTHER_NETWORK = [('web1', 'db1'), ('web2', 'db2'), ('db1', 'web1'), ('db2', 'web2')]
+                ('app2', 'app1'), ('data1', 'data2'), ('data2', 'data1')]
+OTHER_NETWORK = [('web1', 'db1'), ('web2', 'db2'), ('db1', 'web1'), ('db2', 'web2'), ('app1', 'data1'),
+                 ('data2', 'app2')]
 
 
 @pytest.fixture(scope='module')
@@ -71,6 +72,10 @@ def test_tenants_with_the_same_addresses_never_see_each_other(env):
     assert lab.ping('web1', '10.10.0.12') and lab.ping('app1', '10.10.0.12')
     assert mac_of_neighbour(lab, 'web1', '10.10.0.12') == lab.vms['web2'].mac
     assert mac_of_neighbour(lab, 'app1', '10.10.0.12') == lab.vms['app2'].mac
+    # db1 (acme) and data1 (globex) share 10.20.0.21, db2 and data2 10.20.0.22
+    assert lab.ping('db1', '10.20.0.22') and lab.ping('data1', '10.20.0.22')
+    assert mac_of_neighbour(lab, 'db1', '10.20.0.22') == lab.vms['db2'].mac
+    assert mac_of_neighbour(lab, 'data1', '10.20.0.22') == lab.vms['data2'].mac
     # an ARP broadcast from globex is answered by globex only
     out = lab.exec('app1', 'arping -c 2 -w 3 -I eth0 10.10.0.12')[1].lower()
     assert lab.vms['app2'].mac in out and lab.vms['web2'].mac not in out
@@ -98,7 +103,9 @@ def test_tcp_within_a_port_group_and_not_across(env):
     assert _tcp(lab, 'web1', 'web2')
     assert _tcp(lab, 'app2', 'app1')
     assert _tcp(lab, 'db2', 'db1')
+    assert _tcp(lab, 'data1', 'data2')
     assert not _tcp(lab, 'web1', 'db1', blocked_expected=True)
+    assert not _tcp(lab, 'app2', 'data2', blocked_expected=True)
 
 
 def test_full_size_tcp_transfer_across_leaves(env):
@@ -132,19 +139,20 @@ def test_crafted_tagged_frames_from_a_vm_are_dropped(env):
     assert captured('web2', lambda: lab.send_frames('web1', ['02:00:0a:0a:00:0b'] * 3)) == 3
     # tagged with the servers VLAN, or a VLAN no trunk carries: never delivered anywhere
     assert captured('db2', lambda: lab.send_frames('web1', ['02:00:0a:0a:00:0b'] * 3, vlan=20)) == 0
-    assert captured('web2', lambda: lab.send_frames('web1', ['02:00:0a:0a:00:0b'] * 3, vlan=40)) == 0
+    assert captured('data2', lambda: lab.send_frames('web1', ['02:00:0a:0a:00:0b'] * 3, vlan=40)) == 0
+    assert captured('web2', lambda: lab.send_frames('web1', ['02:00:0a:0a:00:0b'] * 3, vlan=99)) == 0
 
 
 def test_a_vlan_not_on_the_hypervisors_trunk_is_refused_and_nothing_changes(env, tmp_path):
     lab, ctl, _ = env
     bad = tmp_path / 'initech.yaml'
-    bad.write_text('tenant: initech\nnetworks:\n  lab: {vlan: 40, subnet: 10.40.0.0/24}\n'
+    bad.write_text('tenant: initech\nnetworks:\n  lab: {vlan: 50, subnet: 10.50.0.0/24}\n'
                    'workloads:\n  x1: {hypervisor: hv2, nics: [{network: lab, mac: "02:00:28:00:00:01", '
-                   'ip: 10.40.0.5}]}\n')
+                   'ip: 10.50.0.5}]}\n')
     before = flow_set(lab)
     r = ctl.dvsctl('apply', str(bad))
     assert r.returncode == 1
-    assert '%s:5:' % bad in r.stderr and 'hv2' in r.stderr and '40' in r.stderr, r.stderr
+    assert '%s:5:' % bad in r.stderr and 'hv2' in r.stderr and '50' in r.stderr, r.stderr
     r = subprocess.run([str(ROOT / '.venv' / 'bin' / 'dvsctl'), 'validate', '--fabric', str(FABRIC), str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and '%s:5:' % bad in r.stderr

@@ -170,11 +170,11 @@ def test_example_fabric():
     assert sorted(f.hypervisors) == ['hv1', 'hv2', 'hv3', 'hv4']
     for name, hv in f.hypervisors.items():
         assert hv.dpid == model.default_hypervisor_dpid(name)
-        assert hv.trunk_vlans == (10, 20, 30)
+        assert hv.trunk_vlans == (10, 20, 30, 40)
         assert hv.vtep in f.switches[hv.leaf].rack_subnet
     assert [f.hypervisors[h].leaf for h in ('hv1', 'hv2', 'hv3', 'hv4')] == ['leaf1', 'leaf1', 'leaf2', 'leaf2']
     assert f.switch_by_dpid(0x202).name == 'leaf2'
-    assert f.all_vlans() == (1, 10, 20, 30)
+    assert f.all_vlans() == (1, 10, 20, 30, 40)
     assert f.controller.ofp_port == 6653 and f.underlay_mtu == 9000
 
 

@@ -306,9 +306,9 @@ CROSS = [
      "1.yaml:1:9: tenant: tenant 'acme' is already defined in 0.yaml:1:9"),
     (_globex(hv='hv9'),
      "1.yaml:5:22: workloads.app1.hypervisor: hypervisor 'hv9' is not in the fabric %s (known: hv1, hv2, hv3, hv4)" % FABRIC),
-    (_globex(networks='  apps: {vlan: 40, subnet: 10.10.0.0/24}\n'),
-     "1.yaml:5:44: workloads.app1.nics[0].network: network 'apps' is VLAN 40, but hypervisor 'hv2' (its hint) "
-     'only trunks VLANs 10, 20, 30'),
+    (_globex(networks='  apps: {vlan: 50, subnet: 10.10.0.0/24}\n'),
+     "1.yaml:5:44: workloads.app1.nics[0].network: network 'apps' is VLAN 50, but hypervisor 'hv2' (its hint) "
+     'only trunks VLANs 10, 20, 30, 40'),
 ]
 
 
@@ -325,7 +325,7 @@ def test_native_vlan_of_the_fabric_is_refused():
 
 
 def test_trunk_of_a_hypervisor_without_vlans():
-    fabric = parse_fabric(FABRIC.read_text().replace('vtep: 172.16.1.12, trunk_vlans: [10, 20, 30]', 'vtep: 172.16.1.12'))
+    fabric = parse_fabric(FABRIC.read_text().replace('vtep: 172.16.1.12, trunk_vlans: [10, 20, 30, 40]', 'vtep: 172.16.1.12'))
     assert _cross(fabric, _globex()) == [
         "0.yaml:5:44: workloads.app1.nics[0].network: network 'apps' is VLAN 30, but hypervisor 'hv2' (its hint) "
         'only trunks VLANs none']
@@ -391,7 +391,8 @@ def test_examples_load_and_pass_the_cross_checks(example_fabric):
     assert (acme.name, globex.name) == ('acme', 'globex') and acme.source == str(ACME)
     assert {n: (x.vlan, str(x.subnet)) for n, x in acme.networks.items()} == {
         'users': (10, '10.10.0.0/24'), 'servers': (20, '10.20.0.0/24')}
-    assert {n: (x.vlan, str(x.subnet)) for n, x in globex.networks.items()} == {'apps': (30, '10.10.0.0/24')}
+    assert {n: (x.vlan, str(x.subnet)) for n, x in globex.networks.items()} == {
+        'apps': (30, '10.10.0.0/24'), 'data': (40, '10.20.0.0/24')}
     hvs = example_fabric.hypervisors
     for t, per_network in ((acme, 2), (globex, 2)):
         for net in t.networks:
@@ -400,7 +401,7 @@ def test_examples_load_and_pass_the_cross_checks(example_fabric):
             assert len({hvs[h].leaf for h in placed}) == 2, f'{t.name}/{net} should span both leaves'
         assert all(len(w.nics) == 1 for w in t.workloads.values())
     assert sorted(w.hypervisor for w in acme.workloads.values()) == ['hv1', 'hv2', 'hv3', 'hv4']
-    assert sorted(w.hypervisor for w in globex.workloads.values()) == ['hv2', 'hv3']
+    assert sorted(w.hypervisor for w in globex.workloads.values()) == ['hv1', 'hv2', 'hv3', 'hv4']
     macs = [n.mac for t in (acme, globex) for w in t.workloads.values() for n in w.nics]
     assert len(set(macs)) == len(macs) and all(m.startswith('02:00:') for m in macs)
     # isolation is by tenant: globex reuses acme's user addresses on purpose

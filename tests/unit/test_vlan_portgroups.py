@@ -232,7 +232,7 @@ def test_hypervisor_trunks_carry_their_allowed_vlans_in_use_tagged_and_the_nativ
 
 def test_a_vlan_outside_a_hypervisors_trunk_is_neither_admitted_from_nor_flooded_to_it():
     text = EXAMPLE_FABRIC.read_text().replace(
-        'hv3: {leaf: leaf2, vtep: 172.16.2.11, trunk_vlans: [10, 20, 30]}',
+        'hv3: {leaf: leaf2, vtep: 172.16.2.11, trunk_vlans: [10, 20, 30, 40]}',
         'hv3: {leaf: leaf2, vtep: 172.16.2.11, trunk_vlans: [10]}')
     fabric = parse_fabric(text)
     assert fabric.hypervisors['hv3'].trunk_vlans == (10,)
