@@ -2,6 +2,7 @@
 conditions (never fixed sleeps), and reading flow tables."""
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
@@ -44,6 +45,18 @@ def sh(cmd: str, check: bool = True) -> str:
     return r.stdout
 
 
+_RUNNING: set = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A test that failed before its own clean-up must not leave a controller running."""
+    for proc in list(_RUNNING):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class ControllerProcess:
     """opendvs-controller run as a real process, logging to a file in workdir."""
 
@@ -67,6 +80,7 @@ class ControllerProcess:
         self.log = open(self.log_path, 'w')
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)
+        _RUNNING.add(self.proc)
         wait_until(lambda: 'API on http' in self.text() or self.proc.poll() is not None,
                    15, what='controller start (API listening)')
         assert self.proc.poll() is None, self.text()

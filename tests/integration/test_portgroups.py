@@ -28,11 +28,11 @@ def env(tmp_path_factory):
     work = tmp_path_factory.mktemp('portgroups')
     port = free_port()
     ctl = ControllerProcess(FABRIC, work, ofp='0.0.0.0:%d' % port).start()
-    # policy first, as an operator would: no VM ever runs outside its port-group
-    r = ctl.dvsctl('apply', *TENANTS)
-    assert r.returncode == 0, r.stderr
     lab = Lab(str(FABRIC), ofp_port=port, tenants=TENANTS)
     try:
+        # policy first, as an operator would: no VM ever runs outside its port-group
+        r = ctl.dvsctl('apply', *TENANTS)
+        assert r.returncode == 0, r.stderr
         lab.up(timeout=60)
         for a, b in SAME_NETWORK:
             wait_until(lambda: lab.ping(a, b), 30, what='%s reaches %s' % (a, b))
