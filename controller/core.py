@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 
-from apps import learning_switch, topology, vlan_portgroups
+from apps import learning_switch, topology, underlay_routing, vlan_portgroups
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
 from controller.policy.model import Fabric, Policy
@@ -22,7 +22,7 @@ from controller.pipeline import reconciler
 from controller.pipeline.reconciler import Reconciler
 
 LOG = logging.getLogger('opendvs.core')
-APPS = (topology, learning_switch, vlan_portgroups)   # each has compile_flows(policy, inventory, dpid)
+APPS = (topology, learning_switch, vlan_portgroups, underlay_routing)   # compile_flows(policy, inventory, dpid)
 TICK = 0.25
 SETTLE = topology.DISCOVERY_WINDOW + topology.LLDP_INTERVAL
 BINDINGS_WAIT = 5.0          # s a reconnected hypervisor waits for its OVSDB bindings at most
@@ -137,14 +137,18 @@ class Controller:
             return
         dpid = conn.dpid
         self._watchers[dpid] = self._watch_bindings(
-            name, address, lambda bindings: self.bindings_changed(dpid, bindings))
+            name, address, lambda bindings, vtep_mac=None: self.bindings_changed(dpid, bindings, vtep_mac))
 
-    def bindings_changed(self, dpid: int, bindings: dict[int, Binding]) -> None:
-        """A hypervisor's bound interfaces changed (OVSDB): every switch's known-nic flows may."""
+    def bindings_changed(self, dpid: int, bindings: dict[int, Binding], vtep_mac: str | None = None) -> None:
+        """A hypervisor's bound interfaces (or its VTEP's MAC) changed in its OVSDB: every
+        switch's known-nic and underlay flows may."""
         with self.lock:
-            if self.inv.bindings.get(dpid) == bindings and not self._settle_until.get(dpid):
+            if (self.inv.bindings.get(dpid) == bindings and self.inv.vtep_macs.get(dpid) == vtep_mac
+                    and not self._settle_until.get(dpid)):
                 return
             self.inv.bindings[dpid] = dict(bindings)
+            if vtep_mac:
+                self.inv.vtep_macs[dpid] = vtep_mac.lower()
             if self._settle_until.get(dpid):
                 self._settle_until[dpid] = 0          # the first snapshot: it may be programmed now
             LOG.info('%016x bindings: %s', dpid, sorted(b.iface_id for b in bindings.values()))

@@ -19,14 +19,14 @@ try:
     from os_ken.controller import controller as _ofctl, ofp_event
     from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
     from os_ken.lib import hub
-    from os_ken.ofproto import ofproto_v1_3, ofproto_v1_4
+    from os_ken.ofproto import nicira_ext, ofproto_v1_3, ofproto_v1_4
     AppBase, FRAMEWORK = app_manager.OSKenApp, 'os_ken'
 except ImportError:                                     # pragma: no cover - ryu fallback
     from ryu.base import app_manager
     from ryu.controller import controller as _ofctl, ofp_event
     from ryu.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
     from ryu.lib import hub
-    from ryu.ofproto import ofproto_v1_3, ofproto_v1_4
+    from ryu.ofproto import nicira_ext, ofproto_v1_3, ofproto_v1_4
     AppBase, FRAMEWORK = app_manager.RyuApp, 'ryu'
 
 from controller.core import Controller
@@ -44,6 +44,10 @@ class SwitchError(RuntimeError):
 
 
 # ---- Flow <-> OpenFlow ----------------------------------------------------------------------
+
+_FIELD_BITS = {'eth_src': 48, 'eth_dst': 48, 'arp_sha': 48, 'arp_tha': 48, 'arp_spa': 32, 'arp_tpa': 32,
+               'ipv4_src': 32, 'ipv4_dst': 32}
+
 
 def _special_ports(ofp):
     return {CONTROLLER: ofp.OFPP_CONTROLLER, IN_PORT: ofp.OFPP_IN_PORT, LOCAL: ofp.OFPP_LOCAL}
@@ -64,6 +68,15 @@ def to_actions(dp, actions) -> list:
             out.append(p.OFPActionSetField(**{a[1]: a[2]}))
         elif a[0] == 'group':
             out.append(p.OFPActionGroup(a[1]))
+        elif a[0] == 'move':
+            out.append(p.NXActionRegMove(src_field=a[1], dst_field=a[2], n_bits=_FIELD_BITS[a[1]]))
+        elif a[0] == 'dec_ttl':
+            out.append(p.OFPActionDecNwTtl())
+        elif a[0] == 'multipath':      # ECMP: hash of the 5-tuple -> a link index 0..n-1 in a[2]
+            out.append(p.NXActionMultipath(
+                fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4, basis=0,
+                algorithm=nicira_ext.NX_MP_ALG_HASH_THRESHOLD, max_link=a[1] - 1, arg=0,
+                ofs_nbits=nicira_ext.ofs_nbits(0, 15), dst=a[2]))
         else:
             raise ValueError('unknown action %r' % (a,))
     return out
@@ -91,6 +104,12 @@ def from_actions(dp, actions) -> tuple:
             out.append(('set_field', a.key, a.value))
         elif isinstance(a, p.OFPActionGroup):
             out.append(('group', a.group_id))
+        elif isinstance(a, p.NXActionRegMove):     # read back with NXM names: eth_src_nxm
+            out.append(('move', a.src_field.removesuffix('_nxm'), a.dst_field.removesuffix('_nxm')))
+        elif isinstance(a, p.OFPActionDecNwTtl):
+            out.append(('dec_ttl',))
+        elif isinstance(a, p.NXActionMultipath):
+            out.append(('multipath', a.max_link + 1, a.dst))
         else:
             out.append(('unknown', str(a)))     # never equals a desired flow: gets replaced
         i += 1

@@ -177,7 +177,8 @@ class OVSHypervisor(Node):
 
     def add_vtep(self):
         cmds = [f'ip addr add {self.hv.vtep} dev br-phy', 'ip link set br-phy up']
-        cmds += [f'ip route add {net} via {self.hv.gateway} dev br-phy' for net in self.hv.routes]
+        # nothing but a default route: the leaf is the rack's gateway (apps/underlay_routing.py)
+        cmds += [f'ip route add default via {self.hv.gateway} dev br-phy']
         sh(self, *cmds)
 
     def vsctl(self, *args) -> str:

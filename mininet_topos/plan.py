@@ -128,7 +128,6 @@ class HypervisorPlan:
     dpid: int                        # of br-int
     vtep: ipaddress.IPv4Interface    # on br-phy, with the rack's prefix length
     gateway: ipaddress.IPv4Address   # the rack's first address: its leaf, as routers go
-    routes: tuple[ipaddress.IPv4Network, ...]   # the other racks, via gateway
     mgmt_ip: str
     mgmt_root_intf: str
     uplink_mac: str
@@ -349,11 +348,10 @@ def _hypervisors(fabric, prefix, octet, port, links, workdir) -> dict[str, Hyper
         if k > 244:
             raise LabError('the management /24 has room for 244 hypervisors')
         own = racks[hv.name]
-        others = tuple(sorted({n for n in racks.values() if n != own}))
         out[hv.name] = HypervisorPlan(
             name=hv.name, index=k, leaf=hv.leaf, dpid=hv.dpid,
             vtep=ipaddress.IPv4Interface(f'{hv.vtep}/{own.prefixlen}'),
-            gateway=next(own.hosts()), routes=others,
+            gateway=next(own.hosts()),
             mgmt_ip=f'169.254.{octet}.{10 + k}', mgmt_root_intf=f'{prefix}m{k}',
             uplink_mac=f'0e:00:00:00:{k >> 8:02x}:{k & 0xff:02x}',
             rundir=f'{workdir}/{hv.name}', controller=f'tcp:169.254.{octet}.1:{port}')
@@ -363,10 +361,10 @@ def _hypervisors(fabric, prefix, octet, port, links, workdir) -> dict[str, Hyper
 def _rack_networks(fabric) -> dict[str, ipaddress.IPv4Network]:
     """Each hv's VTEP network: its leaf's rack_subnet, or the VTEP's /24 when the leaf has none.
 
-    The other racks are reached through the rack's first address, as in a routed leaf-spine
-    underlay (the controller makes the leaf answer for it).  On-link routes to other racks
-    would not do: OVS 3.1 drops a route from its tunnel routing table unless its gateway (or
-    destination) lies in a subnet of the output device, whatever `src` the route has.
+    The hv's only route off the rack is a default route via the rack's first address, as in a
+    routed leaf-spine underlay (its leaf answers for it: apps/underlay_routing.py).  On-link
+    routes to other racks would not do: OVS 3.1 drops a route from its tunnel routing table
+    unless its gateway (or destination) lies in a subnet of the output device.
     """
     out = {}
     for hv in fabric.hypervisors.values():

@@ -67,6 +67,8 @@ class Inventory:
     # leaf port -> the hypervisor (br-int dpid) whose LLDP arrived there; kept while the port is
     # up, even when that hypervisor's controller session (and so its LLDP) is gone
     hv_ports: dict[LinkEnd, int] = dataclasses.field(default_factory=dict)
+    # hypervisor br-int dpid -> the MAC of its VTEP (br-phy's internal port), from its OVSDB
+    vtep_macs: dict[int, str] = dataclasses.field(default_factory=dict)
     # hypervisor br-int dpid -> {ofport: Binding}, from that hypervisor's OVSDB
     bindings: dict[int, dict[int, Binding]] = dataclasses.field(default_factory=dict)
 

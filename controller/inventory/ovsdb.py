@@ -19,6 +19,7 @@ from controller.inventory.model import Binding
 LOG = logging.getLogger('opendvs.ovsdb')
 OVSDB_PORT = 6640
 BRIDGE = 'br-int'
+VTEP_BRIDGE = 'br-phy'
 
 
 def _fetch_schema(remote: str):
@@ -42,6 +43,14 @@ def _one(value):
     return value
 
 
+def read_vtep_mac(idl) -> str | None:
+    """The MAC of br-phy's internal port, where the hypervisor's VTEP address lives."""
+    for iface in idl.tables['Interface'].rows.values():
+        if iface.name == VTEP_BRIDGE:
+            return _one(iface.mac_in_use)
+    return None
+
+
 def read_bindings(idl) -> dict[int, Binding]:
     out = {}
     for br in idl.tables['Bridge'].rows.values():
@@ -56,7 +65,7 @@ def read_bindings(idl) -> dict[int, Binding]:
 
 
 class BindingWatcher:
-    """Watch one hypervisor's OVSDB; call on_change(bindings) after every change."""
+    """Watch one hypervisor's OVSDB; call on_change(bindings, vtep_mac) after every change."""
 
     def __init__(self, name: str, remote: str, on_change):
         self.name, self.remote, self.on_change = name, remote, on_change
@@ -82,7 +91,7 @@ class BindingWatcher:
         helper = ovs.db.idl.SchemaHelper(schema_json=_fetch_schema(self.remote))
         helper.register_columns('Bridge', ['name', 'ports'])
         helper.register_columns('Port', ['name', 'interfaces'])
-        helper.register_columns('Interface', ['name', 'ofport', 'external_ids'])
+        helper.register_columns('Interface', ['name', 'ofport', 'external_ids', 'mac_in_use'])
         idl = ovs.db.idl.Idl(self.remote, helper)
         seen, last = None, None
         try:
@@ -92,10 +101,10 @@ class BindingWatcher:
                 # empty report would unbind every VM on that hypervisor for a moment
                 if idl.has_ever_connected() and idl.change_seqno != seen:
                     seen = idl.change_seqno
-                    now = read_bindings(idl)
+                    now = (read_bindings(idl), read_vtep_mac(idl))
                     if now != last:
                         last = now
-                        self.on_change(now)
+                        self.on_change(*now)
                 poller = ovs.poller.Poller()
                 idl.wait(poller)
                 poller.timer_wait(500)          # wake up to notice stop()

@@ -20,6 +20,7 @@ APPS = {
     'vxlan_overlay': 0x04,
     'anycast_gateway': 0x05,
     'microseg': 0x06,
+    'underlay_routing': 0x07,
 }
 _APP_NAMES = {v: k for k, v in APPS.items()}
 APP_MASK = 0xff << 56

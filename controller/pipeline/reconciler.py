@@ -64,16 +64,25 @@ class Reconciler:
         """Read what the switch holds now (on connect/reconnect)."""
         flows = conn.read_flows()
         self._installed[conn.dpid] = set(flows)
+        LOG.debug('switch %016x holds %d flows:\n%s', conn.dpid, len(flows), '\n'.join(map(str, sorted(flows))))
         return flows
 
     def converge(self, conn: SwitchConn, desired: set[Flow], dry_run: bool = False) -> Diff:
         if conn.dpid not in self._installed:
             self.load(conn)
-        d = diff(desired, self._installed[conn.dpid])
+        before = self._installed[conn.dpid]
+        d = diff(desired, before)
         if d and not dry_run:
             conn.apply(list(d.delete), list(d.add))
             self._installed[conn.dpid] = set(desired)
             LOG.info('switch %016x: %s flows', conn.dpid, d.summary())
+            if LOG.isEnabledFor(logging.DEBUG):
+                for f in d.delete:
+                    LOG.debug('switch %016x: - %s', conn.dpid, f)
+                was = {f.key: f for f in before}
+                for f in d.add:
+                    LOG.debug('switch %016x: + %s%s', conn.dpid, f,
+                              '\n    (replacing %s)' % was[f.key] if f.key in was else '')
         return d
 
     def removed(self, dpid: int, key: tuple) -> None:

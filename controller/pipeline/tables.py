@@ -27,9 +27,10 @@ def _t(name, tid, owners, matches, doc):
 
 
 TABLES = (
-    _t('classify', 0, ['learning_switch', 'topology'],
-       ['in_port', 'vlan_vid', 'eth_type', 'eth_dst'],
-       'admission: which ports take which VLANs; untagged frames get the native tag; LLDP to controller'),
+    _t('classify', 0, ['learning_switch', 'topology', 'underlay_routing'],
+       ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa'],
+       'admission: which ports take which VLANs; untagged frames get the native tag; LLDP to '
+       'controller; routed underlay traffic (to the router MAC, ARP for a rack gateway) to l3'),
     _t('learn', 10, ['learning_switch', 'vlan_portgroups'],
        ['in_port', 'vlan_vid', 'eth_src'],
        'source MAC learning: known (vlan, src, port) go on; unknown are copied to the controller'),
@@ -39,6 +40,12 @@ TABLES = (
     _t('flood', 30, ['learning_switch'],
        ['vlan_vid', 'in_port'],
        'BUM delivery on the loop-free flood tree of the VLAN'),
+    _t('l3', 40, ['underlay_routing'],
+       ['eth_type', 'ipv4_dst'],
+       'underlay routing between racks: a VTEP of this rack -> its hypervisor; another rack -> toward its leaf'),
+    _t('ecmp', 41, ['underlay_routing'],
+       ['eth_type', 'ipv4_dst', 'reg0'],
+       'equal-cost next hop chosen by the multipath hash in reg0'),
 )
 
 BY_NAME = {t.name: t for t in TABLES}

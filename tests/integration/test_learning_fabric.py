@@ -77,7 +77,7 @@ def test_physical_switches_forward_on_the_tree_only(env):
     lab, _ = env
     blocked = 0
     for sw in PHYSICAL:
-        classify = dump_flows(lab.bridge(sw), 'table=0')
+        classify = dump_flows(lab.bridge(sw), 'table=0,cookie=0x0100000000000000/0xff00000000000000')  # L2 admission
         admitted = {f['match'].split('in_port=')[1].split(',')[0] for f in classify if 'in_port=' in f['match']}
         cables = re.findall(r'^ (\d+)\(%sl\d+[ab]\)' % lab.prefix, lab.ofctl(sw, 'show'), re.M)
         assert cables, 'no fabric cable found on %s' % sw

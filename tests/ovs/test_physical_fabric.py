@@ -62,7 +62,7 @@ def test_one_fabric_link_is_blocked_for_flooding(lab):
     # 4 links between 4 switches: the tree uses 3; exactly one link admits nothing
     admitted = set()
     for sw in ('spine1', 'spine2', 'leaf1', 'leaf2'):
-        for f in dump_flows(fab.br(sw), 'table=0'):
+        for f in dump_flows(fab.br(sw), 'table=0,cookie=0x0100000000000000/0xff00000000000000'):
             m = re.search(r'in_port=(\d+)', f['match'])
             if m:
                 admitted.add((sw, int(m.group(1))))

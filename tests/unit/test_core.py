@@ -221,7 +221,7 @@ def hv1_on_leaf1_port3(ctl, fabric):
 
 def admitted(flows, port):
     return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'classify')
-            if f.match_dict().get('in_port') == port}
+            if f.match_dict().get('in_port') == port and cookies.app_of(f.cookie) == 'learning_switch'}
 
 
 def test_a_controller_built_from_a_fabric_runs_it_with_no_tenants(ctl, fabric):

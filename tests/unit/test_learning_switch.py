@@ -58,7 +58,7 @@ def hv_network(fabric):
 def admitted(flows, port):
     """{vlan_vid match: actions} of the classify flows for one ingress port."""
     return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'classify')
-            if f.match_dict().get('in_port') == port}
+            if f.match_dict().get('in_port') == port and cookies.app_of(f.cookie) == 'learning_switch'}
 
 
 def flood_actions(flows, vlan):

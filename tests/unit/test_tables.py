@@ -12,7 +12,7 @@ TOPO = cookies.make('topology', 1, 'test')
 def test_tables_are_in_pipeline_order_with_unique_names_and_ids():
     ids = [t.id for t in tables.TABLES]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert [t.name for t in tables.TABLES] == ['classify', 'learn', 'l2', 'flood']
+    assert [t.name for t in tables.TABLES] == ['classify', 'learn', 'l2', 'flood', 'l3', 'ecmp']
     assert tables.FIRST == 'classify'
     assert tables.table_id('learn') == 10
     assert tables.table_name(20) == 'l2'

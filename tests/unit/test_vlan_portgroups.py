@@ -90,7 +90,7 @@ def known(flows, mac):
 
 def admitted(flows, port):
     return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'classify')
-            if f.match_dict().get('in_port') == port}
+            if f.match_dict().get('in_port') == port and cookies.app_of(f.cookie) == 'learning_switch'}
 
 
 def flood(flows, vlan):
