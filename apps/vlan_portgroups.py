@@ -66,7 +66,8 @@ def port_vlans(policy, inv: Inventory, dpid: int) -> dict[int, PortVlans]:
         if bound is not None:
             if bound.network.vlan is not None:
                 out[p.no] = PortVlans(untagged=bound.network.vlan)
-            # an overlay (vni) nic is not a VLAN port: the overlay app serves it
+            else:                                       # an overlay nic: its network's local VLAN
+                out[p.no] = PortVlans(untagged=policy.overlay_vlans[(bound.tenant.name, bound.network.name)])
         elif not (b and b.iface_id.split('/')[0] in policy.tenants):
             out[p.no] = PortVlans(untagged=native)      # no tenant claims it: the native VLAN
         # a port claiming an accepted tenant with an unknown workload/nic carries nothing:

@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 
-from apps import learning_switch, topology, underlay_routing, vlan_portgroups
+from apps import learning_switch, topology, underlay_routing, vlan_portgroups, vxlan_overlay
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
 from controller.policy.model import Fabric, Policy
@@ -22,7 +22,7 @@ from controller.pipeline import reconciler
 from controller.pipeline.reconciler import Reconciler
 
 LOG = logging.getLogger('opendvs.core')
-APPS = (topology, learning_switch, vlan_portgroups, underlay_routing)   # compile_flows(policy, inventory, dpid)
+APPS = (topology, learning_switch, vlan_portgroups, underlay_routing, vxlan_overlay)  # compile_flows(policy, inv, dpid)
 TICK = 0.25
 SETTLE = topology.DISCOVERY_WINDOW + topology.LLDP_INTERVAL
 BINDINGS_WAIT = 5.0          # s a reconnected hypervisor waits for its OVSDB bindings at most

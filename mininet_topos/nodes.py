@@ -11,7 +11,7 @@ from mininet.util import errRun
 
 from mininet_topos import osutil
 from mininet_topos.errors import LabError
-from mininet_topos.plan import HV_UPLINK, INT_PATCH, OF_PROTOCOLS, OVSDB_PORT, PHY_PATCH
+from mininet_topos.plan import HV_UPLINK, INT_PATCH, OF_PROTOCOLS, OVSDB_PORT, PHY_PATCH, TUNNEL_PORT
 
 SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 
@@ -169,7 +169,10 @@ class OVSHypervisor(Node):
                 f'other_config:datapath-id={hv.dpid:016x}', 'other_config:disable-in-band=true',
                 # the first primary controller flushes flows: set it before anyone adds any
                 '--', 'set-controller', 'br-int', hv.controller,
-                *_patch('br-int', INT_PATCH, PHY_PATCH)]
+                *_patch('br-int', INT_PATCH, PHY_PATCH),
+                # the VTEP: one VXLAN port whose VNI and remote VTEP every flow sets itself
+                '--', 'add-port', 'br-int', TUNNEL_PORT, '--', 'set', 'interface', TUNNEL_PORT,
+                'type=vxlan', 'options:remote_ip=flow', 'options:key=flow']
         for vm in self.lab.vms.values():
             if vm.spec.hypervisor == hv.name:
                 args += vm_port_args(vm)

@@ -36,6 +36,7 @@ VM_MTU = 1500
 HV_UPLINK = 'phy0'
 HV_MGMT = 'mgmt0'
 INT_PATCH = 'int-to-phy'      # the controller recognises a hv's uplink by this name
+TUNNEL_PORT = 'vxlan0'        # br-int's VXLAN port (remote_ip=flow, key=flow); 'vxlan*' is a tunnel
 PHY_PATCH = 'phy-to-int'
 OF_PROTOCOLS = 'OpenFlow13,OpenFlow14'
 MAX_BACKOFF_MS = 1000

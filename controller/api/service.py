@@ -104,6 +104,29 @@ class PolicyService:
                         'port': hv[1] if hv else None, 'interface': hv[2] if hv else None})
         return out
 
+    def tunnels(self) -> list[dict]:
+        """Per hypervisor: its VTEP, the VNIs present on it, and the remote MACs it tunnels to."""
+        from apps import vxlan_overlay
+        core = self.core
+        with core.lock:
+            pol, members = core.policy, vxlan_overlay.members(core.policy, core.inv)
+            hvs = {d: sw.name for d, sw in core.inv.switches.items() if sw.kind == 'hypervisor'}
+        out = []
+        for dpid, name in sorted(hvs.items(), key=lambda kv: kv[1]):
+            vnis, remote = [], []
+            for (tenant, net), by_hv in sorted(members.items()):
+                if dpid not in by_hv:
+                    continue
+                vni = pol.tenants[tenant].networks[net].vni
+                vnis.append('%d(%s/%s)' % (vni, tenant, net))
+                for hv, nics in sorted(by_hv.items()):
+                    if hv != dpid:
+                        vtep = pol.fabric.switch_by_dpid(hv).vtep
+                        remote += ['%s@%s/vni%d' % (bn.nic.mac, vtep, vni) for _, bn in nics]
+            out.append({'hypervisor': name, 'vtep': str(pol.fabric.hypervisors[name].vtep), 'vnis': vnis,
+                        'remote_macs': remote})
+        return out
+
     def switches(self) -> list[dict]:
         core = self.core
         with core.lock:

@@ -123,6 +123,7 @@ SHOW = {
                                     'interface']),
     'switches': ('/v1/switches', ['name', 'dpid', 'kind', 'connected', 'flows', 'ports']),
     'flows': ('/v1/flows', ['switch', 'flow', 'owner']),
+    'tunnels': ('/v1/tunnels', ['hypervisor', 'vtep', 'vnis', 'remote_macs']),
 }
 
 
@@ -141,7 +142,7 @@ def _cell(value) -> str:
     return '-' if value is None else str(value)
 
 
-@command('show', 'show what runs: tenants, networks, workloads (and where bound), switches, flows',
+@command('show', 'show what runs: tenants, networks, workloads (and where bound), switches, flows, tunnels',
          _show_arguments)
 def cmd_show(args) -> int:
     path, columns = SHOW[args.what]

@@ -27,17 +27,17 @@ def _t(name, tid, owners, matches, doc):
 
 
 TABLES = (
-    _t('classify', 0, ['learning_switch', 'topology', 'underlay_routing'],
-       ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa'],
+    _t('classify', 0, ['learning_switch', 'topology', 'underlay_routing', 'vxlan_overlay'],
+       ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa', 'tunnel_id', 'tun_ipv4_src'],
        'admission: which ports take which VLANs; untagged frames get the native tag; LLDP to '
        'controller; routed underlay traffic (to the router MAC, ARP for a rack gateway) to l3'),
-    _t('learn', 10, ['learning_switch', 'vlan_portgroups'],
+    _t('learn', 10, ['learning_switch', 'vlan_portgroups', 'vxlan_overlay'],
        ['in_port', 'vlan_vid', 'eth_src'],
        'source MAC learning: known (vlan, src, port) go on; unknown are copied to the controller'),
-    _t('l2', 20, ['learning_switch', 'vlan_portgroups'],
+    _t('l2', 20, ['learning_switch', 'vlan_portgroups', 'vxlan_overlay'],
        ['vlan_vid', 'eth_dst'],
        'destination MAC lookup: bound nics and learned MACs -> their port; miss -> flood'),
-    _t('flood', 30, ['learning_switch'],
+    _t('flood', 30, ['learning_switch', 'vxlan_overlay'],
        ['vlan_vid', 'in_port'],
        'BUM delivery on the loop-free flood tree of the VLAN'),
     _t('l3', 40, ['underlay_routing'],

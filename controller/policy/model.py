@@ -194,6 +194,19 @@ class Policy:
         return frozen_map({n.vlan: t.name for t in self.tenants.values()
                            for n in t.networks.values() if n.vlan is not None})
 
+    @functools.cached_property
+    def overlay_vlans(self) -> Mapping[tuple[str, str], int]:
+        """(tenant, network) -> the local VLAN that carries a VXLAN network inside br-int (as
+        Neutron's local VLANs): from 4094 down, skipping every VLAN the fabric carries.  Never
+        seen outside a hypervisor: no trunk carries it."""
+        taken = set(self.vlans_in_use())
+        for h in self.fabric.hypervisors.values():
+            taken.update(h.trunk_vlans)
+        free = (v for v in range(4094, 1, -1) if v not in taken)
+        nets = sorted((n.vni, t.name, n.name) for t in self.tenants.values() for n in t.networks.values()
+                      if n.vni is not None)
+        return frozen_map({(t, n): next(free) for _, t, n in nets})
+
     def vlans_in_use(self) -> frozenset[int]:
         """The VLANs physical switches and trunks carry: the native VLAN and tenant VLANs."""
         return frozenset(self.vlan_owners) | {self.fabric.native_vlan}

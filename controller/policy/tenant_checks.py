@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+VM_MTU = 1500             # what a VM's nic sends on every network
+VXLAN_OVERHEAD = 50       # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+
 from controller.policy import model
 from controller.policy.errors import Diag, PolicyError
 from controller.policy.tenant_parse import tenant_doc
@@ -78,6 +81,11 @@ def _networks(w, i, t, fabric, claims) -> None:
                 _claim(w, i, path, f'VLAN {net.vlan}', ('vlan', net.vlan), claims)
         if net.vni is not None:
             _claim(w, i, ('networks', net.name, 'vni'), f'VNI {net.vni}', ('vni', net.vni), claims)
+            if fabric is not None and fabric.underlay_mtu < VM_MTU + VXLAN_OVERHEAD:
+                w.error(i, ('networks', net.name, 'vni'),
+                        f'overlay network {net.name!r} cannot carry {VM_MTU}-byte frames: VXLAN adds '
+                        f'{VXLAN_OVERHEAD} bytes and the underlay MTU is {fabric.underlay_mtu} '
+                        f'(underlay.mtu in {fabric.source}; needs at least {VM_MTU + VXLAN_OVERHEAD})')
 
 
 def _workloads(w, i, t, fabric, claims) -> None:

@@ -343,7 +343,7 @@ def test_explicit_vm_specs_as_tenant_workloads_come():
         assert set(lab.vms) == {'web1', 'db1'}
         assert 'iface-id="acme/web1/nic0"' in lab.vsctl('hv1', 'get', 'interface',
                                                        lab.vms['web1'].port, 'external_ids')
-        assert lab.vsctl('hv2', 'list-ports', 'br-int').split() == ['int-to-phy']
+        assert lab.vsctl('hv2', 'list-ports', 'br-int').split() == ['int-to-phy', 'vxlan0']
         for sw in ('spine1', 'leaf1', 'leaf2', *lab.fabric.hypervisors):
             lab.ofctl(sw, 'add-flow', 'actions=NORMAL')
         lab.ofctl('spine2', 'add-flow', 'actions=drop')
@@ -424,7 +424,7 @@ def test_one_vm_per_workload_named_by_workload_or_tenant_and_workload(tlab):
     assert tlab.vm_of('acme', 'web1') == 'acme-web1' and tlab.vm_of(beta, 'cache') == 'cache'
     with pytest.raises(LabError, match="no workload 'db1' of tenant 'beta'"):
         tlab.vm_of('beta', 'db1')
-    assert tlab.vsctl('hv4', 'list-ports', 'br-int').split() == ['int-to-phy']   # no defaults
+    assert tlab.vsctl('hv4', 'list-ports', 'br-int').split() == ['int-to-phy', 'vxlan0']   # no defaults
 
 
 def test_every_nic_is_its_own_br_int_port_with_its_binding(tlab):
@@ -436,7 +436,7 @@ def test_every_nic_is_its_own_br_int_port_with_its_binding(tlab):
         ('10.40.0.12', '02:00:0a:28:00:0c', 'acme/app1/nic0', app.nics[0].port)
     for hv in tlab.fabric.hypervisors:
         expected = {n.port for v in tlab.vms.values() if v.hypervisor == hv for n in v.nics}
-        assert set(tlab.vsctl(hv, 'list-ports', 'br-int').split()) == expected | {'int-to-phy'}
+        assert set(tlab.vsctl(hv, 'list-ports', 'br-int').split()) == expected | {'int-to-phy', 'vxlan0'}
     for vm in tlab.vms.values():
         for nic in vm.nics:
             ids = tlab.vsctl(vm.hypervisor, 'get', 'interface', nic.port, 'external_ids')
@@ -527,7 +527,7 @@ def test_move_vm_moves_every_nic_with_its_binding(tlab):
     moved = tlab.vms['app1']
     assert moved.hypervisor == 'hv4' and moved.nics == before.nics
     ports = [n.port for n in moved.nics]
-    assert set(tlab.vsctl('hv4', 'list-ports', 'br-int').split()) == {'int-to-phy', *ports}
+    assert set(tlab.vsctl('hv4', 'list-ports', 'br-int').split()) == {'int-to-phy', 'vxlan0', *ports}
     assert not set(ports) & set(tlab.vsctl('hv2', 'list-ports', 'br-int').split())
     for nic in moved.nics:
         ids = tlab.vsctl('hv4', 'get', 'interface', nic.port, 'external_ids')

@@ -466,3 +466,16 @@ def test_validate_installed_script(tmp_path):
     r = subprocess.run([DVSCTL, 'validate', bad], capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (1, '')
     assert r.stderr == f"{bad}:9:50: security.rules[0].to.label: label 'db' matches no workload (labels in use: web)\n"
+
+
+def test_a_small_underlay_mtu_names_the_overlay_networks_it_cannot_carry(example_fabric):
+    import dataclasses
+    small = dataclasses.replace(example_fabric, underlay_mtu=1500)
+    t = parse_tenant('tenant: initech\nnetworks:\n  apps: {vni: 5020, subnet: 10.50.0.0/24}\n'
+                     '  lan: {vlan: 10, subnet: 10.51.0.0/24}\n', 'initech.yaml')
+    with pytest.raises(PolicyError) as e:
+        check_tenants(small, [t])
+    assert [str(d) for d in e.value.diags] == [
+        "initech.yaml:3:15: networks.apps.vni: overlay network 'apps' cannot carry 1500-byte frames: VXLAN adds "
+        "50 bytes and the underlay MTU is 1500 (underlay.mtu in %s; needs at least 1550)" % example_fabric.source]
+    check_tenants(dataclasses.replace(example_fabric, underlay_mtu=1550), [t])      # enough: no error

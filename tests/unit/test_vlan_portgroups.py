@@ -133,14 +133,16 @@ def test_an_unbound_port_stays_in_the_native_vlan(fabric, policy):
     assert all(vp.compile_flows(no_tenants, inv, d) == set() for d in sw.values())
 
 
-def test_an_overlay_nic_is_not_a_vlan_port(fabric, policy):
+def test_an_overlay_nic_rides_its_networks_local_vlan_and_is_no_port_group_member(fabric, policy):
     inv, sw, _ = bound_lab(fabric)
     bind(inv, sw['hv2'], HV_VM2, 'acme/db1/nic0', MAC_DB1)                  # acme/servers is a vni
-    assert HV_VM2 not in vp.port_vlans(policy, inv, sw['hv2'])
-    flows = desired(policy, inv, sw['hv2'])
-    assert admitted(flows, HV_VM2) == {}
-    assert all(HV_VM2 not in outputs(f.actions) for f in flows)
-    assert all(known(desired(policy, inv, d), MAC_DB1) == {} for d in sw.values())
+    local = policy.overlay_vlans[('acme', 'servers')]
+    assert vp.port_vlans(policy, inv, sw['hv2'])[HV_VM2] == PortVlans(untagged=local)
+    assert local not in policy.vlans_in_use() and local > 4000             # never on a trunk
+    for d in sw.values():                                                   # port-groups know nothing of it
+        assert known(desired(policy, inv, d), MAC_DB1) == {}
+    uplink = vp.port_vlans(policy, inv, sw['hv2'])[HV_UPLINK]
+    assert not uplink.carries(local)
 
 
 # ---- proactive entries for bound nics --------------------------------------------------------------
