@@ -27,3 +27,4 @@ integration: setup
 bench: setup
 	$(PY) bench/convergence.py
 	$(PY) bench/apply.py
+	$(PY) bench/overlay.py

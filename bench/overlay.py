@@ -26,13 +26,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.apply import admitted, bind, changes, fabric_ready, run_dvsctl   # noqa: E402
+from controller.pipeline import cookies                                     # noqa: E402
 from controller.pipeline.tables import table_name                           # noqa: E402
 from mininet_topos import Lab                                               # noqa: E402
 from tests.support import ControllerProcess, dump_flows, free_port, wait_until   # noqa: E402
@@ -163,11 +163,20 @@ def summarize_datapath(rounds: list[dict]) -> dict:
         out[kind] = {k: stats([r[kind][k] for r in rounds]) for k in DATAPATH_KEYS}
         out[kind]['lost_pings'] = sum(r[kind]['lost'] for r in rounds)
     for base in ('vlan', 'vlan_cross_rack'):
-        ratio = lambda k: stats([r['overlay'][k] / r[base][k] for r in rounds])       # noqa: E731
-        out['overlay_over_' + base] = {'throughput': ratio('gbps'), 'rtt': ratio('avg_ms'),
-                                       'vswitchd_cpu_per_gb': ratio('vswitchd_cpu_s_per_gb')}
+        out['overlay_over_' + base] = {what: stats([r['overlay'][k] / r[base][k] for r in rounds])
+                                       for what, k in (('throughput', 'gbps'), ('rtt', 'avg_ms'),
+                                                       ('vswitchd_cpu_per_gb', 'vswitchd_cpu_s_per_gb'))}
     out['rounds'] = rounds
     return out
+
+
+def bystander_flows(lab: Lab, hv: str) -> dict:
+    """Known-MAC flows on a hypervisor that hosts no VM of this tenant: VLAN entries reach every
+    hv whose trunk carries the VLAN; overlay entries only hvs hosting a member."""
+    def count(app: str) -> int:
+        dump = lab.ofctl(hv, 'dump-flows', 'cookie=%#x/%#x' % cookies.app_match(app))
+        return sum('priority=%d' % P_KNOWN in line for line in dump.splitlines())
+    return {'vlan_known_flows': count('vlan_portgroups'), 'overlay_known_flows': count('vxlan_overlay')}
 
 
 def bench_datapath(work: Path, runs: int) -> dict:
@@ -182,7 +191,8 @@ def bench_datapath(work: Path, runs: int) -> dict:
             for a, b in PAIRS.values():
                 wait_until(lambda: lab.ping(a, b), 30, 0.2, '%s reaches %s' % (a, b))
                 wait_until(lambda: lab.ping(b, a), 30, 0.2, '%s reaches %s' % (b, a))
-            return summarize_datapath(datapath_rounds(lab, runs))
+                ping_rtt(lab, a, b, count=20)          # warm-up: datapath flows, neighbour caches
+            return dict(summarize_datapath(datapath_rounds(lab, runs)), bystander_hv4=bystander_flows(lab, 'hv4'))
         finally:
             lab.down()
     finally:
@@ -221,7 +231,8 @@ def hv_flows(lab: Lab, hv: str) -> dict:
         per_table[table] = per_table.get(table, 0) + 1
         if prio == P_KNOWN and table in known:
             known[table] += 1
-        if table == 'flood' and prio == 100 and 'dl_vlan=1,' not in line and 'dl_vlan=1 ' not in line:
+        vlan = re.search(r'dl_vlan=(\d+)', line)
+        if table == 'flood' and prio == 100 and vlan and int(vlan.group(1)) != lab.fabric.native_vlan:
             flood.append(line.partition('actions=')[2])
     outs = [re.findall(r'output:(\w+)', a) for a in flood]
     return {'all': len(lines), 'per_table': per_table, 'known_l2': known['l2'], 'known_learn': known['learn'],
@@ -259,13 +270,21 @@ def scale_case(work: Path, kind: str, n: int) -> dict:
         ctl.stop()
 
 
-def bench_scale(work: Path, sizes: list[int]) -> dict:
-    out = {}
-    for n in sizes:
-        for kind in ('overlay', 'vlan'):
-            d = work / ('%s-%d' % (kind, n))
-            d.mkdir()
-            out.setdefault(str(n), {})[kind] = scale_case(d, kind, n)
+def bench_scale(work: Path, sizes: list[int], runs: int) -> dict:
+    """Every (N, kind) case `runs` times, interleaved; flow counts are the last run's (they are
+    the same in every run: checked)."""
+    done: dict[tuple, list] = {}
+    for i in range(runs):
+        for n in sizes:
+            for kind in ('overlay', 'vlan'):
+                d = work / ('%s-%d-%d' % (kind, n, i))
+                d.mkdir()
+                done.setdefault((n, kind), []).append(scale_case(d, kind, n))
+    out: dict = {}
+    for (n, kind), cases in done.items():
+        flows = [{k: v for k, v in c.items() if k != 'apply_s'} for c in cases]
+        out.setdefault(str(n), {})[kind] = dict(flows[-1], apply_s=stats([c['apply_s'] for c in cases]),
+                                                same_flows_every_run=all(f == flows[0] for f in flows))
     return out
 
 
@@ -273,7 +292,7 @@ def bench_scale(work: Path, sizes: list[int]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--runs', type=int, default=RUNS, help='datapath rounds (each: both pairs)')
+    ap.add_argument('--runs', type=int, default=RUNS, help='datapath rounds (each: every pair), scale runs')
     ap.add_argument('--sizes', type=int, nargs='*', default=list(SIZES), help='remote workloads')
     ap.add_argument('--only', choices=('datapath', 'scale'))
     args = ap.parse_args()
@@ -284,7 +303,7 @@ def main() -> None:
             out['datapath'] = bench_datapath(Path(d) / 'datapath', args.runs)
         if args.only in (None, 'scale'):
             (Path(d) / 'scale').mkdir()
-            out['scale'] = bench_scale(Path(d) / 'scale', args.sizes)
+            out['scale'] = bench_scale(Path(d) / 'scale', args.sizes, args.runs)
     out['loadavg_end'] = os.getloadavg()
     print(json.dumps(out, indent=2))
     RESULTS.mkdir(exist_ok=True)
