@@ -115,6 +115,17 @@ class ControllerProcess:
         self.proc.wait()
 
 
+def ping_counts(out: str) -> tuple[int, int]:
+    """(sent, received) from a finished ping's summary line."""
+    m = re.search(r'(\d+) packets transmitted, (\d+) received', out)
+    return int(m.group(1)), int(m.group(2))
+
+
+def answered(out: str) -> set[int]:
+    """The icmp_seq numbers a ping got replies for."""
+    return {int(n) for n in re.findall(r'icmp_seq=(\d+) ttl', out)}
+
+
 FLOW_RE = re.compile(r'(\w+)=([^ ,]+)')
 
 

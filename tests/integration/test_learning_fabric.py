@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mininet_topos import Lab
-from tests.support import ROOT, ControllerProcess, dump_flows, flow_key, free_port, wait_until
+from tests.support import ROOT, ControllerProcess, answered, dump_flows, flow_key, free_port, ping_counts, wait_until
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
 PHYSICAL = ('spine1', 'spine2', 'leaf1', 'leaf2')
@@ -110,12 +110,6 @@ def _continuous_ping(lab, src, dst, count, interval=0.1):
                      stdout=subprocess.PIPE, text=True)
 
 
-def _received(out: str) -> tuple[int, int]:
-    line = [l for l in out.splitlines() if 'packets transmitted' in l][0]
-    sent, got = line.split(',')[:2]
-    return int(sent.split()[0]), int(got.split()[0])
-
-
 def test_spine_link_cut_traffic_recovers(env):
     lab, ctl = env
     wait_until(lambda: lab.ping('hv1vm1', 'hv3vm2'), 30, what='path before the cut')
@@ -124,9 +118,8 @@ def test_spine_link_cut_traffic_recovers(env):
         time.sleep(1)
         lab.set_link('spine1', 'leaf1', up=False)     # spine1 is the tree root: this cut moves the tree
         out, _ = pinger.communicate(timeout=60)
-        answered = {int(l.split('icmp_seq=')[1].split()[0]) for l in out.splitlines() if 'icmp_seq=' in l}
         # the cut costs at most a moment; the last 3 s of pings must all be answered
-        assert set(range(71, 101)) <= answered, 'traffic did not recover after the cut: %s' % out
+        assert set(range(71, 101)) <= answered(out), 'traffic did not recover after the cut: %s' % out
         assert lab.ping('hv1vm1', 'hv3vm2', count=3)
     finally:
         if pinger.poll() is None:
@@ -150,7 +143,7 @@ def test_controller_kill9_and_restart_loses_no_ping_and_touches_no_flow(env):
     finally:
         if pinger.poll() is None:
             pinger.kill()
-    sent, got = _received(out)
+    sent, got = ping_counts(out)
     assert sent == got == 100, out
     changes = [l for l in ctl.text().splitlines() if 'reconciler' in l]
     assert not changes, 'a restart must not rewrite flows: %s' % changes

@@ -11,8 +11,9 @@ import urllib.request
 
 import pytest
 
+from controller.pipeline import cookies
 from mininet_topos import Lab
-from tests.support import ROOT, ControllerProcess, dump_flows, free_port, wait_until
+from tests.support import ROOT, ControllerProcess, dump_flows, free_port, ping_counts, wait_until
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
 TENANTS = [str(ROOT / 'examples' / 'tenants' / 'acme.yaml'), str(ROOT / 'examples' / 'tenants' / 'globex.yaml')]
@@ -198,17 +199,11 @@ def _pinger(lab, src, dst, count, interval):
                      stdout=subprocess.PIPE, text=True)
 
 
-def _lost(out: str) -> tuple[int, int]:
-    line = [l for l in out.splitlines() if 'packets transmitted' in l][0]
-    sent, got = (int(x.split()[0]) for x in line.split(',')[:2])
-    return sent, got
-
-
 def test_fifty_policy_pushes_during_traffic_lose_nothing_and_leave_other_tenants_alone(env, tmp_path):
     lab, ctl, _ = env
-    acme_cookie = lambda f: (f['cookie'] >> 24) & 0xffffff            # noqa: E731
-    acme_flows = lambda: {(f['table'], f['match']): f['duration'] for sw in PHYSICAL    # noqa: E731
-                          for f in dump_flows(lab.bridge(sw)) if f['cookie'] >> 56 == 3}
+    value, mask = cookies.tenant_match('acme')
+    acme_flows = lambda: {(sw, f['table'], f['match']): f['duration'] for sw in PHYSICAL    # noqa: E731
+                          for f in dump_flows(lab.bridge(sw), 'cookie=%#x/%#x' % (value, mask))}
     before = acme_flows()
     base = open(TENANTS[1]).read()
     variants = []
@@ -229,9 +224,8 @@ def test_fifty_policy_pushes_during_traffic_lose_nothing_and_leave_other_tenants
     finally:
         if pinger.poll() is None:
             pinger.kill()
-    sent, got = _lost(out)
+    sent, got = ping_counts(out)
     assert sent == got, 'lost %d of %d pings during 50 pushes' % (sent - got, sent)
-    del acme_cookie
     # acme's proactive flows were never rewritten by globex's pushes
     after = acme_flows()
     acme_only = {k: v for k, v in before.items() if k in after}
@@ -252,7 +246,7 @@ def test_restart_restores_the_policy_from_the_state_dir_without_losing_a_ping(en
     finally:
         if pinger.poll() is None:
             pinger.kill()
-    sent, got = _lost(out)
+    sent, got = ping_counts(out)
     assert sent == got == 100, out
     assert sorted(t['name'] for t in json.loads(ctl.dvsctl('show', 'tenants', '--json').stdout)) == ['acme', 'globex']
     assert flow_set(lab) == before

@@ -3,7 +3,6 @@ the spines with ECMP, and a VTEP is delivered to its hypervisor's port with its 
 from __future__ import annotations
 
 from apps import topology, underlay_routing as ur
-from controller.inventory.model import LinkEnd
 from controller.pipeline import tables
 from controller.pipeline.flow import IN_PORT, UNTAGGED
 from controller.policy.model import Policy
