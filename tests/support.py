@@ -114,6 +114,11 @@ class ControllerProcess:
         self.proc.kill()
         self.proc.wait()
 
+    def wait_connected(self, switches: int, timeout: float = 30) -> None:
+        """Wait until this run of the controller has seen `switches` switches connect."""
+        wait_until(lambda: self.text().count('connected with') >= switches, timeout,
+                   what='%d switches connected to the controller' % switches)
+
 
 def ping_counts(out: str) -> tuple[int, int]:
     """(sent, received) from a finished ping's summary line."""

@@ -138,7 +138,7 @@ def test_controller_kill9_and_restart_loses_no_ping_and_touches_no_flow(env):
         ctl.kill9()
         time.sleep(1)                                 # the data plane runs headless meanwhile
         ctl.start()
-        wait_until(lambda: ctl.text().count('connected with') >= 8, 30, what='8 switches reconnected')
+        ctl.wait_connected(8)
         out, _ = pinger.communicate(timeout=60)
     finally:
         if pinger.poll() is None:

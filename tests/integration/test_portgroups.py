@@ -241,7 +241,7 @@ def test_restart_restores_the_policy_from_the_state_dir_without_losing_a_ping(en
         ctl.kill9()
         ctl.start()
         assert 'with 2 tenant(s)' in ctl.text()
-        wait_until(lambda: ctl.text().count('connected with') >= 8, 30, what='every switch reconnected')
+        ctl.wait_connected(8)
         out, _ = pinger.communicate(timeout=60)
     finally:
         if pinger.poll() is None:

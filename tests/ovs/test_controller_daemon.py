@@ -90,7 +90,7 @@ def test_restart_after_kill9_touches_no_flow_and_loses_no_packet(fabric, tmp_pat
         before = _all_flows(fabric)
         ctl.kill9()
         ctl.start()
-        wait_until(lambda: ctl.text().count('connected with') >= 4, 20, what='all switches reconnected')
+        ctl.wait_connected(4)
         out, _ = ping.communicate(timeout=30)
     finally:
         if ping.poll() is None:
