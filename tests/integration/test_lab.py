@@ -112,17 +112,22 @@ class World:
     namespaces: set            # the netns of every lab node, to prove they are gone
 
 
-@pytest.fixture(scope='module')
-def world():
+def _build_world(**lab_args):
+    """A lab up without a controller, with the machine's state snapshotted before it."""
     prefix = unique_prefix('lt')
     workdir = f'/tmp/opendvs-lab-{prefix}'
     before = snapshot(prefix, workdir)
-    lab = Lab(FABRIC, prefix=prefix, ofp_port=free_tcp_port())
+    lab = Lab(FABRIC, prefix=prefix, ofp_port=free_tcp_port(), **lab_args)
     lab.up(wait_connected=False)
     root = netns_of(os.getpid())
     namespaces = {netns_of(pid) for pid in lab.describe()['node_pids'].values()} - {root}
     yield World(lab, before, namespaces)
     lab.down()
+
+
+@pytest.fixture(scope='module')
+def world():
+    yield from _build_world()
 
 
 @pytest.fixture(scope='module')
@@ -399,15 +404,7 @@ def hand_built_tenants():
 
 @pytest.fixture(scope='module')
 def tworld():
-    prefix = unique_prefix('lt')
-    workdir = f'/tmp/opendvs-lab-{prefix}'
-    before = snapshot(prefix, workdir)
-    lab = Lab(FABRIC, prefix=prefix, ofp_port=free_tcp_port(), tenants=hand_built_tenants())
-    lab.up(wait_connected=False)
-    root = netns_of(os.getpid())
-    namespaces = {netns_of(pid) for pid in lab.describe()['node_pids'].values()} - {root}
-    yield World(lab, before, namespaces)
-    lab.down()
+    yield from _build_world(tenants=hand_built_tenants())
 
 
 @pytest.fixture(scope='module')
