@@ -1,10 +1,12 @@
 """Per-VLAN MAC learning switch for physical switches and hypervisor br-int bridges.
 
-Tables (see controller/pipeline/tables.py):
-  classify  which ports admit which VLANs; untagged frames get the native VLAN tag
-  learn     known (vlan, src MAC, port) go on; unknown sources are copied to the controller
-  l2        known destination MAC -> its port (tag popped on untagged ports); miss -> flood
-  flood     per VLAN, every flood port of the switch (OVS skips the ingress port)
+Stages (see controller/pipeline/tables.py):
+  port_sec   which ports admit which VLANs; untagged frames get their VLAN's tag
+  classify   the VLAN's network, tenant and conntrack zone ids into registers
+  learn      known (vlan, src MAC, port) go on; unknown sources are copied to the controller
+  l2_lookup  known destination MAC -> its port in the out-port register (miss: flood)
+  output     per port and VLAN it carries: how to emit (tag popped on untagged ports)
+  flood      per VLAN, every flood port of the switch (OVS skips the ingress port)
 
 Forwarding never waits for the controller: an unknown source is copied to the controller
 *and* forwarded.  Learned entries age with idle_timeout=mac_age on the source flow; the
@@ -13,15 +15,15 @@ switch tells us (flow removed) and the destination entry goes with it.
 from __future__ import annotations
 
 from controller.inventory.model import EDGE, HYPERVISOR, VM, Inventory
-from controller.pipeline import cookies
-from controller.pipeline.flow import CONTROLLER, UNTAGGED, Flow, vid
+from controller.pipeline import cookies, registers as R
+from controller.pipeline.flow import UNTAGGED, Flow, vid
 
 from apps import vlan_portgroups
 from apps.vlan_portgroups import PortVlans
 
 APP = 'learning_switch'
 K_STATIC, K_SRC, K_DST, K_REFUSED = 0, 1, 2, 3
-P_MISS, P_PORT, P_MAC = 0, 100, 100
+P_PORT, P_MAC = 100, 100
 
 
 def _cookie(kind: int, owner: str | None = None, tenant: str | None = None) -> int:
@@ -32,46 +34,64 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     if dpid not in inv.switches:
         return set()
     ports = vlan_portgroups.port_vlans(policy, inv, dpid)
-    flows = _misses()
-    flows |= _classify(policy, ports)
+    flows = _admission(policy, ports)
+    flows |= classify_flows(policy, policy.vlans_in_use())
     flows |= _learned(policy, inv, dpid, ports)
+    flows |= emission_flows(policy, ports)
     flows |= _flood(policy, ports)
     return flows
 
 
-def _misses() -> set[Flow]:
-    c = _cookie(K_STATIC, 'pipeline')
-    return {
-        Flow.make('classify', P_MISS, cookie=c),                                   # drop
-        Flow.make('learn', P_MISS, actions=[('output', CONTROLLER)], goto='l2', cookie=c),
-        Flow.make('l2', P_MISS, goto='flood', cookie=c),
-        Flow.make('flood', P_MISS, cookie=c),                                      # drop
-    }
-
-
-def _vlan_cookie(policy, kind: int, vlan: int, owner: str) -> int:
+def _vlan_cookie(policy, kind: int, vlan: int, owner: str | None) -> int:
     """Per-VLAN flows belong to the tenant whose port-group the VLAN is."""
     return _cookie(kind, owner, tenant=policy.vlan_owners.get(vlan))
 
 
-def _classify(policy, ports: dict[int, PortVlans]) -> set[Flow]:
+def _admission(policy, ports: dict[int, PortVlans]) -> set[Flow]:
     flows = set()
     for no, pv in ports.items():
         if pv.untagged is not None:
-            flows.add(Flow.make('classify', P_PORT, {'in_port': no, 'vlan_vid': UNTAGGED},
-                                [('push_vlan', pv.untagged)], goto='learn',
+            flows.add(Flow.make('port_sec', P_PORT, {'in_port': no, 'vlan_vid': UNTAGGED},
+                                [('push_vlan', pv.untagged)], goto='classify',
                                 cookie=_vlan_cookie(policy, K_STATIC, pv.untagged, 'port:%d' % no)))
         for v in pv.tagged:
-            flows.add(Flow.make('classify', P_PORT, {'in_port': no, 'vlan_vid': vid(v)}, goto='learn',
+            flows.add(Flow.make('port_sec', P_PORT, {'in_port': no, 'vlan_vid': vid(v)}, goto='classify',
                                 cookie=_vlan_cookie(policy, K_STATIC, v, 'port:%d' % no)))
     return flows
 
 
-def _output(pv: PortVlans, port: int, vlan: int) -> list[tuple]:
-    """Actions that send a frame tagged `vlan` out of `port` the way the port carries it."""
-    if vlan == pv.untagged:
-        return [('pop_vlan',), ('output', port)]
-    return [('output', port)] if vlan in pv.tagged else []
+def context_actions(policy, tenant: str, network: str) -> list[tuple]:
+    """Register loads that give a frame of this tenant network its context (registers.py)."""
+    ids = policy.ids
+    return [('set_field', R.NETWORK, ids.network[(tenant, network)]),
+            ('set_field', R.TENANT, ids.tenant[tenant]), ('set_field', R.ZONE, ids.zone[tenant])]
+
+
+def classify_flows(policy, vlans) -> set[Flow]:
+    """A tenant VLAN's frames carry its network, tenant and zone from here on; the native
+    VLAN's carry zeros (the miss goes on with the registers untouched)."""
+    flows = set()
+    for v in sorted(vlans):
+        owner = policy.vlan_networks.get(v)
+        if owner is None:
+            continue
+        tenant, net = owner
+        t = policy.tenants[tenant]
+        flows.add(Flow.make('classify', P_PORT, {'vlan_vid': vid(v)}, context_actions(policy, tenant, net),
+                            goto='learn', cookie=cookies.make(APP, K_STATIC, net, tenant,
+                                                              t.where(t.networks[net].line))))
+    return flows
+
+
+def emission_flows(policy, ports: dict[int, PortVlans]) -> set[Flow]:
+    """How a frame chosen for a port leaves it: per VLAN the port carries, tagged or not."""
+    flows = set()
+    for no, pv in ports.items():
+        for v in pv.tagged | ({pv.untagged} if pv.untagged is not None else set()):
+            acts = [('pop_vlan',), ('output', no)] if v == pv.untagged else [('output', no)]
+            flows.add(Flow.make('output', P_PORT, {R.OUT_PORT: no, 'vlan_vid': vid(v)}, acts,
+                                cookie=_vlan_cookie(policy, K_STATIC, v, 'port:%d' % no)))
+    return flows
 
 
 def _learned(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
@@ -80,16 +100,17 @@ def _learned(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
     for (vlan, mac), port in inv.macs.get(dpid, {}).items():
         if port not in ports or not ports[port].carries(vlan):
             continue
-        owner = '%016x/%d/%s' % (dpid, vlan, mac)
+        # learned entries carry no owner id: the match says which MAC (and they churn)
         flows.add(Flow.make('learn', P_MAC, {'in_port': port, 'vlan_vid': vid(vlan), 'eth_src': mac},
-                            goto='l2', cookie=_vlan_cookie(policy, K_SRC, vlan, owner), idle_timeout=age,
+                            goto='arp_rsp', cookie=_vlan_cookie(policy, K_SRC, vlan, None), idle_timeout=age,
                             notify_removal=True))
-        flows.add(Flow.make('l2', P_MAC, {'vlan_vid': vid(vlan), 'eth_dst': mac}, _output(ports[port], port, vlan),
-                            cookie=_vlan_cookie(policy, K_DST, vlan, owner)))
+        flows.add(Flow.make('l2_lookup', P_MAC, {'vlan_vid': vid(vlan), 'eth_dst': mac},
+                            [('set_field', R.OUT_PORT, port)], goto='acl_out',
+                            cookie=_vlan_cookie(policy, K_DST, vlan, None)))
     for vlan, mac, port in inv.refused.get(dpid, ()):
         # over the port's MAC limit: drop this source quietly until it has been silent a while
         flows.add(Flow.make('learn', P_MAC, {'in_port': port, 'vlan_vid': vid(vlan), 'eth_src': mac},
-                            cookie=_vlan_cookie(policy, K_REFUSED, vlan, '%016x/%d/%s' % (dpid, vlan, mac)),
+                            cookie=_vlan_cookie(policy, K_REFUSED, vlan, None),
                             idle_timeout=age, notify_removal=True))
     return flows
 
@@ -140,7 +161,7 @@ def adopt(inv: Inventory, dpid: int, installed: set[Flow]) -> None:
     for f in installed:
         if f.table != 'learn' or cookies.app_of(f.cookie) != APP:
             continue
-        kind, m = (f.cookie >> 48) & 0xff, f.match_dict()
+        kind, m = cookies.kind_of(f.cookie), f.match_dict()
         if kind == K_SRC:
             table.setdefault((m['vlan_vid'] & 0xfff, m['eth_src']), m['in_port'])
         elif kind == K_REFUSED:
@@ -149,7 +170,7 @@ def adopt(inv: Inventory, dpid: int, installed: set[Flow]) -> None:
 
 def forget(inv: Inventory, dpid: int, flow: Flow) -> bool:
     """A learned/refused entry aged out on the switch: drop it.  True if anything changed."""
-    kind = (flow.cookie >> 48) & 0xff
+    kind = cookies.kind_of(flow.cookie)
     m = flow.match_dict()
     if flow.table != 'learn' or 'eth_src' not in m:
         return False

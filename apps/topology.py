@@ -66,7 +66,7 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     and which leaf port each hypervisor is on; a hypervisor's br-int hears its leaf."""
     if dpid not in inv.switches:
         return set()
-    return {Flow.make('classify', 1000, {'eth_type': LLDP_ETHERTYPE, 'eth_dst': LLDP_DST},
+    return {Flow.make('port_sec', 1000, {'eth_type': LLDP_ETHERTYPE, 'eth_dst': LLDP_DST},
                       [('output', CONTROLLER)], cookie=cookies.make(APP, 1, 'lldp'))}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 
 from controller.inventory.model import FABRIC, HYPERVISOR, Inventory
-from controller.pipeline import cookies
+from controller.pipeline import cookies, registers as R
 from controller.pipeline.flow import IN_PORT, UNTAGGED, Flow
 
 from apps import topology
@@ -22,8 +22,8 @@ from apps import topology
 APP = 'underlay_routing'
 ROUTER_MAC = '02:00:00:dd:00:01'     # one MAC for every fabric router interface (anycast)
 ETH_IP, ETH_ARP = 0x0800, 0x0806
-P_ROUTED, P_LOCAL, P_REMOTE = 500, 200, 100
-K_ADMIT, K_ARP, K_LOCAL, K_REMOTE = 1, 2, 3, 4
+P_ROUTED, P_LOCAL, P_REMOTE, P_UNROUTED, P_EMIT, P_ECMP = 500, 100, 90, 1, 100, 100
+K_ADMIT, K_ARP, K_LOCAL, K_REMOTE, K_EMIT = 1, 2, 3, 4, 5
 
 
 def gateway(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
@@ -40,11 +40,17 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     racks = {s.dpid: s.rack_subnet for s in fabric.switches.values() if s.rack_subnet is not None}
     flows = set()
     cookie = lambda kind, owner: cookies.make(APP, kind, owner)           # noqa: E731
-    # routed frames enter from hypervisors and fabric cables, untagged, to the router MAC
+    # routed frames enter from hypervisors and fabric cables, untagged, to the router MAC,
+    # and leave the same way
     for p in sw.ports_with(HYPERVISOR, FABRIC):
-        flows.add(Flow.make('classify', P_ROUTED, {'in_port': p.no, 'vlan_vid': UNTAGGED, 'eth_type': ETH_IP,
+        flows.add(Flow.make('port_sec', P_ROUTED, {'in_port': p.no, 'vlan_vid': UNTAGGED, 'eth_type': ETH_IP,
                                                    'eth_dst': ROUTER_MAC},
                             goto='l3', cookie=cookie(K_ADMIT, 'port:%d' % p.no)))
+        flows.add(Flow.make('output', P_EMIT, {R.OUT_PORT: p.no, 'vlan_vid': UNTAGGED}, [('output', p.no)],
+                            cookie=cookie(K_EMIT, 'port:%d' % p.no)))
+    # a routed frame with no route ends here (it must never fall through to bridging)
+    flows.add(Flow.make('l3', P_UNROUTED, {'eth_type': ETH_IP, 'eth_dst': ROUTER_MAC, 'vlan_vid': UNTAGGED},
+                        cookie=cookie(K_REMOTE, 'unrouted')))
     if me.rack_subnet is not None:
         flows |= _gateway_flows(fabric, inv, dpid, me.rack_subnet, sw, cookie)
     for leaf, subnet in sorted(racks.items()):
@@ -58,7 +64,7 @@ def _gateway_flows(fabric, inv, dpid, subnet, sw, cookie) -> set[Flow]:
     gw = str(gateway(subnet))
     flows = set()
     for p in sw.ports_with(HYPERVISOR):
-        flows.add(Flow.make('classify', P_ROUTED, {'in_port': p.no, 'vlan_vid': UNTAGGED, 'eth_type': ETH_ARP,
+        flows.add(Flow.make('port_sec', P_ROUTED, {'in_port': p.no, 'vlan_vid': UNTAGGED, 'eth_type': ETH_ARP,
                                                    'arp_op': 1, 'arp_tpa': gw},
                             [('move', 'eth_src', 'eth_dst'), ('set_field', 'eth_src', ROUTER_MAC),
                              ('set_field', 'arp_op', 2), ('move', 'arp_sha', 'arp_tha'),
@@ -72,9 +78,11 @@ def _gateway_flows(fabric, inv, dpid, subnet, sw, cookie) -> set[Flow]:
         vtep = str(node.vtep)
         if node.vtep not in subnet:
             continue
-        flows.add(Flow.make('l3', P_LOCAL, {'eth_type': ETH_IP, 'ipv4_dst': vtep},
+        flows.add(Flow.make('l3', P_LOCAL, {'eth_type': ETH_IP, 'eth_dst': ROUTER_MAC, 'vlan_vid': UNTAGGED,
+                                            'ipv4_dst': vtep},
                             [('set_field', 'eth_src', ROUTER_MAC), ('set_field', 'eth_dst', mac), ('dec_ttl',),
-                             ('output', end.port)], cookie=cookie(K_LOCAL, 'vtep:%s' % vtep)))
+                             ('set_field', R.OUT_PORT, end.port)], goto='acl_out',
+                            cookie=cookie(K_LOCAL, 'vtep:%s' % vtep)))
     return flows
 
 
@@ -82,16 +90,22 @@ def _toward_rack(inv, dpid, leaf, subnet, cookie) -> set[Flow]:
     """Routes to another rack: every up cable whose far end is that leaf, or a switch
     cabled to it, is an equal-cost next hop."""
     hops = next_hops(inv, dpid, leaf)
-    match = {'eth_type': ETH_IP, 'ipv4_dst': (str(subnet.network_address), str(subnet.netmask))}
+    # only frames admitted as routed (untagged, to the router MAC, from a hypervisor or fabric
+    # port) are routed; everything bridged is tagged by now and passes l3 untouched
+    match = {'eth_type': ETH_IP, 'eth_dst': ROUTER_MAC, 'vlan_vid': UNTAGGED,
+             'ipv4_dst': (str(subnet.network_address), str(subnet.netmask))}
     owner = 'rack:%s' % subnet
     if not hops:
         return set()
     if len(hops) == 1:
-        return {Flow.make('l3', P_REMOTE, match, [('dec_ttl',), ('output', hops[0])], cookie=cookie(K_REMOTE, owner))}
-    flows = {Flow.make('l3', P_REMOTE, match, [('dec_ttl',), ('multipath', len(hops), 'reg0')], goto='ecmp',
+        return {Flow.make('l3', P_REMOTE, match, [('dec_ttl',), ('set_field', R.OUT_PORT, hops[0])], goto='acl_out',
+                          cookie=cookie(K_REMOTE, owner))}
+    flows = {Flow.make('l3', P_REMOTE, match, [('dec_ttl',), ('multipath', len(hops), R.ECMP)], goto='ecmp',
                        cookie=cookie(K_REMOTE, owner))}
     for i, port in enumerate(hops):
-        flows.add(Flow.make('ecmp', P_REMOTE, dict(match, reg0=i), [('output', port)], cookie=cookie(K_REMOTE, owner)))
+        flows.add(Flow.make('ecmp', P_ECMP, {'eth_type': ETH_IP, 'ipv4_dst': match['ipv4_dst'], R.ECMP: i},
+                            [('set_field', R.OUT_PORT, port)],
+                            goto='acl_out', cookie=cookie(K_REMOTE, owner)))
     return flows
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 from controller.inventory.model import EDGE, FABRIC, HYPERVISOR, UPLINK, VM, Inventory
-from controller.pipeline import cookies
+from controller.pipeline import cookies, registers as R
 from controller.pipeline.flow import Flow, vid
 from controller.policy.model import Hypervisor
 
@@ -75,14 +75,27 @@ def port_vlans(policy, inv: Inventory, dpid: int) -> dict[int, PortVlans]:
     return out
 
 
-def bound_nics(policy, inv: Inventory):
-    """(hypervisor dpid, ofport, BoundNic) for every VM port bound to a VLAN network nic."""
-    for dpid, ports in sorted(inv.bindings.items()):
+def located_nics(policy, inv: Inventory, overlay: bool = False):
+    """(hypervisor dpid, ofport, BoundNic) for every nic at its location (one place, even
+    while a nic is bound twice), whose port is up: VLAN nics, or overlay nics."""
+    for iface_id, (dpid, no) in sorted(inv.locations.items()):
+        bound = policy.nics.get(iface_id)
         sw = inv.switches.get(dpid)
-        for no, b in sorted(ports.items()):
-            bound = policy.nics.get(b.iface_id)
-            if sw and no in sw.ports and sw.ports[no].up and bound and bound.network.vlan is not None:
-                yield dpid, no, bound
+        if bound is None or sw is None or no not in sw.ports or not sw.ports[no].up:
+            continue
+        if (bound.network.vni is not None) == overlay:
+            yield dpid, no, bound
+
+
+def bound_nics(policy, inv: Inventory):
+    """(hypervisor dpid, ofport, BoundNic) for every located VM port of a VLAN network nic."""
+    return located_nics(policy, inv)
+
+
+def nic_cookie(app: str, kind: int, bound) -> cookies.Cookie:
+    """A nic's flows: owned by the workload's nic, traced to the workload's line."""
+    return cookies.make(app, kind, '%s/nic%d' % (bound.workload.name, bound.nic.index), bound.tenant.name,
+                        bound.tenant.where(bound.workload.line))
 
 
 def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
@@ -96,7 +109,6 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     flows = set()
     for hv_dpid, ofport, bound in bound_nics(policy, inv):
         vlan, mac = bound.network.vlan, bound.nic.mac
-        cookie_args = dict(owner='%s/nic%d' % (bound.workload.name, bound.nic.index), tenant=bound.tenant.name)
         if sw.kind == 'hypervisor':
             out = ofport if hv_dpid == dpid else next(iter(p.no for p in sw.ports_with(UPLINK)), None)
         else:
@@ -108,11 +120,10 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
             out = leaf.port if leaf.dpid == dpid else paths[leaf.dpid].get(dpid)
         if out is None or out not in ports or not ports[out].carries(vlan):
             continue
-        acts = [('pop_vlan',), ('output', out)] if ports[out].untagged == vlan else [('output', out)]
-        flows.add(Flow.make('l2', P_KNOWN, {'vlan_vid': vid(vlan), 'eth_dst': mac}, acts,
-                            cookie=cookies.make(APP, K_DST, **cookie_args)))
+        flows.add(Flow.make('l2_lookup', P_KNOWN, {'vlan_vid': vid(vlan), 'eth_dst': mac},
+                            [('set_field', R.OUT_PORT, out)], goto='acl_out', cookie=nic_cookie(APP, K_DST, bound)))
         if hv_dpid == dpid:
             # the nic's own source is known: no packet-in, no learning for it
             flows.add(Flow.make('learn', P_KNOWN, {'in_port': ofport, 'vlan_vid': vid(vlan), 'eth_src': mac},
-                                goto='l2', cookie=cookies.make(APP, K_SRC, **cookie_args)))
+                                goto='arp_rsp', cookie=nic_cookie(APP, K_SRC, bound)))
     return flows

@@ -1,7 +1,8 @@
 """VXLAN overlay networks (`vni:`), programmed from bindings: no flood-and-learn over tunnels.
 
-Inside a hypervisor's br-int an overlay network rides a local VLAN (Policy.overlay_vlans) so
-the learn/l2/flood tables serve it like a port-group; no trunk ever carries that VLAN.  Every
+Inside a hypervisor's br-int an overlay network rides a local VLAN (Policy.overlay_vlans, a
+stable id) so the learn/l2_lookup/output/flood stages serve it like a port-group; no trunk
+ever carries that VLAN.  Every
 hypervisor that hosts a member nic of a network gets:
   - unicast to a member on another hypervisor: straight into the tunnel with the network's
     VNI and that hypervisor's VTEP as destination (tun_id, tun_dst set per flow);
@@ -16,22 +17,25 @@ from __future__ import annotations
 from collections import defaultdict
 
 from controller.inventory.model import TUNNEL, Inventory
-from controller.pipeline import cookies
+from controller.pipeline import cookies, registers as R
 from controller.pipeline.flow import Flow, vid
+
+from apps import learning_switch
+from apps.vlan_portgroups import nic_cookie
 
 APP = 'vxlan_overlay'
 K_RX, K_LOCAL, K_REMOTE, K_FLOOD = 1, 2, 3, 4
-P_RX, P_KNOWN, P_FLOOD, P_FLOOD_RX = 200, 150, 100, 110
+P_RX, P_KNOWN, P_NO_LEARN, P_FLOOD, P_FLOOD_RX = 200, 150, 160, 100, 110
 
 
 def members(policy, inv: Inventory) -> dict:
-    """(tenant, network) -> {hypervisor dpid: [(ofport, BoundNic)]} for bound overlay nics."""
+    """(tenant, network) -> {hypervisor dpid: [(ofport, BoundNic)]} for overlay nics, each at
+    its location (known from OVSDB even while that hypervisor's OpenFlow session is down)."""
     out: dict = defaultdict(lambda: defaultdict(list))
-    for hv, ports in sorted(inv.bindings.items()):
-        for no, b in sorted(ports.items()):
-            bn = policy.nics.get(b.iface_id)
-            if bn is not None and bn.network.vni is not None:
-                out[(bn.tenant.name, bn.network.name)][hv].append((no, bn))
+    for iface_id, (hv, no) in sorted(inv.locations.items()):
+        bn = policy.nics.get(iface_id)
+        if bn is not None and bn.network.vni is not None:
+            out[(bn.tenant.name, bn.network.name)][hv].append((no, bn))
     return out
 
 
@@ -48,6 +52,10 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
         if dpid not in by_hv:
             continue                     # not present here: its VNI is not accepted either
         flows |= _network_flows(policy, dpid, tun, key, by_hv)
+    if flows:
+        # sources seen through the tunnel are never learned: locations come from bindings
+        flows.add(Flow.make('learn', P_NO_LEARN, {'in_port': tun}, goto='arp_rsp',
+                            cookie=cookies.make(APP, K_RX, 'tunnel')))
     return flows
 
 
@@ -55,26 +63,32 @@ def _network_flows(policy, dpid, tun, key, by_hv) -> set[Flow]:
     fabric = policy.fabric
     tenant, net = key
     local_vlan = policy.overlay_vlans[key]
-    vni = by_hv[dpid][0][1].network.vni
+    network = policy.tenants[tenant].networks[net]
+    vni = network.vni
     vtep = {hv: str(fabric.switch_by_dpid(hv).vtep) for hv in by_hv}
     remote = sorted({vtep[hv] for hv in by_hv if hv != dpid})
-    c = lambda kind, owner: cookies.make(APP, kind, owner, tenant)        # noqa: E731
-    flows = set()
+    where = policy.tenants[tenant].where(network.line)
+    c = lambda kind, owner: cookies.make(APP, kind, owner, tenant, where)        # noqa: E731
+    flows = {Flow.make('classify', P_FLOOD, {'vlan_vid': vid(local_vlan)},
+                       learning_switch.context_actions(policy, tenant, net), goto='learn', cookie=c(K_RX, net)),
+             Flow.make('output', P_KNOWN, {R.OUT_PORT: tun, 'vlan_vid': vid(local_vlan)},
+                       [('pop_vlan',), ('set_field', 'tunnel_id', vni), ('output', tun)], cookie=c(K_REMOTE, net))}
     for src in remote:
-        flows.add(Flow.make('classify', P_RX, {'in_port': tun, 'tunnel_id': vni, 'tun_ipv4_src': src},
-                            [('push_vlan', local_vlan)], goto='l2', cookie=c(K_RX, '%s/from:%s' % (net, src))))
+        flows.add(Flow.make('port_sec', P_RX, {'in_port': tun, 'tunnel_id': vni, 'tun_ipv4_src': src},
+                            [('push_vlan', local_vlan)], goto='classify', cookie=c(K_RX, '%s/from:%s' % (net, src))))
     for hv, nics in by_hv.items():
         for no, bn in nics:
-            owner = '%s/nic%d' % (bn.workload.name, bn.nic.index)
             match = {'vlan_vid': vid(local_vlan), 'eth_dst': bn.nic.mac}
             if hv == dpid:
-                flows.add(Flow.make('l2', P_KNOWN, match, [('pop_vlan',), ('output', no)], cookie=c(K_LOCAL, owner)))
+                flows.add(Flow.make('l2_lookup', P_KNOWN, match, [('set_field', R.OUT_PORT, no)], goto='acl_out',
+                                    cookie=nic_cookie(APP, K_LOCAL, bn)))
                 flows.add(Flow.make('learn', P_KNOWN, {'in_port': no, 'vlan_vid': vid(local_vlan),
-                                                       'eth_src': bn.nic.mac}, goto='l2', cookie=c(K_LOCAL, owner)))
+                                                       'eth_src': bn.nic.mac}, goto='arp_rsp',
+                                    cookie=nic_cookie(APP, K_LOCAL, bn)))
             else:
-                flows.add(Flow.make('l2', P_KNOWN, match, [('pop_vlan',), ('set_field', 'tunnel_id', vni),
-                                                           ('set_field', 'tun_ipv4_dst', vtep[hv]), ('output', tun)],
-                                    cookie=c(K_REMOTE, owner)))
+                flows.add(Flow.make('l2_lookup', P_KNOWN, match, [('set_field', 'tun_ipv4_dst', vtep[hv]),
+                                                                  ('set_field', R.OUT_PORT, tun)],
+                                    goto='acl_out', cookie=nic_cookie(APP, K_REMOTE, bn)))
     local = [('output', no) for no, _ in sorted(by_hv[dpid])]
     replicate = [('set_field', 'tunnel_id', vni)] if remote else []
     for dst in remote:

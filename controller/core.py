@@ -7,25 +7,54 @@ ticker thread sends LLDP and settles port roles.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import struct
 import threading
 import time
 
-from apps import learning_switch, topology, underlay_routing, vlan_portgroups, vxlan_overlay
+from apps import learning_switch, topology
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
 from controller.policy.model import Fabric, Policy
-from controller.pipeline import cookies, tables
+from controller.pipeline import cookies, ids as idstore, tables
 from controller.pipeline.flow import Flow
 from controller.pipeline import reconciler
 from controller.pipeline.reconciler import Reconciler
 
 LOG = logging.getLogger('opendvs.core')
-APPS = (topology, learning_switch, vlan_portgroups, underlay_routing, vxlan_overlay)  # compile_flows(policy, inv, dpid)
 TICK = 0.25
 SETTLE = topology.DISCOVERY_WINDOW + topology.LLDP_INTERVAL
 BINDINGS_WAIT = 5.0          # s a reconnected hypervisor waits for its OVSDB bindings at most
+PICTURE_WAIT = 10.0          # s after start at most before switches are programmed from what is known
+RETRY_FIRST, RETRY_MAX = 0.25, 8.0   # s between retries of a failing switch: doubling backoff
+
+
+def load_apps(names=None) -> tuple:
+    """The app modules that run, from the one registry (cookies.APPS): every registered app
+    that has a module in apps/ (or just `names`), in the registry's order."""
+    mods = []
+    for name in names or cookies.APPS:
+        try:
+            mods.append(importlib.import_module('apps.%s' % name))
+        except ModuleNotFoundError as e:
+            if e.name != 'apps.%s' % name or names:
+                raise
+    return tuple(m for m in mods if hasattr(m, 'compile_flows'))
+
+
+APPS = load_apps()           # compile_flows(policy, inv, dpid) -> set[Flow]
+
+
+def no_clash(flows) -> None:
+    """Two flows with the same table, priority and match but other actions or owner: OVS
+    would keep one of them at random.  That is a compile error, never resolved silently."""
+    seen: dict[tuple, Flow] = {}
+    for f in flows:
+        other = seen.setdefault(f.key, f)
+        if other is not f:
+            raise tables.PipelineError('clash in table %s at priority %d, same match:\n  %s\n  %s'
+                                       % (f.table, f.priority, other, f))
 
 
 def hypervisor_port_role(name: str) -> str:
@@ -37,14 +66,22 @@ def hypervisor_port_role(name: str) -> str:
 
 
 class Controller:
-    def __init__(self, policy: Policy | Fabric, watch_bindings=None):
+    def __init__(self, policy: Policy | Fabric, watch_bindings=None, state_dir=None):
         """watch_bindings(name, address, on_change) -> watcher with stop(): follows a
-        hypervisor's OVSDB bindings (controller.inventory.ovsdb.BindingWatcher); None in tests."""
-        self.policy = policy if isinstance(policy, Policy) else Policy(policy)
+        hypervisor's OVSDB bindings (controller.inventory.ovsdb.BindingWatcher); None in tests.
+        state_dir: where stable ids and the cookie registry persist (None: in memory)."""
+        self.ids = idstore.IdStore(state_dir)
+        self.cookies = cookies.Registry(self.ids)
+        policy = policy if isinstance(policy, Policy) else Policy(policy)
+        self.policy = policy.with_ids(idstore.bind(self.ids, policy))
+        self.ids.save()
         self._watch_bindings = watch_bindings
         self._watchers: dict[int, object] = {}
         self._generation = 0                   # bumped after every converge pass (apply waits on it)
         self.last_diff: dict[int, object] = {}
+        self._diffs: dict[int, dict[int, object]] = {}   # id(policy) -> {dpid: first diff under it}
+        self._started = time.monotonic()
+        self._whole_picture = False
         self.inv = Inventory()
         self.rec = Reconciler()
         self.lock = threading.RLock()
@@ -52,7 +89,7 @@ class Controller:
         self.conns: dict[int, object] = {}
         self._loads: list[int] = []            # switches whose flows must be read first
         self._dirty: set[int] = set()
-        self._retry: set[int] = set()
+        self._retry: dict[int, tuple[float, float]] = {}   # failing switch -> (next try, backoff)
         self._settle_until: dict[int, float] = {}
         self._tree: set = set()
         self._stopped = False
@@ -76,18 +113,32 @@ class Controller:
 
     # ---- compile ----------------------------------------------------------------------
 
-    def desired(self, dpid: int) -> set[Flow]:
-        """Every app's flows for one switch, each checked against its table declaration."""
+    def desired(self, dpid: int, policy: Policy | None = None) -> set[Flow]:
+        """Every app's flows for one switch plus the pipeline's miss flows, each checked
+        against its table declaration; a clash raises PipelineError."""
         with self.lock:
-            flows = set()
+            policy = policy or self.policy
+            flows = [tables.miss_flows()] if dpid in self.inv.switches else []
             for app in APPS:
-                flows |= app.compile_flows(self.policy, self.inv, dpid)
-        for f in flows:
+                flows.append(app.compile_flows(policy, self.inv, dpid))
+        out = set().union(*flows)
+        for f in out:
             tables.check(f)
-        return flows
+        no_clash(out)
+        return out
 
     def settling(self, dpid: int) -> bool:
         return time.monotonic() < self._settle_until.get(dpid, 0)
+
+    def picture_complete(self) -> bool:
+        """Do we know every switch's state that another switch's flows depend on?  After a
+        (re)start, not until every fabric hypervisor has reported its bindings (or
+        PICTURE_WAIT has passed): until then flows stay as installed, so a hypervisor whose own
+        bindings came first never drops its flows toward a VM whose hypervisor has not
+        reported yet."""
+        if time.monotonic() - self._started >= PICTURE_WAIT:
+            return True
+        return all(h.dpid in self.inv.bindings for h in self.fabric.hypervisors.values())
 
     # ---- events (from the OpenFlow shim; thin, never block on a switch) ----------------
 
@@ -146,12 +197,17 @@ class Controller:
             if (self.inv.bindings.get(dpid) == bindings and self.inv.vtep_macs.get(dpid) == vtep_mac
                     and not self._settle_until.get(dpid)):
                 return
-            self.inv.bindings[dpid] = dict(bindings)
+            complete = self.picture_complete()
+            moved = self.inv.bind(dpid, bindings)
+            if moved:
+                LOG.info('nic locations changed: %s', sorted(moved))
             if vtep_mac:
                 self.inv.vtep_macs[dpid] = vtep_mac.lower()
             if self._settle_until.get(dpid):
                 self._settle_until[dpid] = 0          # the first snapshot: it may be programmed now
             LOG.info('%016x bindings: %s', dpid, sorted(b.iface_id for b in bindings.values()))
+            if not complete and self.picture_complete():
+                LOG.info('every hypervisor has reported its bindings: programming from the whole picture')
             for d in self.inv.switches:
                 self._mark(d)
 
@@ -196,6 +252,8 @@ class Controller:
                 self._mark(dpid)
 
     def flow_removed(self, dpid: int, flow: Flow) -> None:
+        flow = Flow(flow.table, flow.priority, flow.match, cookie=self.cookies.decode(flow.cookie)) \
+            if isinstance(flow.cookie, int) else flow
         with self.lock:
             self.rec.removed(dpid, flow.key)
             if learning_switch.forget(self.inv, dpid, flow):
@@ -205,31 +263,36 @@ class Controller:
 
     def apply_policy(self, candidate: Policy, dry_run: bool = False, timeout: float = 60) -> dict:
         """Make `candidate` the running policy and wait until every connected switch has
-        converged to it.  Returns {switch name: Diff}; with dry_run nothing changes (the diff is
-        computed against what each switch holds).  Raises RuntimeError if a switch failed."""
+        converged to it.  Returns {switch name: Diff} -- each switch's own diff for this
+        policy, not a later learning event's; with dry_run nothing changes (the diff is
+        computed against what each switch holds, with ids a scratch copy would give).
+        Raises RuntimeError if a switch failed."""
         with self.lock:
             names = {d: sw.name for d, sw in self.inv.switches.items() if d in self.conns}
             if dry_run:
-                running = self.policy
-                self.policy = candidate
-                try:
-                    want = {d: self.desired(d) for d in names}
-                finally:
-                    self.policy = running
+                scratch = candidate.with_ids(idstore.bind(self.ids.copy(), candidate))
+                want = {d: self.desired(d, scratch) for d in names}
                 return {names[d]: reconciler.diff(want[d], self.rec.installed(d) or set()) for d in names}
+            candidate = candidate.with_ids(idstore.bind(self.ids, candidate))
+            self.ids.save()
             self.policy = candidate
-            self.last_diff = {}
+            self._diffs = {id(candidate): {}}
             for d in names:
                 self._mark(d)
-            target = self._generation
-            self._wake.notify_all()              # the worker bumps the generation when done
             deadline = time.monotonic() + timeout
-            while self._generation <= target and time.monotonic() < deadline:
-                self._wake.wait(deadline - time.monotonic())
-            failed = sorted(names[d] for d in names if d in self._retry or d in self._dirty)
+            while time.monotonic() < deadline:
+                target = self._generation
+                self._wake.notify_all()          # the worker bumps the generation when idle
+                while self._generation <= target and time.monotonic() < deadline:
+                    self._wake.wait(deadline - time.monotonic())
+                if self.picture_complete() or time.monotonic() >= deadline:
+                    break
+                self._wake.wait(min(TICK, max(0.0, deadline - time.monotonic())))
+            mine = self._diffs.get(id(candidate), {})
+            failed = sorted(names[d] for d in names if d in self._retry or d in self._dirty or d not in mine)
             if failed:
                 raise RuntimeError('switches not converged (will keep retrying): %s' % ', '.join(failed))
-            return {names[d]: self.last_diff.get(d, reconciler.Diff()) for d in names}
+            return {names[d]: mine[d] for d in names}
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -262,6 +325,8 @@ class Controller:
             with self.lock:
                 while not (self._stopped or self._loads or self._dirty):
                     self._generation += 1          # everything asked for so far is done
+                    if not self._retry and self.picture_complete():
+                        self.ids.settled()         # no flow carries a released id any more
                     self._wake.notify_all()
                     self._wake.wait()
                 if self._stopped:
@@ -269,7 +334,12 @@ class Controller:
                 if self._loads:
                     dpid, load = self._loads.pop(0), True
                 else:
-                    dpid, load = min(self._dirty), False
+                    now = time.monotonic()
+                    ready = [d for d in self._dirty if self._retry.get(d, (0.0,))[0] <= now]
+                    if not ready:                  # only failing switches, still backing off
+                        self._wake.wait(max(0.01, min(self._retry[d][0] for d in self._dirty) - now))
+                        continue
+                    dpid, load = min(ready), False
                     self._dirty.discard(dpid)
                 conn = self.conns.get(dpid)
             if conn is None:
@@ -283,23 +353,42 @@ class Controller:
                 if load:
                     self.send_lldp()
                 with self.lock:
-                    self._retry.discard(dpid)
-            except Exception:
-                LOG.exception('converging switch %016x failed; will retry', dpid)
+                    self._retry.pop(dpid, None)
+            except Exception as e:
                 with self.lock:
-                    self.rec.forget(dpid)
-                    self._retry.add(dpid)
+                    _, backoff = self._retry.get(dpid, (0.0, RETRY_FIRST / 2))
+                    backoff = min(RETRY_MAX, backoff * 2)
+                    self._retry[dpid] = (time.monotonic() + backoff, backoff)
+                    if not getattr(e, 'nothing_applied', False):
+                        self.rec.forget(dpid)      # we no longer know what it holds: read it again
+                LOG.exception('converging switch %016x failed; retrying in %.2fs', dpid, backoff)
 
     def _converge(self, conn) -> None:
-        desired = self.desired(conn.dpid)
-        if self.settling(conn.dpid):
-            # Just connected: keep whatever the switch holds (it forwards while we rediscover
-            # the topology) and only add what discovery itself needs.
+        with self.lock:
+            policy = self.policy
+            keep = self.settling(conn.dpid) or not self.picture_complete()
+            discovery_only = self.settling(conn.dpid)
+        desired = self.desired(conn.dpid, policy)
+        if keep and self.rec.installed(conn.dpid) is None:
+            self.rec.load(conn)            # forgotten after a failure: what to keep is on the switch
+        if keep:
+            # Just (re)started or connected: keep whatever the switch holds (it forwards while
+            # we rediscover the topology and hear every hypervisor's bindings) and only add
+            # what is new -- while a physical switch settles, only what discovery needs.
             have = self.rec.installed(conn.dpid) or set()
             keys = {f.key for f in have}
             desired = have | {f for f in desired if f.key not in keys
-                              and cookies.app_of(f.cookie) == topology.APP}
-        self.last_diff[conn.dpid] = self.rec.converge(conn, desired)
+                              and (not discovery_only or cookies.app_of(f.cookie) == topology.APP)}
+        d = self.rec.converge(conn, desired, before_apply=self._register)
+        with self.lock:
+            self.last_diff[conn.dpid] = d
+            self._diffs.setdefault(id(policy), {}).setdefault(conn.dpid, d)
+
+    def _register(self, diff) -> None:
+        """Before flows go out: their cookies have ids, and those ids are on disk."""
+        for f in diff.add:
+            self.cookies.encode(f.cookie)
+        self.ids.save()
 
     # ---- ticker: LLDP, link ageing, settling ------------------------------------------
 
@@ -312,15 +401,19 @@ class Controller:
                 next_lldp = now + topology.LLDP_INTERVAL
                 self.send_lldp()
             with self.lock:
+                if not self._whole_picture and self.picture_complete():
+                    self._whole_picture = True      # (by timeout, or the last bindings came)
+                    for dpid in self.inv.switches:
+                        self._mark(dpid)
                 if topology.expire(self.fabric, self.inv, now):
                     self._topology_changed()
                 for dpid, until in list(self._settle_until.items()):
                     if until and now >= until:
                         self._settle_until[dpid] = 0
                         self._mark(dpid)
-                for dpid in self._retry:
-                    self._mark(dpid)
-                self._retry.clear()
+                for dpid, (when, _) in self._retry.items():
+                    if now >= when:
+                        self._mark(dpid)
 
     def send_lldp(self) -> None:
         with self.lock:

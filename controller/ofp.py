@@ -40,13 +40,16 @@ REPLY_TIMEOUT = 10.0
 
 
 class SwitchError(RuntimeError):
-    pass
+    def __init__(self, text: str, nothing_applied: bool = False):
+        super().__init__(text)
+        self.nothing_applied = nothing_applied      # the switch is as it was (a refused bundle)
 
 
 # ---- Flow <-> OpenFlow ----------------------------------------------------------------------
 
 _FIELD_BITS = {'eth_src': 48, 'eth_dst': 48, 'arp_sha': 48, 'arp_tha': 48, 'arp_spa': 32, 'arp_tpa': 32,
-               'ipv4_src': 32, 'ipv4_dst': 32}
+               'ipv4_src': 32, 'ipv4_dst': 32, 'tun_ipv4_dst': 32, 'tun_ipv4_src': 32,
+               **{'reg%d' % i: 32 for i in range(16)}}
 
 
 def _special_ports(ofp):
@@ -116,7 +119,7 @@ def from_actions(dp, actions) -> tuple:
     return tuple(out)
 
 
-def flow_mod(dp, flow: Flow, command: int):
+def flow_mod(dp, flow: Flow, command: int, registry=None):
     p, ofp = dp.ofproto_parser, dp.ofproto
     inst = []
     acts = to_actions(dp, flow.actions)
@@ -124,15 +127,16 @@ def flow_mod(dp, flow: Flow, command: int):
         inst.append(p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts))
     if flow.goto:
         inst.append(p.OFPInstructionGotoTable(tables.table_id(flow.goto)))
+    cookie = registry.encode(flow.cookie) if registry is not None else flow.cookie
     return p.OFPFlowMod(
-        dp, cookie=flow.cookie, cookie_mask=0, table_id=tables.table_id(flow.table),
+        dp, cookie=cookie, cookie_mask=0, table_id=tables.table_id(flow.table),
         command=command, idle_timeout=flow.idle_timeout, hard_timeout=flow.hard_timeout,
         priority=flow.priority, buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
         out_group=ofp.OFPG_ANY, flags=ofp.OFPFF_SEND_FLOW_REM if flow.notify_removal else 0,
         match=p.OFPMatch(**flow.match_dict()), instructions=inst)
 
 
-def flow_from_stats(dp, stat) -> Flow:
+def flow_from_stats(dp, stat, registry=None) -> Flow:
     """The Flow an installed entry (flow stats reply body) stands for."""
     p, ofp = dp.ofproto_parser, dp.ofproto
     actions, goto = (), None
@@ -143,8 +147,9 @@ def flow_from_stats(dp, stat) -> Flow:
             goto = tables.table_name(inst.table_id)
         else:
             actions += (('unknown-instruction', str(inst)),)
+    cookie = registry.decode(stat.cookie) if registry is not None else stat.cookie
     return Flow.make(tables.table_name(stat.table_id), stat.priority, dict(stat.match.items()),
-                     actions, goto, cookie=stat.cookie, idle_timeout=stat.idle_timeout,
+                     actions, goto, cookie=cookie, idle_timeout=stat.idle_timeout,
                      hard_timeout=stat.hard_timeout,
                      notify_removal=bool(stat.flags & ofp.OFPFF_SEND_FLOW_REM))
 
@@ -162,8 +167,9 @@ class OFSwitch:
     Methods that wait for replies run on the converge thread; replies arrive through
     deliver() from the event loop."""
 
-    def __init__(self, dp):
+    def __init__(self, dp, registry=None):
         self.dp = dp
+        self.registry = registry                 # controller.pipeline.cookies.Registry
         self.dpid = dp.id
         self.address = dp.address[0] if dp.address else None   # where its OVSDB is, for hypervisors
         self.bundles = dp.ofproto.OFP_VERSION >= ofproto_v1_4.OFP_VERSION
@@ -188,7 +194,8 @@ class OFSwitch:
             if not w.done.wait(REPLY_TIMEOUT):
                 raise SwitchError('%016x: no reply to %s within %ss' % (self.dpid, what, REPLY_TIMEOUT))
             if w.error is not None:
-                raise SwitchError('%016x: %s failed: %s' % (self.dpid, what, _error_text(self.dp, w.error)))
+                raise SwitchError('%016x: %s failed: %s' % (self.dpid, what, _error_text(self.dp, w.error)),
+                                  nothing_applied=True)     # refused: an atomic request changed nothing
             return w.msgs
         finally:
             self._waiters.pop(msg.xid, None)
@@ -239,15 +246,20 @@ class OFSwitch:
         req = p.OFPFlowStatsRequest(self.dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                     0, 0, p.OFPMatch())
         replies = self._send_and_wait(req, 'flow stats')
-        return {flow_from_stats(self.dp, s) for r in replies for s in r.body}
+        return {flow_from_stats(self.dp, s, self.registry) for r in replies for s in r.body}
 
     def apply(self, delete: list[Flow], add: list[Flow]) -> None:
         ofp = self.dp.ofproto
-        mods = [flow_mod(self.dp, f, ofp.OFPFC_DELETE_STRICT) for f in delete]
-        mods += [flow_mod(self.dp, f, ofp.OFPFC_ADD) for f in add]
+        mods = [flow_mod(self.dp, f, ofp.OFPFC_DELETE_STRICT, self.registry) for f in delete]
+        mods += [flow_mod(self.dp, f, ofp.OFPFC_ADD, self.registry) for f in add]
         if not self.bundles:                      # OpenFlow 1.3: best effort, not atomic
             self._send_all(mods)
-            self.barrier()
+            self.barrier()                        # every flow-mod error has arrived before its reply
+            bad = [self._errors.pop(m.xid) for m in mods if m.xid in self._errors]
+            if bad:
+                raise SwitchError('%016x: %d of %d flow-mods refused (OpenFlow 1.3, no bundle: the '
+                                  'others are applied): %s' % (self.dpid, len(bad), len(mods), '; '.join(
+                                      _error_text(self.dp, e) for e in bad[:3])))
             return
         self._bundle(mods)
 
@@ -263,9 +275,9 @@ class OFSwitch:
         if bad:
             self.dp.send_msg(p.OFPBundleCtrlMsg(self.dp, bid, ofp.OFPBCT_DISCARD_REQUEST, flags, []))
             raise SwitchError('%016x: bundle rejected, nothing applied: %s' % (
-                self.dpid, '; '.join(_error_text(self.dp, e) for e in bad[:3])))
+                self.dpid, '; '.join(_error_text(self.dp, e) for e in bad[:3])), nothing_applied=True)
         commit = p.OFPBundleCtrlMsg(self.dp, bid, ofp.OFPBCT_COMMIT_REQUEST, flags, [])
-        self._send_and_wait(commit, 'bundle commit')
+        self._send_and_wait(commit, 'bundle commit')     # a refused commit rolls back everything
 
     def packet_out(self, port: int, data: bytes) -> None:
         p, ofp = self.dp.ofproto_parser, self.dp.ofproto
@@ -315,7 +327,7 @@ class OpenDVSApp(AppBase):
 
         def watch(name, address, on_change):
             return BindingWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
-        self.core = Controller(policy, watch_bindings=watch)
+        self.core = Controller(policy, watch_bindings=watch, state_dir=state_dir)
         self.core.start()
         self.conns: dict[int, OFSwitch] = {}     # id(datapath) -> OFSwitch
         self.api = None
@@ -337,7 +349,7 @@ class OpenDVSApp(AppBase):
     def state_change(self, ev):
         dp = ev.datapath
         if ev.state == MAIN_DISPATCHER:
-            conn = OFSwitch(dp)
+            conn = OFSwitch(dp, self.core.cookies)
             self.conns[id(dp)] = conn
             ports = [(no, _name(pt), _up(dp, pt)) for no, pt in dp.ports.items()
                      if no <= dp.ofproto.OFPP_MAX]

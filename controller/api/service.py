@@ -3,6 +3,7 @@ atomically, hand it to the controller core, report per-switch flow changes; and 
 behind `dvsctl show`."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from controller.pipeline import cookies, tables
@@ -80,20 +81,28 @@ class PolicyService:
 
     def tenants(self) -> list[dict]:
         pol: Policy = self.core.policy
-        return [{'name': t.name, 'source': t.source, 'networks': sorted(t.networks),
-                 'workloads': sorted(t.workloads)} for t in pol.tenants.values()]
+        out = []
+        for t in pol.tenants.values():
+            value, mask = self.core.cookies.tenant_match(t.name)
+            out.append({'name': t.name, 'source': t.source, 'networks': sorted(t.networks),
+                        'workloads': sorted(t.workloads), 'id': pol.ids.tenant[t.name], 'zone': pol.ids.zone[t.name],
+                        'cookie': '%#x/%#x' % (value, mask)})
+        return out
 
     def networks(self) -> list[dict]:
         pol: Policy = self.core.policy
         return [{'tenant': t.name, 'name': n.name, 'vlan': n.vlan, 'vni': n.vni, 'subnet': str(n.subnet),
-                 'gateway': str(n.gateway) if n.gateway else None}
+                 'gateway': str(n.gateway) if n.gateway else None, 'id': pol.ids.network[(t.name, n.name)],
+                 'local_vlan': pol.ids.overlay_vlan.get((t.name, n.name))}
                 for t in pol.tenants.values() for n in t.networks.values()]
 
     def workloads(self) -> list[dict]:
         core = self.core
         with core.lock:
-            where = {b.iface_id: (core.inv.switches[d].name if d in core.inv.switches else '%016x' % d, no, b.name)
-                     for d, ports in core.inv.bindings.items() for no, b in ports.items()}
+            names = {d: sw.name for d, sw in core.inv.switches.items()}
+            where = {iface_id: (names.get(d, '%016x' % d), no, core.inv.bindings.get(d, {}).get(no).name
+                                if no in core.inv.bindings.get(d, {}) else None)
+                     for iface_id, (d, no) in core.inv.locations.items()}
             pol = core.policy
         out = []
         for iface_id, bn in sorted(pol.nics.items()):
@@ -146,6 +155,10 @@ class PolicyService:
             for f in sorted(core.rec.installed(dpid) or (), key=lambda f: (tables.table_id(f.table)
                                                                             if f.table in tables.BY_NAME else 999,
                                                                             -f.priority, repr(f.match))):
-                out.append({'switch': name, 'table': f.table, 'priority': f.priority, 'cookie': '%#x' % f.cookie,
-                            'owner': cookies.describe(f.cookie), 'flow': str(f)})
+                c = f.cookie
+                value = core.cookies.encode(c)
+                out.append({'switch': name, 'table': f.table, 'priority': f.priority,
+                            'cookie': '%#x' % value, 'owner': cookies.describe(c),
+                            'app': cookies.app_of(c), 'tenant': getattr(c, 'tenant', None),
+                            'where': getattr(c, 'where', None), 'flow': str(dataclasses.replace(f, cookie=value))})
         return out

@@ -71,6 +71,36 @@ class Inventory:
     vtep_macs: dict[int, str] = dataclasses.field(default_factory=dict)
     # hypervisor br-int dpid -> {ofport: Binding}, from that hypervisor's OVSDB
     bindings: dict[int, dict[int, Binding]] = dataclasses.field(default_factory=dict)
+    # iface-id -> (hypervisor dpid, ofport): where a nic *is*.  Usually its only binding; while
+    # it is bound twice (a live migration) the first place stays its location until it goes
+    locations: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+
+    def bind(self, dpid: int, bindings: dict[int, Binding]) -> set[str]:
+        """A hypervisor's bound interfaces, as its OVSDB now says; the iface-ids that moved."""
+        self.bindings[dpid] = dict(bindings)
+        return self.relocate()
+
+    def unbind(self, dpid: int) -> set[str]:
+        self.bindings.pop(dpid, None)
+        return self.relocate()
+
+    def relocate(self) -> set[str]:
+        """Bring locations in line with bindings; the iface-ids whose location changed."""
+        seen: dict[str, list[tuple[int, int]]] = {}
+        for dpid, ports in sorted(self.bindings.items()):
+            for no, b in sorted(ports.items()):
+                seen.setdefault(b.iface_id, []).append((dpid, no))
+        changed = set()
+        for iface_id in set(self.locations) | set(seen):
+            now, places = self.locations.get(iface_id), seen.get(iface_id, [])
+            if now in places:
+                continue
+            if places:
+                self.locations[iface_id] = places[0]
+            else:
+                del self.locations[iface_id]
+            changed.add(iface_id)
+        return changed
 
     def macs_on_port(self, dpid: int, port: int) -> list[tuple[int, str]]:
         return [k for k, p in self.macs.get(dpid, {}).items() if p == port]

@@ -1,18 +1,29 @@
-"""The cookie scheme: every flow says which app made it, for which tenant and owner.
+"""Cookies: every flow says which app made it, for which tenant and owner, and from which
+YAML line.
 
-    bits 63..56  app id      (one per apps/ module; see APPS)
+Compilers stay pure: they put a Cookie *value* in each Flow (app, kind, tenant name, owner
+name, and `where`, the YAML file:line it came from).  The Registry turns it into the 64-bit
+OpenFlow cookie when a flow is sent, and back when flows are read from a switch:
+
+    bits 63..56  app id      (APPS: one per app, fixed, so one app's flows are one mask)
     bits 55..48  kind        (the app's own sub-category, e.g. learned-src vs learned-dst)
-    bits 47..24  tenant id   (crc32 of the tenant name, 24 bits; 0 = fabric-level flow)
-    bits 23..0   owner id    (crc32 of an owner name: rule, workload nic, port, MAC entry)
+    bits 47..24  tenant id   (allocated, stable: controller.pipeline.ids; 0 = fabric-level)
+    bits 23..0   owner id    (allocated, stable: rule, workload nic, port, VLAN...)
 
-So `ovs-ofctl dump-flows BR cookie=0x0100000000000000/0xff00000000000000` selects one app's
-flows, `cookie=<tenant_match(t)>` one tenant's, and `describe(cookie)` maps a dumped cookie
-back to "app kind tenant owner".
+Ids are allocated, not hashed (no collisions), and kept in <state-dir>/ids.json with the
+file:line of each cookie, so after a restart `dvsctl show flows` (and a trace) still maps
+a dumped cookie back to the YAML that made it.  `where` is not part of a Cookie's identity:
+moving a rule to another line does not replace its flows.
 """
 from __future__ import annotations
 
-import zlib
+import dataclasses
+import threading
 
+from controller.pipeline.ids import IdStore
+
+# The one registry of apps: name -> cookie app id.  The core runs those that have a module
+# in apps/ (apps.<name>.compile_flows); table declarations name their owners from here.
 APPS = {
     'learning_switch': 0x01,
     'topology': 0x02,
@@ -21,57 +32,99 @@ APPS = {
     'anycast_gateway': 0x05,
     'microseg': 0x06,
     'underlay_routing': 0x07,
+    'pipeline': 0x0f,            # generated miss flows (tables.miss_flows)
 }
 _APP_NAMES = {v: k for k, v in APPS.items()}
 APP_MASK = 0xff << 56
 TENANT_MASK = 0xffffff << 24
 OWNER_MASK = 0xffffff
 
-_names: dict[int, str] = {}   # 24-bit id -> name, filled as cookies are made (for describe())
+
+@dataclasses.dataclass(frozen=True)
+class Cookie:
+    app: str
+    kind: int = 0
+    tenant: str | None = None
+    owner: str | None = None
+    where: str | None = dataclasses.field(default=None, compare=False)   # YAML file:line
+
+    def __str__(self) -> str:
+        return describe(self)
 
 
-def _id(name: str) -> int:
-    i = zlib.crc32(name.encode()) & 0xffffff or 1
-    _names.setdefault(i, name)
-    return i
+def make(app: str, kind: int = 0, owner: str | None = None, tenant: str | None = None,
+         where: str | None = None) -> Cookie:
+    if app not in APPS:
+        raise ValueError('unknown app %r' % app)
+    return Cookie(app, kind & 0xff, tenant, owner, where)
 
 
-def owner_id(name: str) -> int:
-    return _id(name)
+def app_of(cookie) -> str | None:
+    if isinstance(cookie, Cookie):
+        return cookie.app
+    return _APP_NAMES.get(cookie >> 56) if isinstance(cookie, int) else None
 
 
-def tenant_id(name: str) -> int:
-    return _id(name)
-
-
-def make(app: str, kind: int = 0, owner: str | None = None, tenant: str | None = None) -> int:
-    return (APPS[app] << 56 | (kind & 0xff) << 48 | (tenant_id(tenant) << 24 if tenant else 0)
-            | (owner_id(owner) if owner else 0))
-
-
-def app_of(cookie: int) -> str | None:
-    return _APP_NAMES.get(cookie >> 56)
-
-
-def kind_of(cookie: int) -> int:
-    return (cookie >> 48) & 0xff
+def kind_of(cookie) -> int:
+    return cookie.kind if isinstance(cookie, Cookie) else (cookie >> 48) & 0xff
 
 
 def app_match(app: str) -> tuple[int, int]:
-    """(cookie, mask) selecting every flow of one app."""
+    """(cookie, mask) selecting every flow of one app: ovs-ofctl dump-flows cookie=C/M."""
     return APPS[app] << 56, APP_MASK
 
 
-def tenant_match(tenant: str) -> tuple[int, int]:
-    """(cookie, mask) selecting every flow made for one tenant, whatever the app."""
-    return tenant_id(tenant) << 24, TENANT_MASK
+def describe(cookie) -> str:
+    if not isinstance(cookie, Cookie):
+        app = _APP_NAMES.get(cookie >> 56, 'unknown-app-%d' % (cookie >> 56))
+        return '%s kind=%d cookie=%#x (not in the registry)' % (app, kind_of(cookie), cookie)
+    text = '%s kind=%d' % (cookie.app, cookie.kind)
+    if cookie.tenant:
+        text += ' tenant=%s' % cookie.tenant
+    text += ' owner=%s' % (cookie.owner or '-')
+    return text + (' at %s' % cookie.where if cookie.where else '')
 
 
-def describe(cookie: int) -> str:
-    app = app_of(cookie) or 'unknown-app-%d' % (cookie >> 56)
-    tid, oid = (cookie & TENANT_MASK) >> 24, cookie & OWNER_MASK
-    owner = _names.get(oid, '%#x' % oid if oid else '-')
-    text = '%s kind=%d' % (app, kind_of(cookie))
-    if tid:
-        text += ' tenant=%s' % _names.get(tid, '%#x' % tid)
-    return text + ' owner=%s' % owner
+class Registry:
+    """Cookie <-> 64-bit value, through the stable ids of an IdStore (persisted with it)."""
+
+    def __init__(self, ids: IdStore | None = None):
+        self.ids = ids or IdStore()
+        self._lock = threading.Lock()
+        self._decoded: dict[int, Cookie] = {}
+
+    def encode(self, cookie) -> int:
+        if isinstance(cookie, int):
+            return cookie
+        value = (APPS[cookie.app] << 56 | cookie.kind << 48
+                 | (self.ids.get('tenant', cookie.tenant) << 24 if cookie.tenant else 0)
+                 | (self.ids.get('owner', cookie.owner) if cookie.owner else 0))
+        if cookie.where and self.ids.notes.get(value) != cookie.where:
+            with self._lock:
+                self.ids.notes[value] = cookie.where
+                self.ids.mark_dirty()
+        self._decoded[value] = cookie
+        return value
+
+    def decode(self, value: int):
+        """The Cookie a switch's 64-bit cookie stands for, or the bare int if it was not made
+        by this registry (a stale or foreign flow: the reconciler replaces it)."""
+        have = self._decoded.get(value)
+        if have is not None:
+            return have
+        app = _APP_NAMES.get(value >> 56)
+        tid, oid = (value & TENANT_MASK) >> 24, value & OWNER_MASK
+        tenant = self.ids.name_of('tenant', tid) if tid else None
+        owner = self.ids.name_of('owner', oid) if oid else None
+        if app is None or (tid and tenant is None) or (oid and owner is None):
+            return value
+        cookie = Cookie(app, (value >> 48) & 0xff, tenant, owner, self.ids.notes.get(value))
+        self._decoded[value] = cookie
+        return cookie
+
+    def tenant_match(self, tenant: str) -> tuple[int, int]:
+        """(cookie, mask) selecting every flow made for one tenant, whatever the app."""
+        return self.ids.get('tenant', tenant) << 24, TENANT_MASK
+
+    def save(self) -> None:
+        self.ids.save()

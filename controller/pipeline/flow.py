@@ -48,7 +48,7 @@ class Flow:
     match: tuple = ()
     actions: tuple = ()
     goto: str | None = None
-    cookie: int = 0
+    cookie: object = 0             # a cookies.Cookie (compiled), or an int nobody registered
     idle_timeout: int = 0
     hard_timeout: int = 0
     notify_removal: bool = False   # OFPFF_SEND_FLOW_REM: tell the controller when it ages out
@@ -78,8 +78,9 @@ class Flow:
         extra = ''
         if self.idle_timeout:
             extra += ' idle_timeout=%d' % self.idle_timeout
-        return 'table=%s priority=%d cookie=%#x %s%s actions=%s' % (
-            self.table, self.priority, self.cookie, m or '*', extra, a)
+        cookie = '%#x' % self.cookie if isinstance(self.cookie, int) else '(%s)' % self.cookie
+        return 'table=%s priority=%d cookie=%s %s%s actions=%s' % (
+            self.table, self.priority, cookie, m or '*', extra, a)
 
 
 def _fmt(v):

@@ -1,56 +1,117 @@
-"""The pipeline: every OpenFlow table declared once, by name, in order, with its owner and
-the match fields its flows may use (Faucet's faucet_pipeline.py idea, OVN's stage names).
+"""Pipeline v2: every OpenFlow table declared once, by name, in order (Faucet's
+faucet_pipeline.py idea, OVN's stage names).  Ingress stages decide *where* a frame goes;
+egress stages check and *emit* it, so routing and ACLs slot in without renumbering.
 
-A flow that uses an undeclared table or a field its table does not allow is a bug; check()
-catches it (unit tests run every compiler's output through it).  Ids leave gaps so later
-stages (acl, l3, tunnel) slot in without renumbering what is deployed.
+    ingress  port_sec -> classify -> learn -> arp_rsp -> acl_in -> l3 (-> ecmp) -> l2_lookup
+    egress   acl_out -> output (-> flood)
+
+A declaration names: the apps that may write the table and each one's priority band, the
+match fields its flows may use, the fields they may write, the tables they may go to, and
+the miss action (miss flows are generated from it: see miss_flows()).  check() refuses any
+flow that breaks its table's declaration; the core runs it over every compiled flow.
+Ids leave gaps, so later stages slot in without moving deployed tables.
 """
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
+from typing import Mapping
 
-from controller.pipeline import cookies
-from controller.pipeline.flow import Flow
+from controller.pipeline import cookies, registers
+from controller.pipeline.flow import CONTROLLER, Flow
+
+R = registers
+PIPELINE = 'pipeline'          # the owner of the generated miss flows
 
 
 @dataclasses.dataclass(frozen=True)
 class Table:
     name: str
     id: int
-    owners: tuple[str, ...]          # apps allowed to put flows here (first is the owner)
-    matches: frozenset[str]          # match fields flows in this table may use
+    bands: Mapping[str, tuple[int, int]]    # app -> (lowest, highest) priority it may use
+    matches: frozenset[str]                 # match fields its flows may use
+    sets: frozenset[str]                    # fields its flows may write (set_field, move, push_vlan)
+    next: tuple[str, ...]                   # tables its flows may go to
+    miss: tuple                             # ('drop',) | ('goto', table) | ('controller', table) | ('flood', table)
     doc: str
 
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return tuple(self.bands)
 
-def _t(name, tid, owners, matches, doc):
-    return Table(name, tid, tuple(owners), frozenset(matches), doc)
 
+def _t(name, tid, bands, matches, sets, next_, miss, doc):
+    return Table(name, tid, MappingProxyType(dict(bands)), frozenset(matches), frozenset(sets),
+                 tuple(next_), miss, doc)
+
+
+_ARP_REWRITE = ('eth_src', 'eth_dst', 'arp_op', 'arp_sha', 'arp_tha', 'arp_spa', 'arp_tpa')
 
 TABLES = (
-    _t('classify', 0, ['learning_switch', 'topology', 'underlay_routing', 'vxlan_overlay'],
+    _t('port_sec', 0,
+       {'topology': (1000, 1000), 'underlay_routing': (500, 500), 'vxlan_overlay': (200, 200),
+        'learning_switch': (100, 100)},
        ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa', 'tunnel_id', 'tun_ipv4_src'],
-       'admission: which ports take which VLANs; untagged frames get the native tag; LLDP to '
-       'controller; routed underlay traffic (to the router MAC, ARP for a rack gateway) to l3'),
-    _t('learn', 10, ['learning_switch', 'vlan_portgroups', 'vxlan_overlay'],
-       ['in_port', 'vlan_vid', 'eth_src'],
-       'source MAC learning: known (vlan, src, port) go on; unknown are copied to the controller'),
-    _t('l2', 20, ['learning_switch', 'vlan_portgroups', 'vxlan_overlay'],
-       ['vlan_vid', 'eth_dst'],
-       'destination MAC lookup: bound nics and learned MACs -> their port; miss -> flood'),
-    _t('flood', 30, ['learning_switch', 'vxlan_overlay'],
-       ['vlan_vid', 'in_port'],
-       'BUM delivery on the loop-free flood tree of the VLAN'),
-    _t('l3', 40, ['underlay_routing'],
-       ['eth_type', 'ipv4_dst'],
-       'underlay routing between racks: a VTEP of this rack -> its hypervisor; another rack -> toward its leaf'),
-    _t('ecmp', 41, ['underlay_routing'],
-       ['eth_type', 'ipv4_dst', 'reg0'],
-       'equal-cost next hop chosen by the multipath hash in reg0'),
+       ('vlan_vid',) + _ARP_REWRITE, ['classify', 'l3'], ('drop',),
+       'admission per port: the VLANs a port takes (untagged frames get their VLAN tag), LLDP to '
+       'the controller, tunnel traffic from member VTEPs, routed underlay frames to l3 and the '
+       'rack gateway ARP responder'),
+    _t('classify', 10,
+       {'learning_switch': (100, 100), 'vxlan_overlay': (100, 100)},
+       ['vlan_vid'], [R.NETWORK, R.TENANT, R.ZONE], ['learn'], ('goto', 'learn'),
+       'the frame\'s VLAN -> network, tenant (VRF) and conntrack zone ids in registers'),
+    _t('learn', 20,
+       {'learning_switch': (100, 100), 'vlan_portgroups': (150, 150), 'vxlan_overlay': (150, 160)},
+       ['in_port', 'vlan_vid', 'eth_src'], [], ['arp_rsp'], ('controller', 'arp_rsp'),
+       'source MACs: known (VLAN, MAC, port) go on; unknown are copied to the controller and go on; '
+       'nothing is learned from tunnels'),
+    _t('arp_rsp', 30, {}, ['eth_type', 'arp_op', 'arp_tpa', R.NETWORK, R.TENANT],
+       _ARP_REWRITE, ['acl_in'], ('goto', 'acl_in'),
+       'ARP answered from flows: the anycast gateway and ARP suppression (next issue)'),
+    _t('acl_in', 40, {}, ['eth_type', 'ip_proto', 'ipv4_src', 'ipv4_dst', R.TENANT, R.ZONE],
+       [], ['l3'], ('goto', 'l3'),
+       'ingress security rules with conntrack (microsegmentation issue)'),
+    _t('l3', 50, {'underlay_routing': (1, 100)},
+       ['eth_type', 'eth_dst', 'vlan_vid', 'ipv4_dst', R.TENANT], ['eth_src', 'eth_dst', R.ECMP, R.OUT_PORT],
+       ['ecmp', 'l2_lookup', 'acl_out'], ('goto', 'l2_lookup'),
+       'routing: the underlay between racks on physical switches (a VTEP of this rack -> its '
+       'hypervisor, another rack -> toward its leaf); tenant VRFs next'),
+    _t('ecmp', 51, {'underlay_routing': (100, 100)},
+       ['eth_type', 'ipv4_dst', R.ECMP], [R.OUT_PORT], ['acl_out'], ('drop',),
+       'the equal-cost next hop picked by the multipath hash in reg0'),
+    _t('l2_lookup', 60,
+       {'learning_switch': (100, 100), 'vlan_portgroups': (150, 150), 'vxlan_overlay': (150, 150)},
+       ['vlan_vid', 'eth_dst'], [R.OUT_PORT, 'tun_ipv4_dst'], ['acl_out'], ('flood', 'acl_out'),
+       'destination MAC -> out-port (bound nics, learned MACs, remote overlay members with their '
+       'VTEP); a miss sets the flood out-port'),
+    _t('acl_out', 70, {}, [R.OUT_PORT, R.TENANT, R.ZONE, 'eth_type', 'ip_proto', 'ipv4_dst'],
+       [], ['output'], ('goto', 'output'),
+       'egress security rules for the destination (microsegmentation issue)'),
+    _t('output', 80,
+       {'learning_switch': (100, 100), 'vxlan_overlay': (150, 150), 'underlay_routing': (100, 100),
+        PIPELINE: (1, 1)},
+       [R.OUT_PORT, 'vlan_vid'], ['vlan_vid', 'tunnel_id'], ['flood'], ('drop',),
+       'emission: the out-port as it carries the frame (tag popped on access ports, VNI on the '
+       'tunnel, tagged on trunks); the flood out-port goes to flood'),
+    _t('flood', 90, {'learning_switch': (100, 100), 'vxlan_overlay': (100, 110)},
+       ['vlan_vid', 'in_port'], ['vlan_vid', 'tunnel_id', 'tun_ipv4_dst'], [], ('drop',),
+       'BUM delivery per VLAN: the loop-free flood tree, local members, head-end replication'),
 )
 
 BY_NAME = {t.name: t for t in TABLES}
 BY_ID = {t.id: t for t in TABLES}
 FIRST = TABLES[0].name
+
+
+def _validate_declarations() -> None:
+    for t in TABLES:
+        for app in t.bands:
+            assert app == PIPELINE or app in cookies.APPS, 'table %s: unknown app %s' % (t.name, app)
+        for n in t.next + ((t.miss[1],) if len(t.miss) > 1 else ()):
+            assert n in BY_NAME and BY_NAME[n].id > t.id, 'table %s: bad next table %s' % (t.name, n)
+
+
+_validate_declarations()
 
 
 def table_id(name: str) -> int:
@@ -67,6 +128,38 @@ class PipelineError(ValueError):
     pass
 
 
+def miss_flows() -> set[Flow]:
+    """Every table's priority-0 flow, from its declared miss action, plus the output stage's
+    hand-over of the flood out-port to flood."""
+    out = set()
+    for t in TABLES:
+        c = cookies.make(PIPELINE, 0, 'miss:%s' % t.name)
+        kind = t.miss[0]
+        if kind == 'drop':
+            out.add(Flow.make(t.name, 0, cookie=c))
+        elif kind == 'goto':
+            out.add(Flow.make(t.name, 0, goto=t.miss[1], cookie=c))
+        elif kind == 'controller':
+            out.add(Flow.make(t.name, 0, actions=[('output', CONTROLLER)], goto=t.miss[1], cookie=c))
+        elif kind == 'flood':
+            out.add(Flow.make(t.name, 0, actions=[('set_field', R.OUT_PORT, R.FLOOD)], goto=t.miss[1], cookie=c))
+    out.add(Flow.make('output', 1, {R.OUT_PORT: R.FLOOD}, goto='flood',
+                      cookie=cookies.make(PIPELINE, 0, 'flood')))
+    return out
+
+
+def _written(action: tuple) -> str | None:
+    if action[0] == 'set_field':
+        return action[1]
+    if action[0] == 'move':
+        return action[2]
+    if action[0] in ('push_vlan', 'pop_vlan'):
+        return 'vlan_vid'
+    if action[0] == 'multipath':
+        return action[2]
+    return None
+
+
 def check(flow: Flow) -> None:
     """Raise PipelineError if the flow breaks its table's declaration."""
     t = BY_NAME.get(flow.table)
@@ -76,9 +169,15 @@ def check(flow: Flow) -> None:
     if bad:
         raise PipelineError('table %s does not allow match on %s: %s' % (t.name, sorted(bad), flow))
     app = cookies.app_of(flow.cookie)
-    if app not in t.owners:
+    band = (0, 0) if app == PIPELINE and flow.priority == 0 else t.bands.get(app)
+    if band is None:
         raise PipelineError('app %s may not write table %s: %s' % (app, t.name, flow))
-    if flow.goto is not None:
-        nxt = BY_NAME.get(flow.goto)
-        if nxt is None or nxt.id <= t.id:
-            raise PipelineError('goto must go forward to a declared table: %s' % flow)
+    if not band[0] <= flow.priority <= band[1]:
+        raise PipelineError('app %s writes table %s at priority %d, outside its band %d..%d: %s'
+                            % (app, t.name, flow.priority, band[0], band[1], flow))
+    writes = {w for w in map(_written, flow.actions) if w is not None}
+    if writes - t.sets:
+        raise PipelineError('table %s may not write %s: %s' % (t.name, sorted(writes - t.sets), flow))
+    if flow.goto is not None and flow.goto not in t.next:
+        raise PipelineError('table %s may not go to %s (goto must go forward, to %s): %s'
+                            % (t.name, flow.goto, ', '.join(t.next) or 'nothing', flow))

@@ -99,6 +99,7 @@ class Network:
     vlan: int | None = None
     vni: int | None = None
     gateway: ipaddress.IPv4Address | None = None
+    line: int = dataclasses.field(default=0, compare=False)   # where it is in its file (cookies)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +116,7 @@ class Workload:
     labels: tuple[str, ...]
     nics: tuple[Nic, ...]
     hypervisor: str | None = None     # placement hint for the lab only; the controller follows bindings
+    line: int = dataclasses.field(default=0, compare=False)   # where it is in its file (cookies)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +157,10 @@ class Tenant:
     workloads: Mapping[str, Workload]
     security: Security = Security()
 
+    def where(self, line: int) -> str:
+        """FILE:LINE of something in this tenant's policy file (for cookies and traces)."""
+        return '%s:%d' % (self.source, line) if line else self.source
+
     def iface_id(self, workload: str, nic: int) -> str:
         """The OVS Interface external_ids:iface-id that binds this nic (OVN/libvirt style)."""
         return '%s/%s/nic%d' % (self.name, workload, nic)
@@ -174,9 +180,23 @@ class Policy:
     """Everything the apps compile from: the fabric and the accepted tenant policies."""
     fabric: Fabric
     tenants: Mapping[str, Tenant] = dataclasses.field(default_factory=lambda: frozen_map({}))
+    # the stable ids (controller.pipeline.ids.PolicyIds) the core bound to this policy; None:
+    # the ids a fresh store would give (tests, tools)
+    assigned: object = dataclasses.field(default=None, compare=False, repr=False)
 
     def with_tenants(self, tenants) -> 'Policy':
         return Policy(self.fabric, frozen_map({t.name: t for t in tenants}))
+
+    def with_ids(self, ids) -> 'Policy':
+        return dataclasses.replace(self, assigned=ids)
+
+    @functools.cached_property
+    def ids(self):
+        """Tenant, network, zone and overlay-VLAN ids: stable across policy changes."""
+        if self.assigned is not None:
+            return self.assigned
+        from controller.pipeline.ids import fresh
+        return fresh(self)
 
     @functools.cached_property
     def nics(self) -> Mapping[str, BoundNic]:
@@ -194,18 +214,18 @@ class Policy:
         return frozen_map({n.vlan: t.name for t in self.tenants.values()
                            for n in t.networks.values() if n.vlan is not None})
 
-    @functools.cached_property
+    @property
     def overlay_vlans(self) -> Mapping[tuple[str, str], int]:
         """(tenant, network) -> the local VLAN that carries a VXLAN network inside br-int (as
-        Neutron's local VLANs): from 4094 down, skipping every VLAN the fabric carries.  Never
-        seen outside a hypervisor: no trunk carries it."""
-        taken = set(self.vlans_in_use())
-        for h in self.fabric.hypervisors.values():
-            taken.update(h.trunk_vlans)
-        free = (v for v in range(4094, 1, -1) if v not in taken)
-        nets = sorted((n.vni, t.name, n.name) for t in self.tenants.values() for n in t.networks.values()
-                      if n.vni is not None)
-        return frozen_map({(t, n): next(free) for _, t, n in nets})
+        Neutron's local VLANs): allocated from 4094 down, skipping every VLAN the fabric
+        carries, and stable (controller.pipeline.ids).  Never seen outside a hypervisor."""
+        return self.ids.overlay_vlan
+
+    @functools.cached_property
+    def vlan_networks(self) -> Mapping[int, tuple[str, str]]:
+        """VLAN -> (tenant, network) for every VLAN-backed tenant network."""
+        return frozen_map({n.vlan: (t.name, n.name) for t in self.tenants.values()
+                           for n in t.networks.values() if n.vlan is not None})
 
     def vlans_in_use(self) -> frozenset[int]:
         """The VLANs physical switches and trunks carry: the native VLAN and tenant VLANs."""

@@ -109,7 +109,7 @@ def _networks(c, top) -> dict:
             net = _check_subnet(c, p + ('subnet',), net, out)
         gw = _gateway(c, p + ('gateway',), m['gateway'], net) if 'gateway' in m else None
         if seg is not None and net is not None and (gw is not None or 'gateway' not in m):
-            out[name] = model.Network(name, net, gateway=gw, **{seg[0]: seg[1]})
+            out[name] = model.Network(name, net, gateway=gw, line=c.doc.key_mark(p)[0], **{seg[0]: seg[1]})
     return out
 
 
@@ -184,7 +184,7 @@ def _workloads(c, top, networks):
                                    'mac: "02:00:0a:0a:00:0b", ip: 10.10.0.11}]')
         built = [_nic(c, p + ('nics', i), i, nic, networks, macs, ips) for i, nic in enumerate(nics or ())]
         if nics and lbls is not None and None not in built and hv is not False:
-            out[name] = model.Workload(name, lbls, tuple(built), hv)
+            out[name] = model.Workload(name, lbls, tuple(built), hv, line=c.doc.key_mark(p)[0])
     return out, labels
 
 

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from mininet_topos import Lab
+from controller.pipeline.tables import table_id
 from tests.support import ROOT, ControllerProcess, answered, dump_flows, flow_key, free_port, ping_counts, wait_until
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
@@ -55,7 +56,7 @@ def all_pairs(lab):
 
 
 def flood_packets(lab) -> int:
-    return sum(f['n_packets'] for sw in PHYSICAL for f in dump_flows(lab.bridge(sw), 'table=30'))
+    return sum(f['n_packets'] for sw in PHYSICAL for f in dump_flows(lab.bridge(sw), 'table=%d' % table_id('flood')))
 
 
 def test_pingall_across_four_hypervisors_without_a_storm(env):
@@ -165,7 +166,7 @@ def test_mac_move_follows_the_vm(env):
     # hv1 now knows it only behind its uplink (the old VM port is gone), hv4 on a VM port
     mac = lab.vms['hv1vm2'].mac
     uplink = lab.vsctl('hv1', 'get', 'interface', 'int-to-phy', 'ofport').strip()
-    on_hv1 = [f for f in lab.ofctl('hv1', 'dump-flows', 'table=10').splitlines() if mac in f]
+    on_hv1 = [f for f in lab.ofctl('hv1', 'dump-flows', 'table=%d' % table_id('learn')).splitlines() if mac in f]
     assert all('in_port=%s,' % uplink in f for f in on_hv1), on_hv1
-    wait_until(lambda: [f for f in lab.ofctl('hv4', 'dump-flows', 'table=10').splitlines() if mac in f], 10,
+    wait_until(lambda: [f for f in lab.ofctl('hv4', 'dump-flows', 'table=%d' % table_id('learn')).splitlines() if mac in f], 10,
                what='hv4 learned the moved MAC')

@@ -11,7 +11,6 @@ import urllib.request
 
 import pytest
 
-from controller.pipeline import cookies
 from mininet_topos import Lab
 from tests.support import ROOT, ControllerProcess, dump_flows, free_port, ping_counts, wait_until
 
@@ -201,7 +200,8 @@ def _pinger(lab, src, dst, count, interval):
 
 def test_fifty_policy_pushes_during_traffic_lose_nothing_and_leave_other_tenants_alone(env, tmp_path):
     lab, ctl, _ = env
-    value, mask = cookies.tenant_match('acme')
+    shown = {t['name']: t for t in json.loads(ctl.dvsctl('show', 'tenants', '--json', check=True).stdout)}
+    value, mask = (int(x, 16) for x in shown['acme']['cookie'].split('/'))
     acme_flows = lambda: {(sw, f['table'], f['match']): f['duration'] for sw in PHYSICAL    # noqa: E731
                           for f in dump_flows(lab.bridge(sw), 'cookie=%#x/%#x' % (value, mask))}
     before = acme_flows()

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tests.ovs.scratch import ScratchFabric
+from controller.pipeline.tables import table_id
 from tests.support import ROOT, ControllerProcess, dump_flows, free_port, wait_until
 
 TOOLS = ROOT / 'tests' / 'tools'
@@ -48,11 +49,11 @@ def test_hosts_on_different_leaves_reach_each_other_and_nobody_else(lab):
 def test_flooding_is_loop_free(lab):
     fab, _ = lab
     before = sum(f['n_packets'] for sw in ('spine1', 'spine2', 'leaf1', 'leaf2')
-                 for f in dump_flows(fab.br(sw), 'table=30'))
+                 for f in dump_flows(fab.br(sw), 'table=%d' % table_id('flood')))
     fab.exec('h1', 'arping -c 3 -w 2 -I eth0 10.99.0.2')
     fab.exec('h1', 'ping -c 3 -i 0.2 -b 10.99.0.255')
     after = sum(f['n_packets'] for sw in ('spine1', 'spine2', 'leaf1', 'leaf2')
-                for f in dump_flows(fab.br(sw), 'table=30'))
+                for f in dump_flows(fab.br(sw), 'table=%d' % table_id('flood')))
     # 6 broadcasts cross at most 4 switches each (plus replies' floods); a loop would be thousands
     assert after - before < 100, 'broadcast storm: %d flooded packets' % (after - before)
 
@@ -113,7 +114,7 @@ def test_per_port_mac_limit_refuses_new_sources(lab):
     _send_frames(fab, 'h1', srcs)
 
     def learned():
-        flows = dump_flows(fab.br('leaf1'), 'table=10,in_port=%d' % h1_port)
+        flows = dump_flows(fab.br('leaf1'), 'table=%d,in_port=%d' % (table_id('learn'), h1_port))
         return [f for f in flows if 'goto_table' in f['actions']], [f for f in flows if f['actions'] == 'drop']
     ok, refused = wait_until(lambda: (lambda l, r: (l, r) if len(l) + len(r) >= 10 else None)(*learned()),
                              10, what='10 sources handled')
@@ -125,7 +126,7 @@ def test_learned_macs_age_out(lab):
     fab, _ = lab
     mac = '02:00:00:bb:00:01'
     _send_frames(fab, 'h2', [mac])
-    wait_until(lambda: [f for f in dump_flows(fab.br('leaf2'), 'table=20') if mac in f['match']], 10,
+    wait_until(lambda: [f for f in dump_flows(fab.br('leaf2'), 'table=%d' % table_id('l2_lookup')) if mac in f['match']], 10,
                what='destination entry for %s' % mac)
     # mac_age is 10 s: the source entry idles out, the switch tells us, the destination goes too
     wait_until(lambda: not [f for f in dump_flows(fab.br('leaf2')) if mac in f['match']], 40,

@@ -5,17 +5,19 @@ fake switch connections that only record what they are sent.
 """
 import struct
 import time
+import types
 
 import pytest
 
-from apps import topology
+from apps import learning_switch, topology
+from controller import core
 from controller.core import Controller, hypervisor_port_role
 from controller.inventory.model import (EDGE, FABRIC, HYPERVISOR, PENDING, TUNNEL, UPLINK, VM, Binding,
                                         LinkEnd)
-from controller.pipeline import cookies, tables
-from controller.pipeline.flow import UNTAGGED, vid
+from controller.pipeline import cookies, registers as R, tables
+from controller.pipeline.flow import UNTAGGED, Flow, vid
 from controller.policy.model import Policy
-from tests.unit.builders import LEAF1, SPINE1, FakeSwitch, by_table, make_tenant
+from tests.unit.builders import LEAF1, SPINE1, FakeSwitch, assert_reaches, by_table, make_tenant
 
 LEARN = tables.table_id('learn')
 MAC_A = '02:00:00:00:00:0a'
@@ -71,7 +73,7 @@ def test_a_physical_switch_comes_up_with_every_port_pending(ctl):
     assert ctl.settling(LEAF1)
     flows = ctl.desired(LEAF1)
     # nothing is admitted before discovery, except LLDP to the controller
-    assert {f.match_dict().get('eth_type') for f in by_table(flows, 'classify') if f.priority} == {0x88cc}
+    assert {f.match_dict().get('eth_type') for f in by_table(flows, 'port_sec') if f.priority} == {0x88cc}
 
 
 def test_hypervisor_port_roles_come_from_their_names():
@@ -90,10 +92,11 @@ def test_a_hypervisor_br_int_gets_port_roles_from_names_at_once(ctl, fabric):
     assert {no: p.role for no, p in sw.ports.items()} == {1: UPLINK, 2: VM, 3: TUNNEL, 4: VM}
     assert not ctl.settling(hv)
     flows = ctl.desired(hv)                                  # every flow passed tables.check
-    vm_admission = {f.match_dict()['vlan_vid'] for f in by_table(flows, 'classify')
+    vm_admission = {f.match_dict()['vlan_vid'] for f in by_table(flows, 'port_sec')
                     if f.match_dict().get('in_port') == 2}
     assert vm_admission == {UNTAGGED}
-    assert not [f for f in by_table(flows, 'classify') if f.match_dict().get('in_port') in (3, 4)]
+    assert not [f for f in by_table(flows, 'port_sec') if f.match_dict().get('in_port') in (3, 4)]
+    assert not [f for f in by_table(flows, 'output') if f.match_dict().get(R.OUT_PORT) in (3, 4)]
 
 
 def test_an_lldp_frame_from_a_neighbour_records_the_link(ctl):
@@ -125,12 +128,14 @@ def test_send_lldp_goes_out_of_physical_ports_and_hypervisor_uplinks(ctl, fabric
 
 def test_a_tagged_frame_from_the_learn_table_learns_its_source(ctl):
     leaf1_up(ctl)
-    # an untagged frame on edge port 3 got the native tag in classify before it came up to us
+    # an untagged frame on edge port 3 got the native tag in port_sec before it came up to us
     ctl.packet_in(LEAF1, 3, LEARN, tagged_frame(MAC_A, 1))
     assert ctl.inv.macs[LEAF1] == {(1, MAC_A): 3}
     assert LEAF1 in ctl._dirty
-    l2 = {f.match_dict()['eth_dst']: f.actions for f in by_table(ctl.desired(LEAF1), 'l2') if f.priority}
-    assert l2 == {MAC_A: (('pop_vlan',), ('output', 3))}
+    flows = ctl.desired(LEAF1)
+    l2 = {f.match_dict()['eth_dst']: f for f in by_table(flows, 'l2_lookup') if f.priority}
+    assert set(l2) == {MAC_A}
+    assert_reaches(flows, l2[MAC_A], 3, 1, [('pop_vlan',), ('output', 3)])
 
 
 def test_a_tenant_vlan_frame_from_a_hypervisor_port_is_learned_and_reached_tagged(fabric):
@@ -141,15 +146,18 @@ def test_a_tenant_vlan_frame_from_a_hypervisor_port_is_learned_and_reached_tagge
     ctl.packet_in(LEAF1, 3, 0, topology.lldp_frame(hv, 1))
     ctl.packet_in(LEAF1, 3, LEARN, tagged_frame(MAC_A, 10))
     assert ctl.inv.macs[LEAF1] == {(10, MAC_A): 3}
-    d, = (f for f in by_table(ctl.desired(LEAF1), 'l2') if f.match_dict().get('eth_dst') == MAC_A)
+    flows = ctl.desired(LEAF1)
+    d, = (f for f in by_table(flows, 'l2_lookup') if f.match_dict().get('eth_dst') == MAC_A)
     assert d.match_dict()['vlan_vid'] == vid(10)
-    assert d.actions == (('output', 3),)
-    assert d.cookie & cookies.TENANT_MASK == cookies.tenant_match('acme')[0]
+    assert_reaches(flows, d, 3, 10, [('output', 3)])
+    assert d.cookie.tenant == 'acme'
+    assert ctl.cookies.encode(d.cookie) & cookies.TENANT_MASK == ctl.cookies.tenant_match('acme')[0] != 0
 
 
 def test_frames_from_other_tables_or_untagged_are_not_learned(ctl):
     leaf1_up(ctl)
-    ctl.packet_in(LEAF1, 3, tables.table_id('classify'), tagged_frame(MAC_A, 10))
+    for other in ('port_sec', 'classify', 'l2_lookup', 'output', 'flood'):
+        ctl.packet_in(LEAF1, 3, tables.table_id(other), tagged_frame(MAC_A, 10))
     untagged = tagged_frame(MAC_A, 10)[:12] + struct.pack('!H', 0x0800) + bytes(46)
     ctl.packet_in(LEAF1, 3, LEARN, untagged)
     ctl.packet_in(LEAF1, 3, LEARN, b'\x00' * 10)              # runt
@@ -220,7 +228,7 @@ def hv1_on_leaf1_port3(ctl, fabric):
 
 
 def admitted(flows, port):
-    return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'classify')
+    return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'port_sec')
             if f.match_dict().get('in_port') == port and cookies.app_of(f.cookie) == 'learning_switch'}
 
 
@@ -260,16 +268,20 @@ def test_new_bindings_recompile_every_switch_and_the_same_bindings_nothing(fabri
     ctl.bindings_changed(hv, bindings)
     assert ctl.inv.bindings[hv] == bindings
     assert ctl._dirty == {LEAF1, hv}
+    assert ctl.inv.locations == {WEB1: (hv, 2)}
     assert admitted(ctl.desired(hv), 2) == {UNTAGGED: (('push_vlan', 10),)}
-    known = {f.match_dict()['eth_dst']: f.actions for f in by_table(ctl.desired(LEAF1), 'l2')
-             if f.priority == 150}
-    assert known == {MAC_WEB1: (('output', 3),)}                        # toward hv1, tagged
+    flows = ctl.desired(LEAF1)
+    known = {f.match_dict()['eth_dst']: f for f in by_table(flows, 'l2_lookup') if f.priority == 150}
+    assert set(known) == {MAC_WEB1}
+    assert_reaches(flows, known[MAC_WEB1], 3, 10, [('output', 3)])     # toward hv1, tagged
     ctl._dirty.clear()
     ctl.bindings_changed(hv, dict(bindings))
     assert ctl._dirty == set()
     ctl.bindings_changed(hv, {})                                        # the VM went away
     assert ctl._dirty == {LEAF1, hv}
+    assert ctl.inv.locations == {}
     assert admitted(ctl.desired(hv), 2) == {UNTAGGED: (('push_vlan', 1),)}
+    assert not [f for f in ctl.desired(LEAF1) if f.match_dict().get('eth_dst') == MAC_WEB1]
 
 
 class FakeWatcher:
@@ -292,6 +304,7 @@ def test_a_connected_hypervisor_has_its_bindings_followed_until_it_reconnects(fa
     assert (w.name, w.address) == ('hv1', '192.168.200.11')
     w.on_change({2: Binding('tap-web1', WEB1, MAC_WEB1)})
     assert ctl.inv.bindings[hv] == {2: Binding('tap-web1', WEB1, MAC_WEB1)}
+    assert ctl.inv.locations == {WEB1: (hv, 2)}
     again = FakeSwitch(hv)
     again.address = conn.address
     ctl.switch_up(again, [(1, 'int-to-phy', True)])
@@ -321,20 +334,28 @@ def test_a_dry_run_policy_apply_shows_the_changes_and_changes_nothing(ctl, fabri
     assert {c.dpid: (set(c.flows), len(c.applied)) for c in (leaf, hv_conn)} == before
     assert {d: ctl.desired(d) for d in (LEAF1, hv)} == wanted
     assert ctl.rec.installed(hv) == hv_conn.flows
-    # adding a tenant only adds (or changes in place): nothing of the fabric's goes away
-    assert out['leaf1'].delete == () and out['hv1'].delete == ()
+    # adding a tenant only adds (or changes in place): nothing of the fabric's goes away but
+    # the native-VLAN emission of the VM port that now is an access port of the tenant VLAN
+    assert out['leaf1'].delete == ()
+    gone, = out['hv1'].delete
+    assert (gone.table, gone.match_dict()) == ('output', {R.OUT_PORT: 2, 'vlan_vid': vid(1)})
     hv_add = {(f.table, f.priority, tuple(sorted(f.match_dict().items()))): f.actions for f in out['hv1'].add}
-    assert hv_add[('classify', 100, (('in_port', 2), ('vlan_vid', UNTAGGED)))] == (('push_vlan', 10),)
-    assert hv_add[('l2', 150, (('eth_dst', MAC_WEB1), ('vlan_vid', vid(10))))] == (('pop_vlan',), ('output', 2))
+    assert hv_add[('port_sec', 100, (('in_port', 2), ('vlan_vid', UNTAGGED)))] == (('push_vlan', 10),)
+    assert hv_add[('l2_lookup', 150, (('eth_dst', MAC_WEB1), ('vlan_vid', vid(10))))] == (('set_field', R.OUT_PORT, 2),)
+    assert hv_add[('output', 100, ((R.OUT_PORT, 2), ('vlan_vid', vid(10))))] == (('pop_vlan',), ('output', 2))
     leaf_add = {(f.table, tuple(sorted(f.match_dict().items()))): f.actions for f in out['leaf1'].add}
-    assert leaf_add[('classify', (('in_port', 3), ('vlan_vid', vid(10))))] == ()
-    assert leaf_add[('l2', (('eth_dst', MAC_WEB1), ('vlan_vid', vid(10))))] == (('output', 3),)
+    assert leaf_add[('port_sec', (('in_port', 3), ('vlan_vid', vid(10))))] == ()
+    assert leaf_add[('l2_lookup', (('eth_dst', MAC_WEB1), ('vlan_vid', vid(10))))] == (('set_field', R.OUT_PORT, 3),)
+    assert leaf_add[('output', ((R.OUT_PORT, 3), ('vlan_vid', vid(10))))] == (('output', 3),)
     for d in out.values():
         for f in d.add:
             tables.check(f)
 
 
-def test_apply_policy_converges_every_switch_before_it_returns(fabric):
+def test_apply_policy_converges_every_switch_before_it_returns(fabric, monkeypatch):
+    # long after start: the whole picture is in (hv3 and hv4 never connect here), so
+    # converging deletes as well as adds (picture_complete is tested on its own below)
+    monkeypatch.setattr(core, 'PICTURE_WAIT', 0.0)
     ctl = Controller(fabric)
     hv1, hv2 = fabric.hypervisors['hv1'].dpid, fabric.hypervisors['hv2'].dpid
     conns = {hv1: FakeSwitch(hv1), hv2: FakeSwitch(hv2)}
@@ -350,15 +371,238 @@ def test_apply_policy_converges_every_switch_before_it_returns(fabric):
         candidate = Policy(fabric).with_tenants([acme()])
         out = ctl.apply_policy(candidate, timeout=10)
 
-        assert ctl.policy is candidate
+        assert ctl.policy == candidate and ctl.policy.ids.tenant == {'acme': ctl.ids.peek('tenant', 'acme')}
         assert set(out) == {'hv1', 'hv2'}
         assert all(c.flows == ctl.desired(d) for d, c in conns.items())
         assert {d: len(c.applied) for d, c in conns.items()} == {d: n + 1 for d, n in applied.items()}
-        assert (conns[hv1].applied[-1][0], conns[hv1].applied[-1][1]) == ([], list(out['hv1'].add))
+        # what went to hv1 is exactly its diff: the bound port leaves the native VLAN
+        assert (conns[hv1].applied[-1][0], conns[hv1].applied[-1][1]) == (list(out['hv1'].delete),
+                                                                          list(out['hv1'].add))
+        assert [(f.table, f.match_dict()) for f in out['hv1'].delete] == [('output', {R.OUT_PORT: 2,
+                                                                                      'vlan_vid': vid(1)})]
+        assert out['hv2'].delete == ()
         assert any(f.match_dict().get('eth_dst') == MAC_WEB1 for f in out['hv2'].add)   # via the uplink
 
         again = ctl.apply_policy(candidate, timeout=10)               # the same policy: nothing moves
         assert not any(again.values())
         assert {d: len(c.applied) for d, c in conns.items()} == {d: n + 1 for d, n in applied.items()}
+    finally:
+        ctl.stop()
+
+
+# ---- Core v2: generated misses, clashes, the whole picture, retries, stable ids -------------------
+
+def test_every_known_switch_gets_the_pipelines_miss_flows(ctl, fabric):
+    leaf1_up(ctl)
+    hv = fabric.hypervisors['hv1'].dpid
+    connect(ctl, hv, [(1, 'int-to-phy', True)])
+    for dpid in (LEAF1, hv):
+        flows = ctl.desired(dpid)
+        assert tables.miss_flows() <= flows
+        misses = {f.table for f in flows if f.priority == 0}
+        assert misses == set(tables.BY_NAME)                   # every table ends in one
+        assert all(cookies.app_of(f.cookie) == tables.PIPELINE for f in flows if f.priority == 0)
+    assert ctl.desired(0xdead) == set()                         # not a switch of ours: nothing
+
+
+def _rogue(flow):
+    """An app that compiles one given flow (to make a clash)."""
+    return types.SimpleNamespace(APP=cookies.app_of(flow.cookie), compile_flows=lambda policy, inv, dpid: {flow})
+
+
+def test_two_flows_with_the_same_table_priority_and_match_but_other_actions_or_owner_clash(ctl, monkeypatch):
+    leaf1_up(ctl)
+    flood, = (f for f in by_table(ctl.desired(LEAF1), 'flood') if f.match_dict() == {'vlan_vid': vid(1)})
+    other_actions = Flow.make('flood', flood.priority, flood.match_dict(), [('output', 3)], cookie=flood.cookie)
+    other_owner = Flow.make('flood', flood.priority, flood.match_dict(), flood.actions,
+                            cookie=cookies.make('learning_switch', 0, 'someone-else'))
+    apps = core.APPS
+    for rogue in (other_actions, other_owner):
+        monkeypatch.setattr(core, 'APPS', apps + (_rogue(rogue),))
+        with pytest.raises(tables.PipelineError, match='clash'):
+            ctl.desired(LEAF1)
+    # the very same flow compiled twice is no clash
+    monkeypatch.setattr(core, 'APPS', apps + (_rogue(flood),))
+    assert flood in ctl.desired(LEAF1)
+    with pytest.raises(tables.PipelineError, match='clash'):
+        core.no_clash([flood, other_actions])
+
+
+HV_PORTS = [(1, 'int-to-phy', True), (2, 'tap-a', True), (3, 'tap-b', True)]
+
+
+def load(ctl, conn):
+    """What the worker does first for a (re)connected switch: read what it holds."""
+    assert conn.dpid in ctl._loads
+    ctl._loads.remove(conn.dpid)
+    learning_switch.adopt(ctl.inv, conn.dpid, ctl.rec.load(conn))
+
+
+def test_after_a_restart_flows_toward_another_hypervisors_vm_stay_until_that_hypervisor_reports(fabric):
+    policy = Policy(fabric).with_tenants([acme()])
+    hvs = {name: h.dpid for name, h in fabric.hypervisors.items()}
+    web1_on_hv1 = {2: Binding('tap-web1', WEB1, MAC_WEB1)}
+    # what the previous controller left on hv2: web1, on hv1, is reached through the uplink
+    before = Controller(policy)
+    connect(before, hvs['hv1'], HV_PORTS)
+    connect(before, hvs['hv2'], HV_PORTS)
+    for name, dpid in hvs.items():
+        before.bindings_changed(dpid, web1_on_hv1 if name == 'hv1' else {})
+    held = before.desired(hvs['hv2'])
+    toward_web1 = {f for f in held if f.match_dict().get('eth_dst') == MAC_WEB1}
+    assert {f.table for f in toward_web1} == {'l2_lookup'}
+
+    ctl = Controller(policy)                                   # the restart: both reconnect
+    connect(ctl, hvs['hv1'], HV_PORTS)
+    conn = FakeSwitch(hvs['hv2'], held)
+    ctl.switch_up(conn, HV_PORTS)
+    load(ctl, conn)
+    ctl.bindings_changed(hvs['hv2'], {})                       # hv2 reports first ...
+    assert not ctl.picture_complete()
+    assert not toward_web1 & ctl.desired(hvs['hv2'])           # ... where web1 is is not known yet
+    ctl._converge(conn)
+    assert toward_web1 <= conn.flows                           # but what hv2 holds toward it stays
+    assert all(not delete for delete, _ in conn.applied)       # nothing at all is deleted
+    for name in ('hv3', 'hv4'):
+        ctl.bindings_changed(hvs[name], {})
+    assert not ctl.picture_complete()                          # hv1 still has not reported
+    ctl._converge(conn)
+    assert toward_web1 <= conn.flows and all(not delete for delete, _ in conn.applied)
+
+    ctl.bindings_changed(hvs['hv1'], web1_on_hv1)              # the last one: the whole picture
+    assert ctl.picture_complete()
+    ctl._converge(conn)
+    assert conn.flows == ctl.desired(hvs['hv2']) and toward_web1 <= conn.flows
+    ctl.bindings_changed(hvs['hv1'], {})                       # from now on a VM that goes, goes
+    ctl._converge(conn)
+    assert not toward_web1 & conn.flows
+
+
+def test_once_the_picture_wait_has_passed_switches_are_programmed_from_what_is_known(fabric, monkeypatch):
+    monkeypatch.setattr(core, 'PICTURE_WAIT', 0.0)
+    policy = Policy(fabric).with_tenants([acme()])
+    hv1, hv2 = fabric.hypervisors['hv1'].dpid, fabric.hypervisors['hv2'].dpid
+    before = Controller(policy)
+    connect(before, hv1, HV_PORTS)
+    connect(before, hv2, HV_PORTS)
+    before.bindings_changed(hv1, {2: Binding('tap-web1', WEB1, MAC_WEB1)})
+    held = before.desired(hv2)
+    toward_web1 = {f for f in held if f.match_dict().get('eth_dst') == MAC_WEB1}
+    assert toward_web1
+    ctl = Controller(policy)
+    connect(ctl, hv1, HV_PORTS)
+    conn = FakeSwitch(hv2, held)
+    ctl.switch_up(conn, HV_PORTS)
+    load(ctl, conn)
+    ctl.bindings_changed(hv2, {})
+    assert ctl.picture_complete()                              # hv1 never reported: too late now
+    ctl._converge(conn)
+    assert not toward_web1 & conn.flows and conn.flows == ctl.desired(hv2)
+
+
+class Flaky(FakeSwitch):
+    """A switch that refuses the next `failing` changes; nothing_applied says whether a
+    refusal changed nothing (a rejected bundle) or left the switch unknown."""
+
+    def __init__(self, dpid, nothing_applied, flows=()):
+        super().__init__(dpid, flows)
+        self.nothing_applied, self.failing, self.tries = nothing_applied, 0, []
+
+    def apply(self, delete, add):
+        if not self.failing:
+            return super().apply(delete, add)
+        self.failing -= 1
+        self.tries.append(time.monotonic())
+        e = RuntimeError('refused')
+        e.nothing_applied = self.nothing_applied
+        raise e
+
+
+def _until(what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize('nothing_applied', [True, False])
+def test_a_failing_switch_is_retried_with_doubling_backoff(fabric, monkeypatch, nothing_applied):
+    monkeypatch.setattr(core, 'RETRY_FIRST', 0.04)
+    monkeypatch.setattr(core, 'RETRY_MAX', 0.16)
+    monkeypatch.setattr(core, 'TICK', 0.005)
+    hv = fabric.hypervisors['hv1'].dpid
+    conn = Flaky(hv, nothing_applied)
+    ctl = Controller(fabric)
+    ctl.start()
+    try:
+        ctl.switch_up(conn, HV_PORTS)
+        _until(lambda: conn.applied and not ctl._settle_until.get(hv) and not ctl._dirty)
+        reads = conn.reads
+        conn.failing = 10 ** 6
+        ctl.packet_in(hv, 2, LEARN, tagged_frame(MAC_A, 1))    # something new to send: it fails
+        _until(lambda: len(conn.tries) >= 5)
+        with ctl.lock:
+            _, backoff = ctl._retry[hv]
+    finally:
+        ctl.stop()
+    gaps = [b - a for a, b in zip(conn.tries, conn.tries[1:])][:4]
+    for gap, want in zip(gaps, (0.04, 0.08, 0.16, 0.16)):
+        assert gap >= want * 0.9, gaps                         # never sooner than its backoff
+    assert backoff == 0.16                                     # doubled, up to RETRY_MAX
+    # a refusal that changed nothing keeps what we know the switch holds; any other error
+    # makes us read the switch again before the next try
+    assert (conn.reads == reads) is nothing_applied
+    assert nothing_applied or conn.reads >= reads + 4
+
+
+def test_a_dry_run_allocates_no_ids_in_the_controllers_store(ctl, fabric):
+    leaf1_up(ctl)
+    out = ctl.apply_policy(Policy(fabric).with_tenants([acme()]), dry_run=True)
+    classify, = (f for f in out['leaf1'].add if f.table == 'classify' and f.priority)   # acme's VLAN gets ids ...
+    assert dict(a[1:] for a in classify.actions)[R.TENANT]
+    assert ctl.ids.peek('tenant', 'acme') is None                           # ... from a scratch copy only
+    assert ctl.ids.peek('network', 'acme/users') is None and ctl.ids.peek('zone', 'acme') is None
+
+
+def test_a_learned_entry_that_ages_out_is_forgotten_from_its_64_bit_cookie(ctl):
+    conn = leaf1_up(ctl)
+    ctl.packet_in(LEAF1, 3, LEARN, tagged_frame(MAC_A, 1))
+    ctl.rec.converge(conn, ctl.desired(LEAF1), before_apply=ctl._register)
+    src, = (f for f in by_table(ctl.desired(LEAF1), 'learn') if f.match_dict().get('eth_src') == MAC_A)
+    assert src.cookie.owner is None                            # learned: no owner id to allocate
+    wire = Flow.make(src.table, src.priority, src.match_dict(), cookie=ctl.cookies.encode(src.cookie))
+    assert isinstance(wire.cookie, int)
+    ctl.flow_removed(LEAF1, wire)                              # as the switch reports it
+    assert ctl.inv.macs[LEAF1] == {}
+    assert src not in ctl.rec.installed(LEAF1)
+
+
+def test_a_retry_after_a_failed_apply_still_keeps_what_the_switch_holds_until_the_picture_is_complete(
+        fabric, monkeypatch):
+    monkeypatch.setattr(core, 'RETRY_FIRST', 0.02)
+    monkeypatch.setattr(core, 'TICK', 0.005)
+    policy = Policy(fabric).with_tenants([acme()])
+    hv1, hv2 = fabric.hypervisors['hv1'].dpid, fabric.hypervisors['hv2'].dpid
+    before = Controller(policy)
+    connect(before, hv1, HV_PORTS)
+    connect(before, hv2, HV_PORTS)
+    before.bindings_changed(hv1, {2: Binding('tap-web1', WEB1, MAC_WEB1)})
+    held = before.desired(hv2)
+    toward_web1 = {f for f in held if f.match_dict().get('eth_dst') == MAC_WEB1}
+    assert toward_web1
+
+    ctl = Controller(policy)                                   # restarted; hv1 has not reported
+    conn = Flaky(hv2, nothing_applied=False, flows=held)
+    ctl.start()
+    try:
+        ctl.switch_up(FakeSwitch(hv1), HV_PORTS)
+        ctl.switch_up(conn, HV_PORTS)
+        ctl.bindings_changed(hv2, {})
+        _until(lambda: conn.reads and not ctl._dirty and not ctl._loads)
+        conn.failing = 1                                       # the next change fails once, half applied
+        ctl.packet_in(hv2, 3, LEARN, tagged_frame(MAC_A, 1))
+        _until(lambda: any(f.match_dict().get('eth_src') == MAC_A for f in conn.flows))   # retried
+        assert not ctl.picture_complete()
+        assert toward_web1 <= conn.flows
     finally:
         ctl.stop()

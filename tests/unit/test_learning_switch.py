@@ -12,13 +12,13 @@ import pytest
 
 from apps import learning_switch as ls
 from controller.inventory.model import HYPERVISOR, PENDING, TUNNEL, UPLINK, VM, Inventory, Port
-from controller.pipeline import cookies, tables
+from controller.pipeline import cookies, registers as R, tables
 from controller.pipeline.flow import UNTAGGED, Flow, vid
 from controller.pipeline.reconciler import diff
 from controller.policy.fabric import parse_fabric
 from controller.policy.model import Policy
-from tests.unit.builders import (EXAMPLE_FABRIC, LEAF2, add_switch, by_table, cabled_mesh,
-                                 example_fabric, hypervisor_seen, make_tenant)
+from tests.unit.builders import (EXAMPLE_FABRIC, LEAF2, add_switch, assert_reaches, by_table, cabled_mesh,
+                                 emission, example_fabric, hypervisor_seen, make_tenant, switch_flows, walk)
 
 TREE, OFF_TREE, EDGE3, EDGE4, HV5, NEW = 1, 2, 3, 4, 5, 9
 UPLINK_P, VM2, VM3, TUN = 1, 2, 3, 4
@@ -56,9 +56,17 @@ def hv_network(fabric):
 
 
 def admitted(flows, port):
-    """{vlan_vid match: actions} of the classify flows for one ingress port."""
-    return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'classify')
+    """{vlan_vid match: actions} of the port_sec (admission) flows for one ingress port."""
+    return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'port_sec')
             if f.match_dict().get('in_port') == port and cookies.app_of(f.cookie) == 'learning_switch'}
+
+
+def emitted(flows, port):
+    """{vlan_vid match: actions} of the output-stage flows that emit out of one port."""
+    return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'output')
+            if f.match_dict().get(R.OUT_PORT) == port}
+
+
 
 
 def flood_actions(flows, vlan):
@@ -72,9 +80,9 @@ def output_ports(actions):
 
 
 def learned(flows, mac):
-    """The learn (source) and l2 (destination) flows for one MAC."""
+    """The learn (source) and l2_lookup (destination) flows for one MAC."""
     src = {f for f in by_table(flows, 'learn') if f.match_dict().get('eth_src') == mac}
-    dst = {f for f in by_table(flows, 'l2') if f.match_dict().get('eth_dst') == mac}
+    dst = {f for f in by_table(flows, 'l2_lookup') if f.match_dict().get('eth_dst') == mac}
     return src, dst
 
 
@@ -93,21 +101,44 @@ def test_every_leaf_flow_passes_the_table_declarations(fabric, policy):
         assert cookies.app_of(f.cookie) == 'learning_switch'
 
 
-def test_each_table_ends_in_a_miss_flow(fabric):
+def test_each_table_ends_in_a_miss_flow_made_by_the_pipeline_not_the_learning_switch(fabric):
     flows = ls.compile_flows(Policy(fabric), leaf_network(fabric), LEAF2)
-    misses = {f.table: f for f in flows if f.priority == 0}
-    assert misses['classify'].actions == () and misses['classify'].goto is None       # drop
-    assert misses['learn'].actions == (('output', 'controller'),) and misses['learn'].goto == 'l2'
-    assert misses['l2'].actions == () and misses['l2'].goto == 'flood'
+    assert {f for f in flows if f.priority == 0} == set()
+    generated = tables.miss_flows()
+    misses = {f.table: f for f in generated if f.priority == 0}
+    assert set(misses) == set(tables.BY_NAME)                              # one per declared table
+    assert len([f for f in generated if f.priority == 0]) == len(tables.TABLES)
+    for f in generated:
+        assert cookies.app_of(f.cookie) == tables.PIPELINE
+        assert f.priority != 0 or f.match_dict() == {}
+        tables.check(f)
+    assert misses['port_sec'].actions == () and misses['port_sec'].goto is None        # not admitted: drop
+    assert misses['classify'].actions == () and misses['classify'].goto == 'learn'     # native: registers stay 0
+    # an unknown source is copied to the controller *and* forwarded
+    assert misses['learn'].actions == (('output', 'controller'),) and misses['learn'].goto == 'arp_rsp'
+    assert misses['arp_rsp'].actions == () and misses['arp_rsp'].goto == 'acl_in'
+    assert misses['acl_in'].actions == () and misses['acl_in'].goto == 'l3'
+    assert misses['l3'].actions == () and misses['l3'].goto == 'l2_lookup'
+    assert misses['ecmp'].actions == () and misses['ecmp'].goto is None
+    # an unknown destination: the flood out-port, which the output stage hands to flood
+    assert misses['l2_lookup'].actions == (('set_field', R.OUT_PORT, R.FLOOD),)
+    assert misses['l2_lookup'].goto == 'acl_out'
+    assert misses['acl_out'].actions == () and misses['acl_out'].goto == 'output'
+    assert misses['output'].actions == () and misses['output'].goto is None           # no such port: drop
     assert misses['flood'].actions == () and misses['flood'].goto is None
+    handover, = (f for f in generated if f.priority != 0)
+    assert handover.table == 'output' and handover.match_dict() == {R.OUT_PORT: R.FLOOD}
+    assert handover.actions == () and handover.goto == 'flood'
+    # no port's emission takes the flood out-port for itself
+    assert all(f.match_dict()[R.OUT_PORT] != R.FLOOD for f in by_table(flows, 'output'))
 
 
 def test_untagged_frames_on_an_edge_port_get_the_native_vlan(fabric, policy):
     flows = ls.compile_flows(policy, leaf_network(fabric), LEAF2)
     assert admitted(flows, EDGE3)[UNTAGGED] == (('push_vlan', 1),)
-    f, = (f for f in by_table(flows, 'classify')
+    f, = (f for f in by_table(flows, 'port_sec')
           if f.match_dict() == {'in_port': EDGE3, 'vlan_vid': UNTAGGED})
-    assert f.goto == 'learn'
+    assert f.goto == 'classify'
 
 
 def test_an_edge_port_takes_only_untagged_frames_into_the_native_vlan(fabric, policy):
@@ -141,6 +172,35 @@ def test_pending_and_off_tree_ports_admit_nothing(fabric, policy):
     assert admitted(flows, OFF_TREE) == {}
 
 
+def test_a_port_emits_exactly_the_vlans_it_admits_untagged_on_access_tagged_on_trunks(fabric, policy):
+    flows = ls.compile_flows(policy, leaf_network(fabric), LEAF2)
+    assert emitted(flows, EDGE3) == {vid(1): (('pop_vlan',), ('output', EDGE3))}
+    assert emitted(flows, EDGE4) == {vid(1): (('pop_vlan',), ('output', EDGE4))}
+    assert emitted(flows, TREE) == {vid(1): (('output', TREE),), vid(10): (('output', TREE),),
+                                    vid(20): (('output', TREE),)}
+    assert emitted(flows, HV5) == {vid(1): (('pop_vlan',), ('output', HV5)), vid(10): (('output', HV5),),
+                                   vid(20): (('output', HV5),)}
+    assert emitted(flows, NEW) == {} and emitted(flows, OFF_TREE) == {}
+    for f in by_table(flows, 'output'):
+        assert f.goto is None and f.priority == ls.P_PORT
+
+
+def test_a_tenant_vlan_gives_its_frames_the_network_tenant_and_zone_ids(fabric, policy):
+    flows = ls.compile_flows(policy, leaf_network(fabric), LEAF2)
+    ids = policy.ids
+    by_vlan = {f.match_dict()['vlan_vid']: f for f in by_table(flows, 'classify')}
+    assert set(by_vlan) == {vid(10), vid(20)}               # the native VLAN: the miss, registers 0
+    for v, tenant, net in ((10, 'acme', 'users'), (20, 'globex', 'apps')):
+        f = by_vlan[vid(v)]
+        assert f.actions == (('set_field', R.NETWORK, ids.network[(tenant, net)]),
+                             ('set_field', R.TENANT, ids.tenant[tenant]),
+                             ('set_field', R.ZONE, ids.zone[tenant]))
+        assert f.goto == 'learn' and f.cookie.tenant == tenant
+    assert ids.network[('acme', 'users')] != ids.network[('globex', 'apps')]
+    assert ids.tenant['acme'] != ids.tenant['globex'] and ids.zone['acme'] != ids.zone['globex']
+    assert 0 not in (ids.tenant['acme'], ids.tenant['globex'], ids.network[('acme', 'users')])
+
+
 def test_floods_go_to_the_ports_that_carry_the_vlan_only(fabric, policy):
     flows = ls.compile_flows(policy, leaf_network(fabric), LEAF2)
     # native VLAN: tagged onto the tree, untagged out of the edge and hypervisor ports
@@ -162,14 +222,11 @@ def test_a_pending_port_joins_the_floods_once_it_is_an_edge_port(fabric, policy)
     assert NEW in output_ports(flood_actions(flows, 1))
     assert NEW not in output_ports(flood_actions(flows, 10))
     assert UNTAGGED in admitted(flows, NEW)
+    assert emission(flows, NEW, 1) == (('pop_vlan',), ('output', NEW))
 
 
 def test_a_switch_we_do_not_know_gets_no_flows(fabric, policy):
     assert ls.compile_flows(policy, Inventory(), LEAF2) == set()
-
-
-def tenant_of(cookie):
-    return (cookie & cookies.TENANT_MASK) >> 24
 
 
 def test_per_vlan_flows_carry_the_tenant_that_owns_the_vlan(fabric, policy):
@@ -178,22 +235,20 @@ def test_per_vlan_flows_carry_the_tenant_that_owns_the_vlan(fabric, policy):
     ls.learn(fabric, inv, LEAF2, HV5, 10, MAC_B)
     ls.learn(fabric, inv, LEAF2, TREE, 20, MAC_C)
     flows = ls.compile_flows(policy, inv, LEAF2)
-    acme, globex = cookies.tenant_id('acme'), cookies.tenant_id('globex')
-    assert acme != globex and acme and globex
 
     def vlan_of(f):
         return f.match_dict().get('vlan_vid', UNTAGGED) & 0xfff
     by_vlan = {}
     for f in flows:
-        if f.priority == 0:
-            assert tenant_of(f.cookie) == 0, f                # table misses: fabric-level
-            continue
+        assert f.priority != 0, f                             # table misses are the pipeline's
         v = vlan_of(f) or dict(f.actions).get('push_vlan')
-        by_vlan.setdefault(v, set()).add(tenant_of(f.cookie))
-    assert by_vlan == {1: {0}, 10: {acme}, 20: {globex}}
+        by_vlan.setdefault(v, set()).add(f.cookie.tenant)
+    assert by_vlan == {1: {None}, 10: {'acme'}, 20: {'globex'}}
     # learned entries too, so one tenant's flows can be selected with cookie=X/mask
-    value, mask = cookies.tenant_match('acme')
-    mine = {f for f in flows if f.cookie & mask == value}
+    registry = cookies.Registry()
+    value, mask = registry.tenant_match('acme')
+    assert value and value != registry.tenant_match('globex')[0]
+    mine = {f for f in flows if registry.encode(f.cookie) & mask == value}
     assert learned(flows, MAC_B)[0] | learned(flows, MAC_B)[1] <= mine
     assert not (learned(flows, MAC_C)[0] | learned(flows, MAC_C)[1]) & mine
     assert all(cookies.app_of(f.cookie) == 'learning_switch' for f in flows)
@@ -216,12 +271,16 @@ def test_unbound_vm_ports_admit_only_untagged_frames_into_the_native_vlan(fabric
     flows = ls.compile_flows(policy, inv, hv)
     assert admitted(flows, VM2) == {UNTAGGED: (('push_vlan', 1),)}
     assert admitted(flows, VM3) == {UNTAGGED: (('push_vlan', 1),)}
+    assert emitted(flows, VM2) == {vid(1): (('pop_vlan',), ('output', VM2))}
+    assert emitted(flows, VM3) == {vid(1): (('pop_vlan',), ('output', VM3))}
 
 
 def test_the_uplink_admits_the_hypervisors_trunk_vlans_in_use(fabric, policy):
     inv, hv = hv_network(fabric)
     flows = ls.compile_flows(policy, inv, hv)
     assert admitted(flows, UPLINK_P) == {UNTAGGED: (('push_vlan', 1),), vid(10): (), vid(20): ()}
+    assert emitted(flows, UPLINK_P) == {vid(1): (('pop_vlan',), ('output', UPLINK_P)),
+                                        vid(10): (('output', UPLINK_P),), vid(20): (('output', UPLINK_P),)}
     assert set(admitted(ls.compile_flows(Policy(fabric), inv, hv), UPLINK_P)) == {UNTAGGED}
 
 
@@ -241,6 +300,7 @@ def test_the_tunnel_port_is_not_part_of_the_learning_switch(fabric, policy):
     inv, hv = hv_network(fabric)
     flows = ls.compile_flows(policy, inv, hv)
     assert admitted(flows, TUN) == {}
+    assert emitted(flows, TUN) == {}
     assert all(TUN not in output_ports(f.actions) for f in flows)
 
 
@@ -259,37 +319,42 @@ def test_a_new_mac_gets_a_source_and_a_destination_entry(fabric, policy):
     inv = leaf_network(fabric)
     assert ls.learn(fabric, inv, LEAF2, HV5, 10, MAC_A) is True
     assert inv.macs[LEAF2] == {(10, MAC_A): HV5}
-    src, dst = learned(ls.compile_flows(policy, inv, LEAF2), MAC_A)
+    flows = ls.compile_flows(policy, inv, LEAF2)
+    src, dst = learned(flows, MAC_A)
     s, = src
     assert s.match_dict() == {'in_port': HV5, 'vlan_vid': vid(10), 'eth_src': MAC_A}
-    assert s.goto == 'l2' and s.actions == ()
+    assert s.goto == 'arp_rsp' and s.actions == ()
     assert s.idle_timeout == fabric.learning.mac_age == 300
     assert s.notify_removal is True
     d, = dst
     assert d.match_dict() == {'vlan_vid': vid(10), 'eth_dst': MAC_A}
-    assert d.actions == (('output', HV5),)                   # a trunk: the frame stays tagged
+    assert_reaches(flows, d, HV5, 10, [('output', HV5)])            # a trunk: the frame stays tagged
     assert d.idle_timeout == 0                                # ages with its source entry
+    assert s.cookie.owner is None and d.cookie.owner is None  # learned: the match says which MAC
 
 
 def test_a_native_vlan_mac_on_an_edge_port_is_reached_untagged(fabric, policy):
     inv = leaf_network(fabric)
     ls.learn(fabric, inv, LEAF2, EDGE3, 1, MAC_A)
-    _, (d,) = learned(ls.compile_flows(policy, inv, LEAF2), MAC_A)
-    assert d.actions == (('pop_vlan',), ('output', EDGE3))
+    flows = ls.compile_flows(policy, inv, LEAF2)
+    _, (d,) = learned(flows, MAC_A)
+    assert_reaches(flows, d, EDGE3, 1, [('pop_vlan',), ('output', EDGE3)])
 
 
 def test_a_native_vlan_mac_behind_a_hypervisor_port_is_reached_untagged(fabric, policy):
     inv = leaf_network(fabric)
     ls.learn(fabric, inv, LEAF2, HV5, 1, MAC_A)
-    _, (d,) = learned(ls.compile_flows(policy, inv, LEAF2), MAC_A)
-    assert d.actions == (('pop_vlan',), ('output', HV5))
+    flows = ls.compile_flows(policy, inv, LEAF2)
+    _, (d,) = learned(flows, MAC_A)
+    assert_reaches(flows, d, HV5, 1, [('pop_vlan',), ('output', HV5)])
 
 
 def test_a_native_vlan_mac_behind_the_fabric_is_reached_tagged(fabric, policy):
     inv = leaf_network(fabric)
     ls.learn(fabric, inv, LEAF2, TREE, 1, MAC_A)
-    _, (d,) = learned(ls.compile_flows(policy, inv, LEAF2), MAC_A)
-    assert d.actions == (('output', TREE),)
+    flows = ls.compile_flows(policy, inv, LEAF2)
+    _, (d,) = learned(flows, MAC_A)
+    assert_reaches(flows, d, TREE, 1, [('output', TREE)])
 
 
 def test_learning_the_same_mac_on_the_same_port_again_changes_nothing(fabric):
@@ -315,7 +380,7 @@ def test_a_mac_that_moves_is_forgotten_on_its_old_port(fabric, policy):
     after = ls.compile_flows(policy, inv, LEAF2)
     (s,), (d,) = learned(after, MAC_A)
     assert s.match_dict()['in_port'] == EDGE4
-    assert d.actions == (('pop_vlan',), ('output', EDGE4))
+    assert_reaches(after, d, EDGE4, 1, [('pop_vlan',), ('output', EDGE4)])
     # on the switch: the old source entry goes, the destination entry is replaced in place
     change = diff(after, before)
     (old_s,), (old_d,) = learned(before, MAC_A)
@@ -437,8 +502,8 @@ def test_adopt_ignores_flows_that_are_not_learned_sources(fabric):
     inv = leaf_network(fabric)
     foreign = {Flow.make('learn', 100, {'in_port': 3, 'vlan_vid': vid(10), 'eth_src': MAC_A},
                          cookie=cookies.make('topology', ls.K_SRC)),
-               Flow.make('l2', 100, {'vlan_vid': vid(10), 'eth_dst': MAC_B}, [('output', 3)],
-                         cookie=cookies.make('learning_switch', ls.K_DST))}
+               Flow.make('l2_lookup', 100, {'vlan_vid': vid(10), 'eth_dst': MAC_B}, [('set_field', R.OUT_PORT, 3)],
+                         goto='acl_out', cookie=cookies.make('learning_switch', ls.K_DST))}
     ls.adopt(inv, LEAF2, foreign)
     assert inv.macs[LEAF2] == {}
 
@@ -462,7 +527,7 @@ def test_a_tenant_vlan_mac_that_ages_out_is_forgotten_too(fabric, policy):
     inv = leaf_network(fabric)
     ls.learn(fabric, inv, LEAF2, HV5, 10, MAC_A)
     (s,), _ = learned(ls.compile_flows(policy, inv, LEAF2), MAC_A)
-    assert s.cookie & cookies.TENANT_MASK                    # a tenant cookie is still a learned entry
+    assert s.cookie.tenant == 'acme'                         # a tenant cookie is still a learned entry
     assert ls.forget(inv, LEAF2, aged_out(s)) is True
     assert inv.macs[LEAF2] == {}
 
@@ -505,3 +570,35 @@ def test_a_flood_tree_change_keeps_edge_and_hypervisor_port_macs_and_drops_fabri
     ls.flush_fabric_macs(inv)
     assert inv.macs[LEAF2] == {(1, MAC_A): EDGE3, (20, MAC_A): HV5}
     assert inv.macs[hv] == {(10, MAC_B): UPLINK_P}
+
+
+# ---- end to end: frames through every stage of a leaf --------------------------------------------
+
+def sent(flows, frame):
+    """[(port, vlan_vid it left with)] for one frame, as OVS sends it (never back out of its
+    in_port), and whether a copy went to the controller."""
+    out, _ = walk(flows, frame)
+    ports = [(p, f['vlan_vid']) for p, f in out if p not in ('controller', frame['in_port'])]
+    return sorted(ports), any(p == 'controller' for p, _ in out)
+
+
+def test_end_to_end_known_macs_are_reached_and_the_rest_floods_within_the_vlan(fabric, policy):
+    inv = leaf_network(fabric)
+    ls.learn(fabric, inv, LEAF2, EDGE3, 1, MAC_A)
+    ls.learn(fabric, inv, LEAF2, HV5, 10, MAC_B)
+    flows = switch_flows(policy, inv, LEAF2)
+    # native VLAN, known destination: out of its edge port untagged; the unknown source is copied up
+    assert sent(flows, {'in_port': EDGE4, 'eth_src': MAC_C, 'eth_dst': MAC_A}) == ([(EDGE3, UNTAGGED)], True)
+    # a tenant VLAN from the tree to a MAC behind the hypervisor port: tagged
+    assert sent(flows, {'in_port': TREE, 'vlan_vid': vid(10), 'eth_src': MAC_C, 'eth_dst': MAC_B}) == (
+        [(HV5, vid(10))], True)
+    # a known source is not copied to the controller; an unknown destination floods the native VLAN
+    assert sent(flows, {'in_port': EDGE3, 'eth_src': MAC_A, 'eth_dst': MAC_C}) == (
+        sorted([(TREE, vid(1)), (EDGE4, UNTAGGED), (HV5, UNTAGGED)]), False)
+    # a tenant VLAN broadcast: the tree and the hypervisor trunk only, tagged
+    assert sent(flows, {'in_port': HV5, 'vlan_vid': vid(20), 'eth_src': MAC_C, 'eth_dst': 'ff:ff:ff:ff:ff:ff'}) == (
+        [(TREE, vid(20))], True)
+    # pending and off-tree ports: nothing gets in
+    for port in (NEW, OFF_TREE):
+        assert sent(flows, {'in_port': port, 'eth_src': MAC_C, 'eth_dst': MAC_A}) == ([], False)
+        assert sent(flows, {'in_port': port, 'vlan_vid': vid(10), 'eth_src': MAC_C, 'eth_dst': MAC_B}) == ([], False)

@@ -1,5 +1,7 @@
 """The reconciler: only the difference between desired and installed is ever sent."""
-from controller.pipeline import cookies
+import pytest
+
+from controller.pipeline import cookies, registers as R
 from controller.pipeline.flow import Flow, vid
 from controller.pipeline.reconciler import Diff, Reconciler, diff
 
@@ -10,11 +12,13 @@ C = cookies.make('learning_switch', 2, 'test')
 
 def l2(mac, port, **kw):
     kw.setdefault('cookie', C)
-    return Flow.make('l2', 100, {'vlan_vid': vid(10), 'eth_dst': mac}, [('output', port)], **kw)
+    return Flow.make('l2_lookup', 100, {'vlan_vid': vid(10), 'eth_dst': mac}, [('set_field', R.OUT_PORT, port)],
+                     goto='acl_out', **kw)
 
 
 A, B, D = '02:00:00:00:00:0a', '02:00:00:00:00:0b', '02:00:00:00:00:0d'
-MISS = Flow.make('l2', 0, goto='flood', cookie=C)
+MISS = Flow.make('l2_lookup', 0, [], [('set_field', R.OUT_PORT, R.FLOOD)], goto='acl_out',
+                 cookie=cookies.make('pipeline', 0, 'miss:l2_lookup'))
 
 
 def test_unchanged_flows_produce_nothing():
@@ -38,10 +42,18 @@ def test_changed_actions_replace_in_place_without_a_delete():
 
 
 def test_changed_cookie_or_timeouts_replace_in_place():
-    for changed in (l2(A, 1, cookie=C + 1), l2(A, 1, idle_timeout=300), l2(A, 1, hard_timeout=9),
-                    l2(A, 1, notify_removal=True)):
+    for changed in (l2(A, 1, cookie=cookies.make('learning_switch', 2, 'other')),
+                    l2(A, 1, cookie=cookies.make('learning_switch', 3, 'test')),
+                    l2(A, 1, cookie=cookies.make('learning_switch', 2, 'test', tenant='acme')),
+                    l2(A, 1, idle_timeout=300), l2(A, 1, hard_timeout=9), l2(A, 1, notify_removal=True)):
         d = diff({changed}, {l2(A, 1)})
         assert d.add == (changed,) and d.delete == (), changed
+
+
+def test_a_cookie_that_only_moved_to_another_yaml_line_changes_nothing():
+    here = l2(A, 1, cookie=cookies.make('learning_switch', 2, 'test', 'acme', where='acme.yaml:10'))
+    moved = l2(A, 1, cookie=cookies.make('learning_switch', 2, 'test', 'acme', where='acme.yaml:42'))
+    assert here == moved and not diff({moved}, {here})
 
 
 def test_flow_no_longer_wanted_is_deleted():
@@ -53,8 +65,8 @@ def test_flow_no_longer_wanted_is_deleted():
 
 def test_masked_and_exact_matches_on_one_field_can_be_diffed():
     # a masked value is a (value, mask) tuple; mixing it with exact values must not crash sorting
-    masked = Flow.make('l2', 100, {'eth_dst': ('01:00:00:00:00:00', '01:00:00:00:00:00')}, cookie=C)
-    exact = Flow.make('l2', 100, {'eth_dst': A}, [('output', 1)], cookie=C)
+    masked = Flow.make('l2_lookup', 100, {'eth_dst': ('01:00:00:00:00:00', '01:00:00:00:00:00')}, cookie=C)
+    exact = Flow.make('l2_lookup', 100, {'eth_dst': A}, [('set_field', R.OUT_PORT, 1)], cookie=C)
     d = diff({masked, exact}, set())
     assert set(d.add) == {masked, exact}
     d = diff(set(), {masked, exact})
@@ -112,6 +124,49 @@ def test_an_entry_the_switch_removed_itself_is_re_added_on_next_converge():
     assert rec.installed(0x201) == {l2(B, 2)}
     rec.converge(sw, {aging, l2(B, 2)})
     assert sw.applied[-1] == ([], [aging])
+
+
+def test_before_apply_sees_the_diff_first_and_only_when_something_is_sent():
+    sw = FakeSwitch(0x201)
+    rec = Reconciler()
+    seen = []
+
+    def before(d):
+        seen.append((d, list(sw.applied)))
+    d = rec.converge(sw, {l2(A, 1)}, before_apply=before)
+    assert seen == [(d, [])]                             # called before the switch got anything
+    rec.converge(sw, {l2(A, 1)}, before_apply=before)    # nothing to send
+    rec.converge(sw, {l2(B, 2)}, dry_run=True, before_apply=before)
+    assert len(seen) == 1
+
+
+def test_an_entry_that_ages_out_while_its_bundle_is_in_flight_is_re_added_next_time():
+    aging = l2(A, 1, idle_timeout=300, notify_removal=True)
+    sw = FakeSwitch(0x201)
+    rec = Reconciler()
+    rec.converge(sw, {aging})
+
+    class Racing(FakeSwitch):
+        def apply(self, delete, add):
+            rec.removed(0x201, aging.key)                # the flow-removed notice beats our reply
+            super().apply(delete, add)
+    racing = Racing(0x201)
+    racing.flows = set(sw.flows)
+    rec.converge(racing, {aging, l2(B, 2)})
+    assert rec.installed(0x201) == {l2(B, 2)}            # not believed installed any more ...
+    rec.converge(racing, {aging, l2(B, 2)})
+    assert racing.applied[-1] == ([], [aging])           # ... so it is put back
+
+
+def test_a_refused_apply_leaves_what_we_believe_installed_as_it_was():
+    class Refusing(FakeSwitch):
+        def apply(self, delete, add):
+            raise RuntimeError('bundle rejected')
+    sw = Refusing(0x201, {l2(A, 1)})
+    rec = Reconciler()
+    with pytest.raises(RuntimeError):
+        rec.converge(sw, {l2(B, 2)})
+    assert rec.installed(0x201) == {l2(A, 1)}
 
 
 def test_removed_of_an_unknown_switch_or_key_is_harmless():

@@ -12,13 +12,13 @@ from apps import learning_switch, topology, vlan_portgroups as vp
 from apps.vlan_portgroups import PortVlans
 from controller import core
 from controller.inventory.model import Binding, LinkEnd
-from controller.pipeline import cookies, tables
+from controller.pipeline import cookies, ids, registers as R, tables
 from controller.pipeline.flow import UNTAGGED, vid
 from controller.pipeline.reconciler import diff
 from controller.policy.fabric import parse_fabric
 from controller.policy.model import Policy
 from tests.unit.builders import (EXAMPLE_FABRIC, HV_TUN, HV_UPLINK, HV_VM2, HV_VM3, LEAF1, LEAF2,
-                                 SPINE1, SPINE2, add_hypervisor, by_table, cabled_mesh,
+                                 SPINE1, SPINE2, add_hypervisor, assert_reaches, by_table, cabled_mesh,
                                  hypervisor_seen, make_tenant)
 
 MAC_WEB1, MAC_WEB2, MAC_DB1 = '02:00:0a:0a:00:0b', '02:00:0a:0a:00:0c', '02:00:0a:14:00:15'
@@ -50,7 +50,12 @@ def lab(fabric, hypervisors=('hv1', 'hv2', 'hv3')):
 
 
 def bind(inv, dpid, port, iface_id, mac):
-    inv.bindings.setdefault(dpid, {})[port] = Binding('tap%d' % port, iface_id, mac)
+    """One more interface in a hypervisor's OVSDB (the inventory relocates its nics)."""
+    inv.bind(dpid, {**inv.bindings.get(dpid, {}), port: Binding('tap%d' % port, iface_id, mac)})
+
+
+def unbind(inv, dpid, port):
+    inv.bind(dpid, {no: b for no, b in inv.bindings.get(dpid, {}).items() if no != port})
 
 
 def bound_lab(fabric):
@@ -66,14 +71,16 @@ def policy(fabric):
 
 
 def desired(policy, inv, dpid):
-    """What the controller wants on one switch: every app's flows, each checked."""
-    flows = set()
+    """What the controller wants on one switch: every app's flows and the pipeline's misses,
+    each checked, none clashing (as Controller.desired)."""
+    flows = tables.miss_flows() if dpid in inv.switches else set()
     for app in core.APPS:
         mine = app.compile_flows(policy, inv, dpid)
         assert all(cookies.app_of(f.cookie) == app.APP for f in mine), app
         flows |= mine
     for f in flows:
         tables.check(f)
+    core.no_clash(flows)
     return flows
 
 
@@ -89,7 +96,7 @@ def known(flows, mac):
 
 
 def admitted(flows, port):
-    return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'classify')
+    return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'port_sec')
             if f.match_dict().get('in_port') == port and cookies.app_of(f.cookie) == 'learning_switch'}
 
 
@@ -104,7 +111,8 @@ def outputs(actions):
 
 
 def tenant_of(cookie):
-    return (cookie & cookies.TENANT_MASK) >> 24
+    """The tenant a flow is for (None: the fabric's own)."""
+    return cookie.tenant
 
 
 # ---- access ports --------------------------------------------------------------------------------
@@ -149,26 +157,29 @@ def test_an_overlay_nic_rides_its_networks_local_vlan_and_is_no_port_group_membe
 
 def test_a_bound_mac_gets_proactive_entries_on_its_hypervisor(fabric, policy):
     inv, sw, _ = bound_lab(fabric)
-    entries = known(desired(policy, inv, sw['hv1']), MAC_WEB1)
-    dst, src = entries['l2'], entries['learn']
+    flows = desired(policy, inv, sw['hv1'])
+    entries = known(flows, MAC_WEB1)
+    dst, src = entries['l2_lookup'], entries['learn']
     assert dst.priority == src.priority == 150 > learning_switch.P_MAC
     assert dst.match_dict() == {'vlan_vid': vid(10), 'eth_dst': MAC_WEB1}
-    assert dst.actions == (('pop_vlan',), ('output', HV_VM2))               # delivered untagged
+    assert_reaches(flows, dst, HV_VM2, 10, [('pop_vlan',), ('output', HV_VM2)])   # delivered untagged
     # its source is known: no packet-in, no learning, no ageing
     assert src.match_dict() == {'in_port': HV_VM2, 'vlan_vid': vid(10), 'eth_src': MAC_WEB1}
-    assert src.goto == 'l2' and src.actions == ()
+    assert src.goto == 'arp_rsp' and src.actions == ()
     assert src.idle_timeout == 0 and not src.notify_removal
-    assert {tenant_of(dst.cookie), tenant_of(src.cookie)} == {cookies.tenant_id('acme')}
+    assert {tenant_of(dst.cookie), tenant_of(src.cookie)} == {'acme'}
+    assert {dst.cookie.owner, src.cookie.owner} == {'web1/nic0'}
 
 
 def test_on_another_hypervisor_the_mac_goes_out_of_the_uplink_tagged(fabric, policy):
     inv, sw, _ = bound_lab(fabric)
     for other in ('hv2', 'hv3'):
-        entries = known(desired(policy, inv, sw[other]), MAC_WEB1)
-        assert set(entries) == {'l2'}                                       # not its source here
-        assert entries['l2'].match_dict() == {'vlan_vid': vid(10), 'eth_dst': MAC_WEB1}
-        assert entries['l2'].actions == (('output', HV_UPLINK),)
-        assert entries['l2'].priority == 150
+        flows = desired(policy, inv, sw[other])
+        entries = known(flows, MAC_WEB1)
+        assert set(entries) == {'l2_lookup'}                                # not its source here
+        assert entries['l2_lookup'].match_dict() == {'vlan_vid': vid(10), 'eth_dst': MAC_WEB1}
+        assert_reaches(flows, entries['l2_lookup'], HV_UPLINK, 10, [('output', HV_UPLINK)])
+        assert entries['l2_lookup'].priority == 150
 
 
 def test_on_its_leaf_the_mac_goes_out_of_the_hypervisor_port_elsewhere_toward_that_leaf(fabric, policy):
@@ -186,10 +197,11 @@ def test_on_its_leaf_the_mac_goes_out_of_the_hypervisor_port_elsewhere_toward_th
         assert {d: p for d, p in expect[mac].items() if d != leaf} == topology.toward(inv, tree, leaf)
     for mac, vlan in ((MAC_WEB1, 10), (MAC_APP1, 20)):
         for dpid, port in expect[mac].items():
-            entries = known(desired(policy, inv, dpid), mac)
-            assert set(entries) == {'l2'}, (hex(dpid), mac)
-            assert entries['l2'].match_dict() == {'vlan_vid': vid(vlan), 'eth_dst': mac}
-            assert entries['l2'].actions == (('output', port),), (hex(dpid), mac)   # tagged
+            flows = desired(policy, inv, dpid)
+            entries = known(flows, mac)
+            assert set(entries) == {'l2_lookup'}, (hex(dpid), mac)
+            assert entries['l2_lookup'].match_dict() == {'vlan_vid': vid(vlan), 'eth_dst': mac}
+            assert_reaches(flows, entries['l2_lookup'], port, vlan, [('output', port)])   # tagged
 
 
 def test_a_hypervisor_not_yet_heard_on_its_leaf_is_reached_by_learning_on_physical_switches(fabric, policy):
@@ -197,7 +209,8 @@ def test_a_hypervisor_not_yet_heard_on_its_leaf_is_reached_by_learning_on_physic
     bind(inv, sw['hv1'], HV_VM2, 'acme/web1/nic0', MAC_WEB1)
     for name in ('spine1', 'spine2', 'leaf1', 'leaf2'):
         assert known(desired(policy, inv, sw[name]), MAC_WEB1) == {}
-    assert known(desired(policy, inv, sw['hv3']), MAC_WEB1)['l2'].actions == (('output', HV_UPLINK),)
+    flows = desired(policy, inv, sw['hv3'])
+    assert_reaches(flows, known(flows, MAC_WEB1)['l2_lookup'], HV_UPLINK, 10, [('output', HV_UPLINK)])
 
 
 def test_a_vm_port_that_goes_down_loses_its_entries_everywhere(fabric, policy):
@@ -210,12 +223,15 @@ def test_a_vm_port_that_goes_down_loses_its_entries_everywhere(fabric, policy):
 
 def test_a_vm_that_moves_is_followed_by_its_entries(fabric, policy):
     inv, sw, ends = bound_lab(fabric)
-    del inv.bindings[sw['hv1']][HV_VM2]                                     # detached from hv1 ...
+    unbind(inv, sw['hv1'], HV_VM2)                                          # detached from hv1 ...
     bind(inv, sw['hv3'], HV_VM3, 'acme/web1/nic0', MAC_WEB1)               # ... attached on hv3
-    where = {name: known(desired(policy, inv, sw[name]), MAC_WEB1)['l2'].actions
-             for name in ('hv1', 'hv3', 'leaf1', 'leaf2')}
-    assert where == {'hv1': (('output', HV_UPLINK),), 'hv3': (('pop_vlan',), ('output', HV_VM3)),
-                     'leaf1': (('output', ends[('leaf1', 'spine1')].port),), 'leaf2': (('output', 5),)}
+    assert inv.locations['acme/web1/nic0'] == (sw['hv3'], HV_VM3)
+    expect = {'hv1': (HV_UPLINK, [('output', HV_UPLINK)]), 'hv3': (HV_VM3, [('pop_vlan',), ('output', HV_VM3)]),
+              'leaf1': (ends[('leaf1', 'spine1')].port, [('output', ends[('leaf1', 'spine1')].port)]),
+              'leaf2': (5, [('output', 5)])}
+    for name, (port, emit) in expect.items():
+        flows = desired(policy, inv, sw[name])
+        assert_reaches(flows, known(flows, MAC_WEB1)['l2_lookup'], port, 10, emit)
     assert vp.port_vlans(policy, inv, sw['hv1'])[HV_VM2] == PortVlans(untagged=1)
 
 
@@ -253,8 +269,10 @@ def test_a_vlan_outside_a_hypervisors_trunk_is_neither_admitted_from_nor_flooded
     learning_switch.learn(fabric, inv, LEAF2, 5, 20, MAC_OTHER)            # even if it were learned
     assert not [f for f in desired(policy, inv, LEAF2) if MAC_OTHER in f.match_dict().values()]
     # hv1 allows VLAN 20: the same VM is reached through its uplink and leaf1 port 5
-    assert known(desired(policy, inv, sw['hv2']), MAC_APP1)['l2'].actions == (('output', HV_UPLINK),)
-    assert known(desired(policy, inv, LEAF1), MAC_APP1)['l2'].actions == (('output', 5),)
+    flows = desired(policy, inv, sw['hv2'])
+    assert_reaches(flows, known(flows, MAC_APP1)['l2_lookup'], HV_UPLINK, 20, [('output', HV_UPLINK)])
+    flows = desired(policy, inv, LEAF1)
+    assert_reaches(flows, known(flows, MAC_APP1)['l2_lookup'], 5, 20, [('output', 5)])
 
 
 def test_a_hypervisor_port_keeps_its_trunk_when_the_hypervisors_lldp_stops(fabric, policy):
@@ -266,19 +284,22 @@ def test_a_hypervisor_port_keeps_its_trunk_when_the_hypervisors_lldp_stops(fabri
     assert vp.port_vlans(policy, inv, LEAF1)[5] == before and before.tagged
     flows = desired(policy, inv, LEAF1)
     assert vid(10) in admitted(flows, 5)
-    assert known(flows, MAC_WEB1)['l2'].actions == (('output', 5),)      # still sent toward hv1
+    assert_reaches(flows, known(flows, MAC_WEB1)['l2_lookup'], 5, 10, [('output', 5)])   # still toward hv1
 
 
 # ---- tenants and cookies -----------------------------------------------------------------------------
 
 def test_two_tenants_flows_carry_different_tenant_ids(fabric, policy):
     inv, sw, _ = bound_lab(fabric)
-    a, g = cookies.tenant_match('acme'), cookies.tenant_match('globex')
-    assert a[1] == g[1] == cookies.TENANT_MASK and a[0] != g[0]
+    registry = cookies.Registry()                          # as the controller sends them
+    a, g = registry.tenant_match('acme'), registry.tenant_match('globex')
+    assert a[1] == g[1] == cookies.TENANT_MASK and a[0] != g[0] and a[0] and g[0]
     for name, dpid in sw.items():
         flows = desired(policy, inv, dpid)
-        mine = {f for f in flows if f.cookie & a[1] == a[0]}
-        theirs = {f for f in flows if f.cookie & g[1] == g[0]}
+        mine = {f for f in flows if registry.encode(f.cookie) & a[1] == a[0]}
+        theirs = {f for f in flows if registry.encode(f.cookie) & g[1] == g[0]}
+        assert mine == {f for f in flows if tenant_of(f.cookie) == 'acme'}, name
+        assert theirs == {f for f in flows if tenant_of(f.cookie) == 'globex'}, name
         assert mine and theirs, name
         # acme's flows are about VLAN 10 only, globex's about VLAN 20 only
         assert {f.match_dict().get('vlan_vid', UNTAGGED) & 0xfff or dict(f.actions)['push_vlan']
@@ -287,9 +308,10 @@ def test_two_tenants_flows_carry_different_tenant_ids(fabric, policy):
                 for f in theirs} == {20}, name
         assert known(flows, MAC_WEB1) and all(f in mine for f in known(flows, MAC_WEB1).values())
         assert all(f in theirs for f in known(flows, MAC_APP1).values())
-        # fabric-level flows (the native VLAN, LLDP, table misses) carry no tenant
-        assert all(tenant_of(f.cookie) == 0 for f in flows
-                   if f.match_dict().get('vlan_vid') == vid(1) or f.priority in (0, 1000)), name
+        # fabric-level flows (the native VLAN, LLDP, table misses, the flood hand-over) carry no tenant
+        fabric_level = {f for f in flows if f.match_dict().get('vlan_vid') == vid(1) or f.priority in (0, 1, 1000)}
+        assert fabric_level and all(tenant_of(f.cookie) is None for f in fabric_level), name
+        assert all(registry.encode(f.cookie) & cookies.TENANT_MASK == 0 for f in fabric_level), name
 
 
 CHANGES = {     # name: (acme after the change, the hypervisor whose VM port joins/leaves VLAN 1)
@@ -306,8 +328,11 @@ def test_changing_one_tenants_workloads_leaves_the_other_tenants_flows_identical
     bind(inv, sw['hv2'], HV_VM3, 'acme/web2/nic0', MAC_WEB2)              # attached, known once added
     learning_switch.learn(fabric, inv, LEAF2, 3, 1, MAC_OTHER)
     changed, native_moves_on = CHANGES[change]
+    store = ids.IdStore()                                  # one controller's stable ids, as it runs
+    policy = policy.with_ids(ids.bind(store, policy))
     after_policy = Policy(fabric).with_tenants([changed(), globex()])
-    acme_id, globex_id = cookies.tenant_id('acme'), cookies.tenant_id('globex')
+    after_policy = after_policy.with_ids(ids.bind(store, after_policy))
+    acme_id, globex_id = 'acme', 'globex'
     changed_anything = False
     for name, dpid in sw.items():
         before, after = desired(policy, inv, dpid), desired(after_policy, inv, dpid)
@@ -320,19 +345,22 @@ def test_changing_one_tenants_workloads_leaves_the_other_tenants_flows_identical
         # or joins the native VLAN (the native floods and admission flows are the fabric's)
         for f in d.add + d.delete:
             if tenant_of(f.cookie) != acme_id:
-                assert tenant_of(f.cookie) == 0 and name == native_moves_on, (name, f)
+                assert tenant_of(f.cookie) is None and name == native_moves_on, (name, f)
     assert changed_anything
 
 
 def test_removing_a_tenant_leaves_the_other_tenants_flows_identical(fabric, policy):
     inv, sw, _ = bound_lab(fabric)
+    store = ids.IdStore()                                  # one controller's stable ids, as it runs
+    policy = policy.with_ids(ids.bind(store, policy))
     only_globex = Policy(fabric).with_tenants([globex()])
-    globex_id = cookies.tenant_id('globex')
+    only_globex = only_globex.with_ids(ids.bind(store, only_globex))
+    globex_id = 'globex'
     for dpid in sw.values():
         before, after = desired(policy, inv, dpid), desired(only_globex, inv, dpid)
         assert ({f for f in before if tenant_of(f.cookie) == globex_id}
                 == {f for f in after if tenant_of(f.cookie) == globex_id})
-        assert not any(tenant_of(f.cookie) == cookies.tenant_id('acme') for f in after)
+        assert not any(tenant_of(f.cookie) == 'acme' for f in after)
         assert flood(after, 10) is None
 
 
@@ -352,3 +380,20 @@ def test_every_flow_of_every_switch_passes_the_table_declarations(fabric, policy
     assert total > 100
     assert vp.compile_flows(policy, inv, 0x999) == set()
     assert LinkEnd(LEAF1, 5) in inv.links
+
+
+def test_a_nic_bound_on_two_hypervisors_is_reached_where_it_was_until_it_leaves(fabric, policy):
+    inv, sw, ends = bound_lab(fabric)
+    bind(inv, sw['hv3'], HV_VM3, 'acme/web1/nic0', MAC_WEB1)               # a live migration to hv3 begins
+    assert inv.locations['acme/web1/nic0'] == (sw['hv1'], HV_VM2)
+    for name, port in (('hv1', HV_VM2), ('hv3', HV_UPLINK), ('leaf1', 5), ('leaf2', ends[('leaf2', 'spine1')].port)):
+        flows = desired(policy, inv, sw[name])
+        entries = known(flows, MAC_WEB1)
+        assert entries['l2_lookup'].actions == (('set_field', R.OUT_PORT, port),), name
+        assert ('learn' in entries) == (name == 'hv1'), name                  # its known source: hv1 only
+    unbind(inv, sw['hv1'], HV_VM2)                                           # it left hv1
+    assert inv.locations['acme/web1/nic0'] == (sw['hv3'], HV_VM3)
+    for name, port in (('hv1', HV_UPLINK), ('hv3', HV_VM3), ('leaf1', ends[('leaf1', 'spine1')].port),
+                       ('leaf2', 5)):
+        entries = known(desired(policy, inv, sw[name]), MAC_WEB1)
+        assert entries['l2_lookup'].actions == (('set_field', R.OUT_PORT, port),), name

@@ -2,11 +2,14 @@
 members, accepted only from them with the network's VNI, never learned from."""
 from __future__ import annotations
 
+from apps import learning_switch
 from apps import vxlan_overlay as ov
 from controller.inventory.model import Binding, Inventory
-from controller.pipeline import tables
+from controller.pipeline import cookies, ids, registers as R
+from controller.pipeline.flow import UNTAGGED, vid
 from controller.policy.model import Policy
-from tests.unit.builders import HV_TUN, HV_VM2, HV_VM3, add_hypervisor, by_table, make_tenant
+from tests.unit.builders import (HV_TUN, HV_UPLINK, HV_VM2, HV_VM3, add_hypervisor, assert_reaches, by_table,
+                                 emission, make_tenant, switch_flows, walk)
 
 MAC1, MAC2, MAC3 = '02:00:32:00:00:01', '02:00:32:00:00:02', '02:00:32:00:00:03'
 
@@ -17,26 +20,34 @@ def setup(fabric):
     policy = Policy(fabric).with_tenants([tenant])
     inv = Inventory()
     hv = {n: add_hypervisor(inv, fabric, n) for n in ('hv1', 'hv3', 'hv4')}
-    inv.bindings[hv['hv1']] = {HV_VM2: Binding('vnet0', 'initech/a1/nic0', MAC1)}
-    inv.bindings[hv['hv3']] = {HV_VM2: Binding('vnet1', 'initech/a2/nic0', MAC2)}
-    inv.bindings[hv['hv4']] = {HV_VM3: Binding('vnet2', 'initech/o3/nic0', MAC3)}
+    inv.bind(hv['hv1'], {HV_VM2: Binding('vnet0', 'initech/a1/nic0', MAC1)})
+    inv.bind(hv['hv3'], {HV_VM2: Binding('vnet1', 'initech/a2/nic0', MAC2)})
+    inv.bind(hv['hv4'], {HV_VM3: Binding('vnet2', 'initech/o3/nic0', MAC3)})
     return policy, inv, hv
 
 
 def flows_on(policy, inv, dpid):
-    flows = ov.compile_flows(policy, inv, dpid)
-    for f in flows:
-        tables.check(f)
-    return flows
+    """This app's flows on one switch."""
+    return {f for f in switch_flows(policy, inv, dpid) if cookies.app_of(f.cookie) == ov.APP}
 
 
 def test_a_remote_member_is_reached_straight_through_the_tunnel_with_the_vni(fabric):
     policy, inv, hv = setup(fabric)
-    l2 = {f.match_dict()['eth_dst']: f.actions for f in by_table(flows_on(policy, inv, hv['hv1']), 'l2')}
-    assert l2[MAC2] == (('pop_vlan',), ('set_field', 'tunnel_id', 5020), ('set_field', 'tun_ipv4_dst', '172.16.2.11'),
-                        ('output', HV_TUN))
-    assert l2[MAC1] == (('pop_vlan',), ('output', HV_VM2))
+    local = policy.overlay_vlans[('initech', 'apps')]
+    flows = switch_flows(policy, inv, hv['hv1'])
+    l2 = {f.match_dict()['eth_dst']: f for f in by_table(flows, 'l2_lookup') if cookies.app_of(f.cookie) == ov.APP}
+    for f in l2.values():
+        assert f.match_dict()['vlan_vid'] == vid(local)
+    # the remote member: its VTEP and the tunnel port; the tunnel's emission pops the local
+    # VLAN and sets the network's VNI
+    assert_reaches(flows, l2[MAC2], HV_TUN, local,
+                   [('pop_vlan',), ('set_field', 'tunnel_id', 5020), ('output', HV_TUN)],
+                   before=[('set_field', 'tun_ipv4_dst', '172.16.2.11')])
+    # the local member: its VM port, untagged
+    assert_reaches(flows, l2[MAC1], HV_VM2, local, [('pop_vlan',), ('output', HV_VM2)])
     assert MAC3 not in l2                                   # another VNI: not known here at all
+    # the local VLAN never leaves through the uplink, tagged or not
+    assert emission(flows, HV_UPLINK, local) is None
 
 
 def test_broadcasts_are_replicated_only_to_vteps_with_members(fabric):
@@ -53,17 +64,34 @@ def test_broadcasts_are_replicated_only_to_vteps_with_members(fabric):
 
 def test_the_tunnel_is_accepted_only_from_member_vteps_with_the_vni_and_never_learned_from(fabric):
     policy, inv, hv = setup(fabric)
-    rx = by_table(flows_on(policy, inv, hv['hv1']), 'classify')
+    local = policy.overlay_vlans[('initech', 'apps')]
+    flows = switch_flows(policy, inv, hv['hv1'])
+    rx = {f for f in by_table(flows, 'port_sec') if f.match_dict().get('in_port') == HV_TUN}
     assert {(f.match_dict()['tunnel_id'], f.match_dict()['tun_ipv4_src']) for f in rx} == {(5020, '172.16.2.11')}
-    assert all(f.goto == 'l2' for f in rx)                # skips the learn table
+    assert all(f.actions == (('push_vlan', local),) and f.goto == 'classify' for f in rx)
+    # never learned from: every frame from the tunnel passes learn above any learning entry,
+    # without a copy to the controller
+    no_learn, = (f for f in by_table(flows, 'learn') if f.match_dict() == {'in_port': HV_TUN})
+    assert no_learn.actions == () and no_learn.goto == 'arp_rsp'
+    assert no_learn.priority > max(f.priority for f in by_table(flows, 'learn') if f is not no_learn)
+    # the network's frames carry its context from classify on
+    ctx, = (f for f in by_table(flows, 'classify') if f.match_dict() == {'vlan_vid': vid(local)})
+    assert ctx.actions == tuple(learning_switch.context_actions(policy, 'initech', 'apps')) and ctx.goto == 'learn'
 
 
 def test_a_hypervisor_without_members_gets_nothing_for_that_network(fabric):
     policy, inv, hv = setup(fabric)
     assert not [f for f in flows_on(policy, inv, hv['hv4']) if f.match_dict().get('tunnel_id') == 5020]
-    del inv.bindings[hv['hv3']]
-    # a2 gone: a1's network has no remote member, so no tunnel output at all
-    assert not [f for f in flows_on(policy, inv, hv['hv1']) if ('output', HV_TUN) in f.actions]
+    assert ('initech', 'apps') not in {(f.cookie.tenant, f.cookie.owner) for f in flows_on(policy, inv, hv['hv4'])}
+    assert [f for f in flows_on(policy, inv, hv['hv1']) if ('output', HV_TUN) in f.actions
+            and f.table == 'flood']
+    inv.unbind(hv['hv3'])
+    # a2 gone: a1's network has no remote member, so nothing goes into the tunnel: no entry
+    # chooses it, no flood replicates to it, nothing is accepted from it
+    flows = switch_flows(policy, inv, hv['hv1'])
+    assert not [f for f in flows if ('set_field', R.OUT_PORT, HV_TUN) in f.actions]
+    assert not [f for f in by_table(flows, 'flood') if ('output', HV_TUN) in f.actions]
+    assert not [f for f in flows if f.match_dict().get('in_port') == HV_TUN and f.table == 'port_sec']
 
 
 def test_local_vlans_never_collide_with_fabric_vlans(fabric):
@@ -71,3 +99,62 @@ def test_local_vlans_never_collide_with_fabric_vlans(fabric):
     used = set(policy.vlans_in_use()) | {v for h in fabric.hypervisors.values() for v in h.trunk_vlans}
     assert set(policy.overlay_vlans.values()).isdisjoint(used)
     assert len(set(policy.overlay_vlans.values())) == 2
+
+
+def test_local_vlans_are_allocated_from_4094_down_in_name_order_not_vni_order(fabric):
+    # 'ops' sorts after 'apps' but has the lower VNI: names decide on a fresh store
+    tenant = make_tenant('initech', {'ops': {'vni': 5001}, 'apps': {'vni': 5999}})
+    policy = Policy(fabric).with_tenants([tenant])
+    assert dict(policy.overlay_vlans) == {('initech', 'apps'): 4094, ('initech', 'ops'): 4093}
+
+
+def test_another_tenants_overlay_never_moves_a_tenants_local_vlans(fabric):
+    policy, inv, hv = setup(fabric)
+    store = ids.IdStore()                                  # one controller's store, as it runs
+    first = policy.with_ids(ids.bind(store, policy))
+    # 'acme' sorts first: on a fresh store it would take 4094 and push initech's down
+    bigger = policy.with_tenants([make_tenant('acme', {'net': {'vni': 6000}})] + list(policy.tenants.values()))
+    assert bigger.overlay_vlans[('initech', 'apps')] != first.overlay_vlans[('initech', 'apps')]
+    then = bigger.with_ids(ids.bind(store, bigger))
+    assert {k: v for k, v in then.overlay_vlans.items() if k[0] == 'initech'} == dict(first.overlay_vlans)
+    assert then.overlay_vlans[('acme', 'net')] not in first.overlay_vlans.values()
+    # so initech's flows carry the same numbers: nothing of theirs is rewritten
+    def initech(p):
+        return {f for f in switch_flows(p, inv, hv['hv1']) if f.cookie.tenant == 'initech'}
+    assert initech(first) and initech(first) == initech(then)
+
+
+def test_end_to_end_a_member_reaches_a_remote_member_through_the_tunnel_and_back(fabric):
+    policy, inv, hv = setup(fabric)
+    local = policy.overlay_vlans[('initech', 'apps')]
+    hv1 = switch_flows(policy, inv, hv['hv1'])
+    # a1 (hv1 port 2) -> a2 (on hv3): into the tunnel, untagged, with the VNI and hv3's VTEP
+    out, path = walk(hv1, {'in_port': HV_VM2, 'eth_src': MAC1, 'eth_dst': MAC2})
+    (port, sent), = out
+    assert port == HV_TUN
+    assert (sent['vlan_vid'], sent['tunnel_id'], sent['tun_ipv4_dst']) == (UNTAGGED, 5020, '172.16.2.11')
+    assert [f.table for f in path] == ['port_sec', 'classify', 'learn', 'arp_rsp', 'acl_in', 'l3', 'l2_lookup',
+                                       'acl_out', 'output']
+    # back from hv3's VTEP with the VNI: to a1's port, untagged, and no copy to the controller
+    out, _ = walk(hv1, {'in_port': HV_TUN, 'tunnel_id': 5020, 'tun_ipv4_src': '172.16.2.11',
+                        'eth_src': MAC2, 'eth_dst': MAC1})
+    assert [(p, f['vlan_vid']) for p, f in out] == [(HV_VM2, UNTAGGED)]
+    # a broadcast from the tunnel: local members only (split horizon), never back into it
+    out, _ = walk(hv1, {'in_port': HV_TUN, 'tunnel_id': 5020, 'tun_ipv4_src': '172.16.2.11',
+                        'eth_src': MAC2, 'eth_dst': 'ff:ff:ff:ff:ff:ff'})
+    assert [(p, f['vlan_vid']) for p, f in out] == [(HV_VM2, UNTAGGED)]
+    # a broadcast from a1: to the tunnel once, toward the member VTEP (its own port is skipped by OVS)
+    out, _ = walk(hv1, {'in_port': HV_VM2, 'eth_src': MAC1, 'eth_dst': 'ff:ff:ff:ff:ff:ff'})
+    sent = [(p, f.get('tun_ipv4_dst')) for p, f in out if p != 'controller']
+    assert (HV_TUN, '172.16.2.11') in sent and all(p in (HV_VM2, HV_TUN) for p, _ in sent)
+    assert local not in {f['vlan_vid'] & 0xfff for p, f in out if p != 'controller'}     # never leaks tagged
+
+
+def test_end_to_end_the_tunnel_drops_other_vteps_and_other_vnis(fabric):
+    policy, inv, hv = setup(fabric)
+    hv1 = switch_flows(policy, inv, hv['hv1'])
+    for src, vni in (('172.16.9.9', 5020),            # a VTEP with no member of the network
+                     ('172.16.2.11', 5021)):          # a member VTEP, but a VNI hv1 does not host
+        out, path = walk(hv1, {'in_port': HV_TUN, 'tunnel_id': vni, 'tun_ipv4_src': src,
+                               'eth_src': MAC2, 'eth_dst': MAC1})
+        assert out == [] and [f.table for f in path] == ['port_sec'], (src, vni)
