@@ -5,7 +5,7 @@ Stages (see controller/pipeline/tables.py):
   classify   the VLAN's network, tenant and conntrack zone ids into registers
   learn      known (vlan, src MAC, port) go on; unknown sources are copied to the controller
   l2_lookup  known destination MAC -> its port in the out-port register (miss: flood)
-  output     per port and VLAN it carries: how to emit (tag popped on untagged ports)
+  output     per port: how to emit (tagged on a trunk, the tag popped for its untagged VLAN)
   flood      per VLAN, every flood port of the switch (OVS skips the ingress port)
 
 Forwarding never waits for the controller: an unknown source is copied to the controller
@@ -23,7 +23,7 @@ from apps.vlan_portgroups import PortVlans
 
 APP = 'learning_switch'
 K_STATIC, K_SRC, K_DST, K_REFUSED = 0, 1, 2, 3
-P_PORT, P_MAC = 100, 100
+P_PORT, P_UNTAGGED, P_MAC = 100, 110, 100
 
 
 def _cookie(kind: int, owner: str | None = None, tenant: str | None = None) -> int:
@@ -35,7 +35,7 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
         return set()
     ports = vlan_portgroups.port_vlans(policy, inv, dpid)
     flows = _admission(policy, ports)
-    flows |= classify_flows(policy, policy.vlans_in_use())
+    flows |= classify_flows(policy, {v for pv in ports.values() for v in pv.tagged | {pv.untagged}} - {None})
     flows |= _learned(policy, inv, dpid, ports)
     flows |= emission_flows(policy, ports)
     flows |= _flood(policy, ports)
@@ -84,13 +84,17 @@ def classify_flows(policy, vlans) -> set[Flow]:
 
 
 def emission_flows(policy, ports: dict[int, PortVlans]) -> set[Flow]:
-    """How a frame chosen for a port leaves it: per VLAN the port carries, tagged or not."""
+    """How a frame chosen for a port leaves it: tagged on a trunk (whatever the VLAN: only
+    VLANs the port carries are ever chosen for it), the tag popped for its untagged VLAN."""
     flows = set()
     for no, pv in ports.items():
-        for v in pv.tagged | ({pv.untagged} if pv.untagged is not None else set()):
-            acts = [('pop_vlan',), ('output', no)] if v == pv.untagged else [('output', no)]
-            flows.add(Flow.make('output', P_PORT, {R.OUT_PORT: no, 'vlan_vid': vid(v)}, acts,
-                                cookie=_vlan_cookie(policy, K_STATIC, v, 'port:%d' % no)))
+        if pv.tagged:
+            flows.add(Flow.make('output', P_PORT, {R.OUT_PORT: no}, [('output', no)],
+                                cookie=_cookie(K_STATIC, 'port:%d' % no)))
+        if pv.untagged is not None:
+            flows.add(Flow.make('output', P_UNTAGGED, {R.OUT_PORT: no, 'vlan_vid': vid(pv.untagged)},
+                                [('pop_vlan',), ('output', no)],
+                                cookie=_vlan_cookie(policy, K_STATIC, pv.untagged, 'port:%d' % no)))
     return flows
 
 
@@ -116,16 +120,20 @@ def _learned(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
 
 
 def _flood(policy, ports: dict[int, PortVlans]) -> set[Flow]:
+    tagged: dict[int, list[int]] = {}
+    untagged: dict[int, list[int]] = {}
+    for p, pv in sorted(ports.items()):
+        for v in pv.tagged:
+            tagged.setdefault(v, []).append(p)
+        if pv.untagged is not None:
+            untagged.setdefault(pv.untagged, []).append(p)
     flows = set()
-    for v in sorted(policy.vlans_in_use()):
-        tagged = [p for p, pv in sorted(ports.items()) if v in pv.tagged]
-        untagged = [p for p, pv in sorted(ports.items()) if pv.untagged == v]
-        acts = [('output', p) for p in tagged]
-        if untagged:
-            acts += [('pop_vlan',)] + [('output', p) for p in untagged]
-        if acts:
-            flows.add(Flow.make('flood', P_PORT, {'vlan_vid': vid(v)}, acts,
-                                cookie=_vlan_cookie(policy, K_STATIC, v, 'flood:%d' % v)))
+    for v in sorted(policy.vlans_in_use() & (tagged.keys() | untagged.keys())):
+        acts = [('output', p) for p in tagged.get(v, ())]
+        if v in untagged:
+            acts += [('pop_vlan',)] + [('output', p) for p in untagged[v]]
+        flows.add(Flow.make('flood', P_PORT, {'vlan_vid': vid(v)}, acts,
+                            cookie=_vlan_cookie(policy, K_STATIC, v, 'flood:%d' % v)))
     return flows
 
 

@@ -22,7 +22,7 @@ from apps import topology
 APP = 'underlay_routing'
 ROUTER_MAC = '02:00:00:dd:00:01'     # one MAC for every fabric router interface (anycast)
 ETH_IP, ETH_ARP = 0x0800, 0x0806
-P_ROUTED, P_LOCAL, P_REMOTE, P_UNROUTED, P_EMIT, P_ECMP = 500, 100, 90, 1, 100, 100
+P_ROUTED, P_LOCAL, P_REMOTE, P_UNROUTED, P_EMIT, P_ECMP = 500, 100, 90, 1, 120, 100
 K_ADMIT, K_ARP, K_LOCAL, K_REMOTE, K_EMIT = 1, 2, 3, 4, 5
 
 

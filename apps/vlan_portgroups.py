@@ -3,14 +3,17 @@ forwarding for every bound VM nic.
 
 A VM nic is bound when its br-int Interface carries external_ids:iface-id of a nic in an
 accepted tenant policy (<tenant>/<workload>/nic<i>); it then becomes an access port of its
-network's VLAN on whichever hypervisor it is.  Trunks carry exactly the VLANs in use that
-their allowed list permits: the hypervisor uplink (and the leaf port LLDP found it on) its
-fabric `trunk_vlans`, fabric cables every VLAN in use.  A VLAN a trunk does not allow is not
-admitted at its ingress and never flooded out of it.
+network's VLAN on whichever hypervisor it is.  Trunks carry exactly the VLANs they need:
+a hypervisor uplink (and the leaf port LLDP found it on) the VLANs of the nics bound on that
+hypervisor that its fabric `trunk_vlans` allows (VLAN pruning: a hypervisor never sees the
+broadcasts of a VLAN it has no VM on), fabric cables every VLAN in use.  A VLAN a trunk does
+not carry is not admitted at its ingress and never flooded out of it.
 
-Known nics get destination entries on every switch (no flooding for them): the local port
-on their hypervisor, the uplink on the others, the hypervisor's leaf port on its leaf and
-the flood-tree port toward that leaf elsewhere.
+Known nics get destination entries (no flooding for them): on every physical switch (the
+hypervisor's leaf port on its leaf, the flood-tree port toward that leaf elsewhere), on
+their own hypervisor (the local port) and on every hypervisor with a VM on the same VLAN
+(the uplink).  Each nic's entries are one compile unit (units/compile_unit), so a binding
+recompiles that nic's entries only.
 """
 from __future__ import annotations
 
@@ -50,7 +53,8 @@ def port_vlans(policy, inv: Inventory, dpid: int) -> dict[int, PortVlans]:
             out[p.no] = PortVlans(untagged=native)
         for p in sw.ports_with(HYPERVISOR):
             hv = fabric.switch_by_dpid(inv.hv_ports.get(topology.LinkEnd(dpid, p.no)))
-            trunk = frozenset(hv.trunk_vlans) if isinstance(hv, Hypervisor) else frozenset()
+            trunk = frozenset(hv.trunk_vlans) & local_vlans(policy, inv, hv.dpid) \
+                if isinstance(hv, Hypervisor) else frozenset()
             out[p.no] = PortVlans(trunk & in_use - {native}, native)
         for p in sw.ports_with(FABRIC):
             if topology.LinkEnd(dpid, p.no) in tree:
@@ -58,7 +62,7 @@ def port_vlans(policy, inv: Inventory, dpid: int) -> dict[int, PortVlans]:
         return out
     hv = fabric.switch_by_dpid(dpid)
     for p in sw.ports_with(UPLINK):
-        out[p.no] = PortVlans(frozenset(hv.trunk_vlans) & in_use - {native}, native)
+        out[p.no] = PortVlans(frozenset(hv.trunk_vlans) & local_vlans(policy, inv, dpid) & in_use - {native}, native)
     bindings = inv.bindings.get(dpid, {})
     for p in sw.ports_with(VM):
         b = bindings.get(p.no)
@@ -73,6 +77,17 @@ def port_vlans(policy, inv: Inventory, dpid: int) -> dict[int, PortVlans]:
         # a port claiming an accepted tenant with an unknown workload/nic carries nothing:
         # a stale or mistyped binding must never leak into another network
     return out
+
+
+def local_vlans(policy, inv: Inventory, hv: int) -> frozenset[int]:
+    """The tenant VLANs of the nics bound on a hypervisor (whether or not they are located
+    there yet: a VM arriving by live migration needs its VLAN on the trunk at once)."""
+    out = set()
+    for b in inv.bindings.get(hv, {}).values():
+        bound = policy.nics.get(b.iface_id)
+        if bound is not None and bound.network.vlan is not None:
+            out.add(bound.network.vlan)
+    return frozenset(out)
 
 
 def located_nics(policy, inv: Inventory, overlay: bool = False):
@@ -98,32 +113,72 @@ def nic_cookie(app: str, kind: int, bound) -> cookies.Cookie:
                         bound.tenant.where(bound.workload.line))
 
 
-def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
-    sw = inv.switches.get(dpid)
-    if sw is None:
+@dataclasses.dataclass
+class Context:
+    """What every nic's entries on one switch need, computed once per compile of it."""
+    sw: object
+    ports: dict
+    tree: set
+    hv_leaf_port: dict
+    paths: dict            # leaf dpid -> {switch: port toward it}, filled on demand
+    uplink: int | None
+
+
+def context(policy, inv: Inventory, dpid: int) -> Context:
+    sw = inv.switches[dpid]
+    return Context(sw, port_vlans(policy, inv, dpid), topology.flood_tree(inv) if sw.kind == 'physical' else set(),
+                   topology.hypervisor_ports(inv), {}, next(iter(p.no for p in sw.ports_with(UPLINK)), None))
+
+
+def units(policy, inv: Inventory, dpid: int):
+    """One unit per VLAN nic that has a location: every one on a physical switch; on a
+    hypervisor, those of the VLANs its trunk carries (the others never get there)."""
+    if inv.switches[dpid].kind == 'physical':
+        return [i for i in inv.locations if (b := policy.nics.get(i)) is not None and b.network.vlan is not None]
+    out = [i for v in local_vlans(policy, inv, dpid) for i in policy.network_nics.get(policy.vlan_networks[v], ())]
+    return [i for i in out if i in inv.locations]
+
+
+def compile_switch(policy, inv: Inventory, dpid: int, ctx: Context) -> set[Flow]:
+    return set()
+
+
+def compile_unit(policy, inv: Inventory, dpid: int, iface_id: str, ctx: Context) -> set[Flow]:
+    """The entries of one nic on one switch."""
+    bound, where = policy.nics.get(iface_id), inv.locations.get(iface_id)
+    if bound is None or where is None or bound.network.vlan is None:
         return set()
-    ports = port_vlans(policy, inv, dpid)
-    tree = topology.flood_tree(inv) if sw.kind == 'physical' else set()
-    hv_leaf_port = topology.hypervisor_ports(inv)
-    paths: dict[int, dict[int, int]] = {}         # leaf dpid -> {switch: port toward it}
-    flows = set()
-    for hv_dpid, ofport, bound in bound_nics(policy, inv):
-        vlan, mac = bound.network.vlan, bound.nic.mac
-        if sw.kind == 'hypervisor':
-            out = ofport if hv_dpid == dpid else next(iter(p.no for p in sw.ports_with(UPLINK)), None)
-        else:
-            leaf = hv_leaf_port.get(hv_dpid)
-            if leaf is None:
-                continue
-            if leaf.dpid not in paths:
-                paths[leaf.dpid] = topology.toward(inv, tree, leaf.dpid)
-            out = leaf.port if leaf.dpid == dpid else paths[leaf.dpid].get(dpid)
-        if out is None or out not in ports or not ports[out].carries(vlan):
-            continue
-        flows.add(Flow.make('l2_lookup', P_KNOWN, {'vlan_vid': vid(vlan), 'eth_dst': mac},
-                            [('set_field', R.OUT_PORT, out)], goto='acl_out', cookie=nic_cookie(APP, K_DST, bound)))
-        if hv_dpid == dpid:
-            # the nic's own source is known: no packet-in, no learning for it
-            flows.add(Flow.make('learn', P_KNOWN, {'in_port': ofport, 'vlan_vid': vid(vlan), 'eth_src': mac},
-                                goto='arp_rsp', cookie=nic_cookie(APP, K_SRC, bound)))
+    hv_dpid, ofport = where
+    hv = inv.switches.get(hv_dpid)
+    if hv is None or ofport not in hv.ports or not hv.ports[ofport].up:
+        return set()
+    vlan, mac = bound.network.vlan, bound.nic.mac
+    if ctx.sw.kind == 'hypervisor':
+        out = ofport if hv_dpid == dpid else ctx.uplink
+    else:
+        leaf = ctx.hv_leaf_port.get(hv_dpid)
+        if leaf is None:
+            return set()
+        if leaf.dpid not in ctx.paths:
+            ctx.paths[leaf.dpid] = topology.toward(inv, ctx.tree, leaf.dpid)
+        out = leaf.port if leaf.dpid == dpid else ctx.paths[leaf.dpid].get(dpid)
+    if out is None or out not in ctx.ports or not ctx.ports[out].carries(vlan):
+        return set()
+    flows = {Flow.make('l2_lookup', P_KNOWN, {'vlan_vid': vid(vlan), 'eth_dst': mac},
+                       [('set_field', R.OUT_PORT, out)], goto='acl_out', cookie=nic_cookie(APP, K_DST, bound))}
+    if hv_dpid == dpid:
+        # the nic's own source is known: no packet-in, no learning for it
+        flows.add(Flow.make('learn', P_KNOWN, {'in_port': ofport, 'vlan_vid': vid(vlan), 'eth_src': mac},
+                            goto='arp_rsp', cookie=nic_cookie(APP, K_SRC, bound)))
+    return flows
+
+
+def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
+    """Everything at once (the full compile the incremental one is checked against)."""
+    if dpid not in inv.switches:
+        return set()
+    ctx = context(policy, inv, dpid)
+    flows = compile_switch(policy, inv, dpid, ctx)
+    for key in units(policy, inv, dpid):
+        flows |= compile_unit(policy, inv, dpid, key, ctx)
     return flows

@@ -39,23 +39,57 @@ def members(policy, inv: Inventory) -> dict:
     return out
 
 
+def network_members(policy, inv: Inventory, key) -> dict:
+    """{hypervisor dpid: [(ofport, BoundNic)]} of one overlay network, from its nics' locations."""
+    out: dict = defaultdict(list)
+    for iface_id in policy.network_nics.get(key, ()):
+        where = inv.locations.get(iface_id)
+        if where is not None:
+            out[where[0]].append((where[1], policy.nics[iface_id]))
+    return out
+
+
+def context(policy, inv: Inventory, dpid: int):
+    """The tunnel port of a hypervisor's br-int, or None (nothing to do on this switch)."""
+    sw = inv.switches[dpid]
+    tunnels = sw.ports_with(TUNNEL) if sw.kind == 'hypervisor' else []
+    return tunnels[0].no if tunnels else None
+
+
+def units(policy, inv: Inventory, dpid: int):
+    """One unit per overlay network with a member located on this hypervisor."""
+    out = set()
+    for b in inv.bindings.get(dpid, {}).values():
+        bn = policy.nics.get(b.iface_id)
+        if bn is not None and bn.network.vni is not None and inv.locations.get(b.iface_id, (None,))[0] == dpid:
+            out.add((bn.tenant.name, bn.network.name))
+    return sorted(out)
+
+
+def compile_switch(policy, inv: Inventory, dpid: int, tun) -> set[Flow]:
+    if tun is None:
+        return set()
+    # sources seen through the tunnel are never learned: locations come from bindings
+    return {Flow.make('learn', P_NO_LEARN, {'in_port': tun}, goto='arp_rsp', cookie=cookies.make(APP, K_RX, 'tunnel'))}
+
+
+def compile_unit(policy, inv: Inventory, dpid: int, key, tun) -> set[Flow]:
+    if tun is None or key[0] not in policy.tenants:
+        return set()
+    by_hv = network_members(policy, inv, key)
+    if dpid not in by_hv:
+        return set()                     # not present here: its VNI is not accepted either
+    return _network_flows(policy, dpid, tun, key, by_hv)
+
+
 def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
-    sw = inv.switches.get(dpid)
-    if sw is None or sw.kind != 'hypervisor':
+    """Everything at once (the full compile the incremental one is checked against)."""
+    if dpid not in inv.switches:
         return set()
-    tunnels = sw.ports_with(TUNNEL)
-    if not tunnels:
-        return set()
-    tun = tunnels[0].no
-    flows = set()
-    for key, by_hv in sorted(members(policy, inv).items()):
-        if dpid not in by_hv:
-            continue                     # not present here: its VNI is not accepted either
-        flows |= _network_flows(policy, dpid, tun, key, by_hv)
-    if flows:
-        # sources seen through the tunnel are never learned: locations come from bindings
-        flows.add(Flow.make('learn', P_NO_LEARN, {'in_port': tun}, goto='arp_rsp',
-                            cookie=cookies.make(APP, K_RX, 'tunnel')))
+    tun = context(policy, inv, dpid)
+    flows = compile_switch(policy, inv, dpid, tun)
+    for key in units(policy, inv, dpid):
+        flows |= compile_unit(policy, inv, dpid, key, tun)
     return flows
 
 

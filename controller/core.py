@@ -17,7 +17,8 @@ from apps import learning_switch, topology
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
 from controller.policy.model import Fabric, Policy
-from controller.pipeline import cookies, ids as idstore, tables
+from controller.pipeline import cookies, ids as idstore, incremental, tables
+from controller.pipeline.incremental import ALL
 from controller.pipeline.flow import Flow
 from controller.pipeline import reconciler
 from controller.pipeline.reconciler import Reconciler
@@ -91,6 +92,11 @@ class Controller:
         self._dirty: set[int] = set()
         self._retry: dict[int, tuple[float, float]] = {}   # failing switch -> (next try, backoff)
         self._settle_until: dict[int, float] = {}
+        # incremental compile: what each event made stale (written under the lock by events,
+        # taken by the worker), and each switch's compiled parts (the worker's alone)
+        self._stale: dict[int, object] = {}            # dpid -> ALL or {app names}
+        self._stale_units: dict[int, set] = {}         # dpid -> {(app name, unit key)}
+        self._compiled: dict[int, incremental.Compiled] = {}
         self._tree: set = set()
         self._stopped = False
         self._threads = [threading.Thread(target=self._guard(self._work), name='converge', daemon=True),
@@ -114,18 +120,47 @@ class Controller:
     # ---- compile ----------------------------------------------------------------------
 
     def desired(self, dpid: int, policy: Policy | None = None) -> set[Flow]:
-        """Every app's flows for one switch plus the pipeline's miss flows, each checked
-        against its table declaration; a clash raises PipelineError."""
+        """Every app's flows for one switch plus the pipeline's miss flows, compiled from
+        scratch (the full compile: dry runs, and the cross-check of the incremental one),
+        each checked against its table declaration; a clash raises PipelineError."""
         with self.lock:
-            policy = policy or self.policy
-            flows = [tables.miss_flows()] if dpid in self.inv.switches else []
-            for app in APPS:
-                flows.append(app.compile_flows(policy, self.inv, dpid))
-        out = set().union(*flows)
+            out = incremental.full(APPS, policy or self.policy, self.inv, dpid)
         for f in out:
             tables.check(f)
         no_clash(out)
         return out
+
+    # ---- what an event makes stale --------------------------------------------------------
+
+    def _invalidate(self, dpid: int, apps=ALL) -> None:
+        """Recompile these apps (ALL: everything) on one switch, and converge it."""
+        have = self._stale.get(dpid, set())
+        self._stale[dpid] = ALL if ALL in (apps, have) else have | set(apps)
+        self._mark(dpid)
+
+    def _invalidate_units(self, units) -> None:
+        """Recompile these (app, unit) parts on every switch."""
+        units = set(units)
+        if units:
+            for d in self.inv.switches:
+                self._stale_units.setdefault(d, set()).update(units)
+                self._mark(d)
+
+    def _nic_units(self, iface_ids) -> set:
+        """The compile units that depend on where these nics are."""
+        out = set()
+        for i in iface_ids:
+            bn = self.policy.nics.get(i)
+            if bn is None:
+                continue
+            if bn.network.vni is None:
+                out.add(('vlan_portgroups', i))
+            else:
+                out.add(('vxlan_overlay', (bn.tenant.name, bn.network.name)))
+        return out
+
+    def _located_at(self, dpid: int, port: int | None = None) -> list[str]:
+        return [i for i, (d, p) in self.inv.locations.items() if d == dpid and port in (None, p)]
 
     def settling(self, dpid: int) -> bool:
         return time.monotonic() < self._settle_until.get(dpid, 0)
@@ -155,6 +190,8 @@ class Controller:
             self.inv.switches[conn.dpid] = sw
             self.conns[conn.dpid] = conn
             self.rec.forget(conn.dpid)
+            self._invalidate(conn.dpid)
+            self._invalidate_units(self._nic_units(self._located_at(conn.dpid)))
             # settle: keep what the switch holds until we know enough to compute it right --
             # its cables (physical) or which VM is on which port (hypervisor: OVSDB bindings)
             wait = SETTLE if kind == 'physical' else (BINDINGS_WAIT if self._watch_bindings else 0)
@@ -176,6 +213,9 @@ class Controller:
                 topology.port_down(self.inv, conn.dpid, no)
             self.inv.macs.pop(conn.dpid, None)
             self.inv.refused.pop(conn.dpid, None)
+            self._stale.pop(conn.dpid, None)
+            self._stale_units.pop(conn.dpid, None)
+            self._invalidate_units(self._nic_units(self._located_at(conn.dpid)))
             self._topology_changed()
         LOG.info('switch %016x disconnected', conn.dpid)
 
@@ -201,15 +241,25 @@ class Controller:
             moved = self.inv.bind(dpid, bindings)
             if moved:
                 LOG.info('nic locations changed: %s', sorted(moved))
-            if vtep_mac:
+            # this hypervisor (its ports' VLANs), the leaf port it hangs on (its trunk), and
+            # every switch's entries for the nics that moved
+            self._invalidate(dpid)
+            for end, hv in self.inv.hv_ports.items():
+                if hv == dpid and end.dpid in self.inv.switches:
+                    self._invalidate(end.dpid)
+            self._invalidate_units(self._nic_units(moved))
+            if vtep_mac and self.inv.vtep_macs.get(dpid) != vtep_mac.lower():
                 self.inv.vtep_macs[dpid] = vtep_mac.lower()
+                for d, sw in self.inv.switches.items():
+                    if sw.kind == 'physical':
+                        self._invalidate(d, {'underlay_routing'})
             if self._settle_until.get(dpid):
                 self._settle_until[dpid] = 0          # the first snapshot: it may be programmed now
             LOG.info('%016x bindings: %s', dpid, sorted(b.iface_id for b in bindings.values()))
             if not complete and self.picture_complete():
                 LOG.info('every hypervisor has reported its bindings: programming from the whole picture')
-            for d in self.inv.switches:
-                self._mark(d)
+                for d in self.inv.switches:
+                    self._mark(d)
 
     def port_status(self, dpid: int, reason: str, no: int, name: str, up: bool) -> None:
         with self.lock:
@@ -231,7 +281,9 @@ class Controller:
             if sw.kind == 'physical':
                 topology.classify_ports(self.fabric, self.inv, time.monotonic())
                 self._topology_changed()
-            self._mark(dpid)
+            else:                                # the entries of a nic on this port, everywhere
+                self._invalidate_units(self._nic_units(self._located_at(dpid, no)))
+            self._invalidate(dpid)
 
     def packet_in(self, dpid: int, in_port: int, table_id: int, data: bytes) -> None:
         with self.lock:
@@ -249,7 +301,7 @@ class Controller:
             vlan = _vlan_of(data)
             src = ':'.join('%02x' % b for b in data[6:12])
             if vlan is not None and learning_switch.learn(self.fabric, self.inv, dpid, in_port, vlan, src):
-                self._mark(dpid)
+                self._invalidate(dpid, {learning_switch.APP})
 
     def flow_removed(self, dpid: int, flow: Flow) -> None:
         flow = Flow(flow.table, flow.priority, flow.match, cookie=self.cookies.decode(flow.cookie)) \
@@ -257,7 +309,7 @@ class Controller:
         with self.lock:
             self.rec.removed(dpid, flow.key)
             if learning_switch.forget(self.inv, dpid, flow):
-                self._mark(dpid)
+                self._invalidate(dpid, {learning_switch.APP})
 
     # ---- policy (from the API thread) ------------------------------------------------------
 
@@ -277,8 +329,8 @@ class Controller:
             self.ids.save()
             self.policy = candidate
             self._diffs = {id(candidate): {}}
-            for d in names:
-                self._mark(d)
+            for d in self.inv.switches:
+                self._invalidate(d)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 target = self._generation
@@ -316,7 +368,7 @@ class Controller:
             LOG.info('flood tree: %s', sorted((e.dpid, e.port) for e in tree))
         for dpid, sw in self.inv.switches.items():
             if sw.kind == 'physical':
-                self._mark(dpid)
+                self._invalidate(dpid)
 
     # ---- worker: the only thread that writes to switches --------------------------------
 
@@ -331,58 +383,105 @@ class Controller:
                     self._wake.wait()
                 if self._stopped:
                     return
-                if self._loads:
-                    dpid, load = self._loads.pop(0), True
-                else:
+                load = self._loads.pop(0) if self._loads else None
+                if load is None:
                     now = time.monotonic()
-                    ready = [d for d in self._dirty if self._retry.get(d, (0.0,))[0] <= now]
-                    if not ready:                  # only failing switches, still backing off
+                    batch = sorted(d for d in self._dirty if self._retry.get(d, (0.0,))[0] <= now)
+                    if not batch:                  # only failing switches, still backing off
                         self._wake.wait(max(0.01, min(self._retry[d][0] for d in self._dirty) - now))
                         continue
-                    dpid, load = min(ready), False
-                    self._dirty.discard(dpid)
-                conn = self.conns.get(dpid)
+                    self._dirty.difference_update(batch)
+            if load is not None:
+                if not self._load(load):
+                    continue
+                batch = [load]
+                with self.lock:
+                    self._dirty.discard(load)
+            self._converge_batch(batch, send_lldp=load is not None)
+
+    def _load(self, dpid: int) -> bool:
+        """Read a (re)connected switch's flows and adopt what it learned."""
+        conn = self.conns.get(dpid)
+        if conn is None:
+            return False
+        try:
+            installed = self.rec.load(conn)
+        except Exception as e:
+            self._failed(dpid, e)
+            return False
+        with self.lock:
+            learning_switch.adopt(self.inv, dpid, installed)
+        return True
+
+    def _converge_batch(self, batch, send_lldp=False) -> None:
+        """Compile (incrementally, from one snapshot taken under the lock, compiled outside
+        it) and converge every switch of the batch."""
+        with self.lock:
+            snap, policy = self.inv.snapshot(), self.policy
+            jobs = [(d, self.conns.get(d), self._stale.pop(d, set()), self._stale_units.pop(d, set()),
+                     self.settling(d), self.picture_complete()) for d in batch]
+        for dpid, conn, stale, units, settling, complete in jobs:
             if conn is None:
                 continue
             try:
-                if load:
-                    installed = self.rec.load(conn)
-                    with self.lock:
-                        learning_switch.adopt(self.inv, dpid, installed)
-                self._converge(conn)
-                if load:
-                    self.send_lldp()
+                self._converge(conn, snap, policy, stale, units, settling, complete)
                 with self.lock:
                     self._retry.pop(dpid, None)
             except Exception as e:
-                with self.lock:
-                    _, backoff = self._retry.get(dpid, (0.0, RETRY_FIRST / 2))
-                    backoff = min(RETRY_MAX, backoff * 2)
-                    self._retry[dpid] = (time.monotonic() + backoff, backoff)
-                    if not getattr(e, 'nothing_applied', False):
-                        self.rec.forget(dpid)      # we no longer know what it holds: read it again
-                LOG.exception('converging switch %016x failed; retrying in %.2fs', dpid, backoff)
+                self._failed(dpid, e)
+        if send_lldp:
+            self.send_lldp()
 
-    def _converge(self, conn) -> None:
+    def _failed(self, dpid: int, e: Exception) -> None:
         with self.lock:
-            policy = self.policy
-            keep = self.settling(conn.dpid) or not self.picture_complete()
-            discovery_only = self.settling(conn.dpid)
-        desired = self.desired(conn.dpid, policy)
-        if keep and self.rec.installed(conn.dpid) is None:
-            self.rec.load(conn)            # forgotten after a failure: what to keep is on the switch
-        if keep:
+            _, backoff = self._retry.get(dpid, (0.0, RETRY_FIRST / 2))
+            backoff = min(RETRY_MAX, backoff * 2)
+            self._retry[dpid] = (time.monotonic() + backoff, backoff)
+            if not getattr(e, 'nothing_applied', False):
+                self.rec.forget(dpid)      # we no longer know what it holds: read it again
+            self._dirty.add(dpid)
+        LOG.error('converging switch %016x failed; retrying in %.2fs', dpid, backoff, exc_info=e)
+
+    def _converge(self, conn, snap=None, policy=None, stale=None, units=None, settling=None, complete=None) -> None:
+        """Bring one switch to its desired flows.  Called by the worker with a snapshot and
+        the stale marks it took; called bare (tests), it takes them itself."""
+        dpid = conn.dpid
+        if snap is None:
+            with self.lock:
+                snap, policy = self.inv.snapshot(), self.policy
+                stale, units = self._stale.pop(dpid, set()), self._stale_units.pop(dpid, set())
+                settling, complete = self.settling(dpid), self.picture_complete()
+        compiled = self._compiled.get(dpid)
+        if compiled is None:
+            compiled, stale = incremental.Compiled(), ALL
+        try:
+            incremental.compile_switch(APPS, policy, snap, dpid, compiled, stale, units)
+        except Exception:
+            self._compiled.pop(dpid, None)     # start from scratch next time
+            raise
+        self._compiled[dpid] = compiled
+        removed, added = compiled.take_changes()
+        if settling or not complete:
             # Just (re)started or connected: keep whatever the switch holds (it forwards while
             # we rediscover the topology and hear every hypervisor's bindings) and only add
             # what is new -- while a physical switch settles, only what discovery needs.
-            have = self.rec.installed(conn.dpid) or set()
+            if self.rec.installed(dpid) is None:
+                self.rec.load(conn)            # forgotten after a failure: what to keep is on the switch
+            have = self.rec.installed(dpid) or set()
             keys = {f.key for f in have}
-            desired = have | {f for f in desired if f.key not in keys
-                              and (not discovery_only or cookies.app_of(f.cookie) == topology.APP)}
-        d = self.rec.converge(conn, desired, before_apply=self._register)
+            desired = have | {f for f in compiled.flows() if f.key not in keys
+                              and (not settling or cookies.app_of(f.cookie) == topology.APP)}
+            d = self.rec.converge(conn, desired, before_apply=self._register, in_sync=False)
+        else:
+            try:
+                if not self.rec.in_sync(dpid):
+                    raise reconciler.OutOfSync(dpid)
+                d = self.rec.converge_delta(conn, removed, added, compiled.wanted, before_apply=self._register)
+            except reconciler.OutOfSync:
+                d = self.rec.converge(conn, compiled.flows(), before_apply=self._register)
         with self.lock:
-            self.last_diff[conn.dpid] = d
-            self._diffs.setdefault(id(policy), {}).setdefault(conn.dpid, d)
+            self.last_diff[dpid] = d
+            self._diffs.setdefault(id(policy), {}).setdefault(dpid, d)
 
     def _register(self, diff) -> None:
         """Before flows go out: their cookies have ids, and those ids are on disk."""

@@ -5,6 +5,7 @@ talks to a switch.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 
@@ -101,6 +102,17 @@ class Inventory:
                 del self.locations[iface_id]
             changed.add(iface_id)
         return changed
+
+    def snapshot(self) -> 'Inventory':
+        """A copy compilers can read while events change this one (Bindings and link ends
+        are immutable and shared; everything mutable is copied)."""
+        return Inventory(
+            switches={d: SwitchState(sw.dpid, sw.name, sw.kind, {n: copy.copy(p) for n, p in sw.ports.items()},
+                                     sw.connected_at) for d, sw in self.switches.items()},
+            links=dict(self.links), macs={d: dict(m) for d, m in self.macs.items()},
+            refused={d: set(r) for d, r in self.refused.items()}, hv_ports=dict(self.hv_ports),
+            vtep_macs=dict(self.vtep_macs), bindings={d: dict(b) for d, b in self.bindings.items()},
+            locations=dict(self.locations))
 
     def macs_on_port(self, dpid: int, port: int) -> list[tuple[int, str]]:
         return [k for k, p in self.macs.get(dpid, {}).items() if p == port]

@@ -18,6 +18,7 @@ moving a rule to another line does not replace its flows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 
 from controller.pipeline.ids import IdStore
@@ -52,6 +53,7 @@ class Cookie:
         return describe(self)
 
 
+@functools.lru_cache(maxsize=1 << 17)       # compilers make the same few cookies over and over
 def make(app: str, kind: int = 0, owner: str | None = None, tenant: str | None = None,
          where: str | None = None) -> Cookie:
     if app not in APPS:

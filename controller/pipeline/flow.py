@@ -19,6 +19,7 @@ goto    -- name of the next table, or None.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 OFPVID_PRESENT = 0x1000
@@ -33,12 +34,23 @@ def vid(vlan: int) -> int:
 UNTAGGED = 0x0000  # vlan_vid value that matches frames without an 802.1Q tag
 
 
+_MAC_FIELDS = frozenset(('eth_src', 'eth_dst', 'arp_sha', 'arp_tha'))
+
+
 def _norm_value(field: str, value: Any) -> Any:
-    if isinstance(value, str) and field in ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha'):
+    if field not in _MAC_FIELDS:
+        return value
+    if isinstance(value, str):
         return value.lower()
     if isinstance(value, tuple) and len(value) == 2:
         return (_norm_value(field, value[0]), _norm_value(field, value[1]))
     return value
+
+
+def _norm_action(a) -> tuple:
+    if a[0] == 'set_field' and a[1] in _MAC_FIELDS:
+        return ('set_field', a[1], _norm_value(a[1], a[2]))
+    return a if type(a) is tuple else tuple(a)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -56,12 +68,19 @@ class Flow:
     @classmethod
     def make(cls, table: str, priority: int, match: dict | None = None,
              actions=(), goto: str | None = None, **kw) -> 'Flow':
-        m = tuple(sorted((k, _norm_value(k, v)) for k, v in (match or {}).items()))
-        acts = tuple(('set_field', a[1], _norm_value(a[1], a[2])) if a[0] == 'set_field' else tuple(a)
-                     for a in actions)
-        return cls(table, priority, m, acts, goto, **kw)
+        m = tuple(sorted([(k, _norm_value(k, v)) for k, v in match.items()])) if match else ()
+        return cls(table, priority, m, tuple([_norm_action(a) for a in actions]), goto, **kw)
 
-    @property
+    def __hash__(self) -> int:
+        # flows live in big sets and counters: hash each once (it is immutable)
+        h = self.__dict__.get('_hash')
+        if h is None:
+            h = hash((self.table, self.priority, self.match, self.actions, self.goto, self.cookie,
+                      self.idle_timeout, self.hard_timeout, self.notify_removal))
+            self.__dict__['_hash'] = h
+        return h
+
+    @functools.cached_property
     def key(self) -> tuple:
         """What OpenFlow uses to identify an entry: table, priority and match."""
         return (self.table, self.priority, self.match)

@@ -55,66 +55,128 @@ def _order(f: Flow) -> tuple:
     return (f.table, f.priority, repr(f.match))
 
 
+class OutOfSync(RuntimeError):
+    """converge_delta on a switch that is not in sync any more (the caller diffs it all)."""
+
+
 class Reconciler:
     """What each switch holds, as far as we know.  converge() runs on the converge thread;
     removed() comes from the event loop: a lock and the keys removed *during* a converge keep
-    one from undoing the other (an entry that aged out while its bundle was in flight)."""
+    one from undoing the other (an entry that aged out while its bundle was in flight).
+
+    A switch is *in sync* after a converge that left it holding exactly the desired set; then
+    the next change can be sent from what changed in the desired set (converge_delta) instead
+    of diffing everything.  Anything unexpected (a read, a failure, an entry the switch removed
+    itself, a converge that kept extra flows) drops it out of sync: the next converge diffs all."""
 
     def __init__(self):
-        self._installed: dict[int, set[Flow]] = {}
+        self._installed: dict[int, dict[tuple, Flow]] = {}
         self._removed_during: dict[int, set[tuple]] = {}
+        self._sync: set[int] = set()
         self._lock = threading.Lock()
 
     def installed(self, dpid: int) -> set[Flow] | None:
         with self._lock:
             have = self._installed.get(dpid)
-            return set(have) if have is not None else None
+            return set(have.values()) if have is not None else None
+
+    def count(self, dpid: int) -> int:
+        with self._lock:
+            return len(self._installed.get(dpid, ()))
+
+    def in_sync(self, dpid: int) -> bool:
+        return dpid in self._sync
 
     def load(self, conn: SwitchConn) -> set[Flow]:
         """Read what the switch holds now (on connect/reconnect)."""
         flows = conn.read_flows()
         with self._lock:
-            self._installed[conn.dpid] = set(flows)
+            self._installed[conn.dpid] = {f.key: f for f in flows}
+            self._sync.discard(conn.dpid)
         LOG.debug('switch %016x holds %d flows:\n%s', conn.dpid, len(flows), '\n'.join(map(str, sorted(flows, key=_order))))
         return flows
 
     def converge(self, conn: SwitchConn, desired: set[Flow], dry_run: bool = False,
-                 before_apply: Callable[[Diff], None] | None = None) -> Diff:
+                 before_apply: Callable[[Diff], None] | None = None, in_sync: bool = True) -> Diff:
+        """Make the switch hold `desired`: diff against everything it holds."""
         if self.installed(conn.dpid) is None:
             self.load(conn)
         with self._lock:
-            before = set(self._installed[conn.dpid])
-            self._removed_during[conn.dpid] = set()
+            before = set(self._installed[conn.dpid].values())
         d = diff(desired, before)
-        if d and not dry_run:
+        if dry_run:
+            return d
+        self._send(conn, d, before_apply)
+        with self._lock:
+            if conn.dpid in self._installed:
+                want = {f.key: f for f in desired}
+                self._installed[conn.dpid] = self._settle(conn.dpid, want)
+                if in_sync:
+                    self._sync.add(conn.dpid)
+        if d and LOG.isEnabledFor(logging.DEBUG):
+            was = {f.key: f for f in before}
+            for f in d.delete:
+                LOG.debug('switch %016x: - %s', conn.dpid, f)
+            for f in d.add:
+                LOG.debug('switch %016x: + %s%s', conn.dpid, f,
+                          '\n    (replacing %s)' % was[f.key] if f.key in was else '')
+        return d
+
+    def converge_delta(self, conn: SwitchConn, removed: set[Flow], added: set[Flow],
+                       wanted: Callable[[tuple], Flow | None],
+                       before_apply: Callable[[Diff], None] | None = None) -> Diff:
+        """The switch is in sync with the desired set as it was; send what changed in it:
+        `removed` left the set, `added` entered it, wanted(key) is the new set's flow for a key."""
+        with self._lock:
+            have = self._installed.get(conn.dpid)
+        if have is None or conn.dpid not in self._sync:     # forgotten meanwhile: diff everything
+            raise OutOfSync(conn.dpid)
+        with self._lock:
+            add = tuple(sorted((f for f in added if have.get(f.key) != f), key=_order))
+            delete = tuple(sorted((f for f in removed if f.key in have and wanted(f.key) is None), key=_order))
+        d = Diff(delete, add)
+        self._send(conn, d, before_apply)
+        with self._lock:
+            have = self._installed.get(conn.dpid)
+            if have is not None:
+                for f in delete:
+                    have.pop(f.key, None)
+                for f in add:
+                    have[f.key] = f
+                gone = self._removed_during.pop(conn.dpid, set())
+                for key in gone:
+                    have.pop(key, None)
+                if not gone:
+                    self._sync.add(conn.dpid)
+        return d
+
+    def _send(self, conn, d: Diff, before_apply) -> None:
+        with self._lock:
+            self._sync.discard(conn.dpid)          # until it is done: a failure leaves it unknown
+            self._removed_during[conn.dpid] = set()
+        if d:
             if before_apply is not None:
                 before_apply(d)
             conn.apply(list(d.delete), list(d.add))
-            with self._lock:
-                gone = self._removed_during.pop(conn.dpid, set())
-                self._installed[conn.dpid] = {f for f in desired if f.key not in gone} if gone else set(desired)
             LOG.info('switch %016x: %s flows', conn.dpid, d.summary())
-            if LOG.isEnabledFor(logging.DEBUG):
-                for f in d.delete:
-                    LOG.debug('switch %016x: - %s', conn.dpid, f)
-                was = {f.key: f for f in before}
-                for f in d.add:
-                    LOG.debug('switch %016x: + %s%s', conn.dpid, f,
-                              '\n    (replacing %s)' % was[f.key] if f.key in was else '')
-        else:
-            with self._lock:
-                self._removed_during.pop(conn.dpid, None)
-        return d
+
+    def _settle(self, dpid: int, want: dict) -> dict:
+        gone = self._removed_during.pop(dpid, set())
+        if gone:
+            self._sync.discard(dpid)
+            return {k: f for k, f in want.items() if k not in gone}
+        return want
 
     def removed(self, dpid: int, key: tuple) -> None:
         """The switch removed an entry itself (idle/hard timeout)."""
         with self._lock:
             have = self._installed.get(dpid)
-            if have:
-                have.difference_update({f for f in have if f.key == key})
+            if have is not None and have.pop(key, None) is not None:
+                self._sync.discard(dpid)
             if dpid in self._removed_during:
                 self._removed_during[dpid].add(key)
 
     def forget(self, dpid: int) -> None:
         with self._lock:
             self._installed.pop(dpid, None)
+            self._sync.discard(dpid)

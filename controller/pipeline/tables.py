@@ -88,7 +88,7 @@ TABLES = (
        [], ['output'], ('goto', 'output'),
        'egress security rules for the destination (microsegmentation issue)'),
     _t('output', 80,
-       {'learning_switch': (100, 100), 'vxlan_overlay': (150, 150), 'underlay_routing': (100, 100),
+       {'learning_switch': (100, 110), 'vxlan_overlay': (150, 150), 'underlay_routing': (120, 120),
         PIPELINE: (1, 1)},
        [R.OUT_PORT, 'vlan_vid'], ['vlan_vid', 'tunnel_id'], ['flood'], ('drop',),
        'emission: the out-port as it carries the frame (tag popped on access ports, VNI on the '
@@ -165,9 +165,10 @@ def check(flow: Flow) -> None:
     t = BY_NAME.get(flow.table)
     if t is None:
         raise PipelineError('undeclared table %r in %s' % (flow.table, flow))
-    bad = {k for k, _ in flow.match} - t.matches
-    if bad:
-        raise PipelineError('table %s does not allow match on %s: %s' % (t.name, sorted(bad), flow))
+    for k, _ in flow.match:
+        if k not in t.matches:
+            bad = sorted({k for k, _ in flow.match} - t.matches)
+            raise PipelineError('table %s does not allow match on %s: %s' % (t.name, bad, flow))
     app = cookies.app_of(flow.cookie)
     band = (0, 0) if app == PIPELINE and flow.priority == 0 else t.bands.get(app)
     if band is None:
@@ -175,9 +176,11 @@ def check(flow: Flow) -> None:
     if not band[0] <= flow.priority <= band[1]:
         raise PipelineError('app %s writes table %s at priority %d, outside its band %d..%d: %s'
                             % (app, t.name, flow.priority, band[0], band[1], flow))
-    writes = {w for w in map(_written, flow.actions) if w is not None}
-    if writes - t.sets:
-        raise PipelineError('table %s may not write %s: %s' % (t.name, sorted(writes - t.sets), flow))
+    for a in flow.actions:
+        w = _written(a)
+        if w is not None and w not in t.sets:
+            writes = {w for w in map(_written, flow.actions) if w is not None}
+            raise PipelineError('table %s may not write %s: %s' % (t.name, sorted(writes - t.sets), flow))
     if flow.goto is not None and flow.goto not in t.next:
         raise PipelineError('table %s may not go to %s (goto must go forward, to %s): %s'
                             % (t.name, flow.goto, ', '.join(t.next) or 'nothing', flow))

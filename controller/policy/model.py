@@ -64,13 +64,13 @@ class Fabric:
 
     def switch_by_dpid(self, dpid: int):
         """The Switch or Hypervisor whose (br-int) datapath id is dpid, or None."""
-        for s in self.switches.values():
-            if s.dpid == dpid:
-                return s
-        for h in self.hypervisors.values():
-            if h.dpid == dpid:
-                return h
-        return None
+        return self._by_dpid.get(dpid)
+
+    @functools.cached_property
+    def _by_dpid(self) -> Mapping:
+        out = {h.dpid: h for h in self.hypervisors.values()}
+        out.update((s.dpid, s) for s in self.switches.values())      # a switch wins, as before
+        return frozen_map(out)
 
     def all_vlans(self) -> tuple[int, ...]:
         """Every VLAN the fabric carries: the native VLAN plus every hypervisor trunk VLAN."""
@@ -207,6 +207,14 @@ class Policy:
                 for n in w.nics:
                     out[t.iface_id(w.name, n.index)] = BoundNic(t, w, n, t.networks[n.network])
         return frozen_map(out)
+
+    @functools.cached_property
+    def network_nics(self) -> Mapping[tuple[str, str], tuple[str, ...]]:
+        """(tenant, network) -> the iface-ids of its nics."""
+        out: dict = {}
+        for iface_id, bn in self.nics.items():
+            out.setdefault((bn.tenant.name, bn.network.name), []).append(iface_id)
+        return frozen_map({k: tuple(sorted(v)) for k, v in out.items()})
 
     @functools.cached_property
     def vlan_owners(self) -> Mapping[int, str]:

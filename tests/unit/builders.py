@@ -6,7 +6,7 @@ from apps import topology
 from controller.inventory.model import (FABRIC, PENDING, TUNNEL, UPLINK, VM, Inventory, LinkEnd, Port,
                                         SwitchState)
 from controller.pipeline import registers, tables
-from controller.pipeline.flow import IN_PORT, UNTAGGED, Flow, vid
+from controller.pipeline.flow import UNTAGGED, Flow, vid
 from controller.policy.fabric import parse_fabric
 from controller.policy.model import Network, Nic, Tenant, Workload, frozen_map
 
@@ -125,13 +125,36 @@ def by_table(flows, table):
     return {f for f in flows if f.table == table}
 
 
+def miss(flows, table):
+    """A table's miss flow (priority 0, the pipeline's)."""
+    f, = (f for f in by_table(flows, table) if f.priority == 0)
+    return f
+
+
+def assert_only_misses(flows, *names):
+    """These stages hold nothing but their miss flow, which goes on to the next table: every
+    frame passes them untouched."""
+    for t in names:
+        m = miss(flows, t)
+        assert by_table(flows, t) == {m}, (t, by_table(flows, t) - {m})
+        assert m.actions == () and (m.goto,) == tables.BY_NAME[t].miss[1:], m
+
+
 def emission(flows, port, vlan):
     """The output-stage actions that emit a frame of `vlan` (None: an untagged, routed frame)
-    chosen for `port`, or None."""
+    chosen for `port`, or None.  A port has at most one flow for that very tag (its untagged
+    VLAN's pop, the routed emission, an overlay's tunnel) and at most one for the whole port
+    (a trunk: every VLAN it carries leaves tagged); the tag's own flow must outrank the
+    port's, so it is the one that emits."""
     tag = UNTAGGED if vlan is None else vid(vlan)
-    out = [f for f in by_table(flows, 'output') if f.match_dict() == {registers.OUT_PORT: port, 'vlan_vid': tag}]
-    assert len(out) <= 1, out
-    return out[0].actions if out else None
+    out = by_table(flows, 'output')
+    own = [f for f in out if f.match_dict() == {registers.OUT_PORT: port, 'vlan_vid': tag}]
+    whole = [f for f in out if f.match_dict() == {registers.OUT_PORT: port}]
+    assert len(own) <= 1 and len(whole) <= 1, (own, whole)
+    if own and whole:
+        assert own[0].priority > whole[0].priority, (own, whole)
+    chosen = own or whole
+    return chosen[0].actions if chosen else None
 
 
 def assert_reaches(flows, entry, port, vlan, actions, before=()):
@@ -141,57 +164,6 @@ def assert_reaches(flows, entry, port, vlan, actions, before=()):
     assert entry.actions == tuple(before) + (('set_field', registers.OUT_PORT, port),), entry
     assert entry.goto == 'acl_out', entry
     assert emission(flows, port, vlan) == tuple(actions), (port, vlan, emission(flows, port, vlan))
-
-
-def _ip(text):
-    return int(ipaddress.IPv4Address(text))
-
-
-def _fits(field, want, have):
-    if isinstance(want, tuple):                       # (value, mask): IPv4 fields only here
-        return have is not None and _ip(have) & _ip(want[1]) == _ip(want[0]) & _ip(want[1])
-    if field.startswith('reg'):
-        return (have or 0) == want                    # registers start at 0
-    return have == want
-
-
-def walk(flows, packet, table='port_sec'):
-    """Send one frame through a switch's flows, as OVS would: in each table the highest
-    priority matching flow (two at the same priority fail the test), its actions in order,
-    then its goto.  packet: header fields (in_port, vlan_vid (UNTAGGED or vid(v)), eth_*,
-    ipv4_dst...).  Returns ([(port, fields as they left)], [flows taken in order]); the
-    controller is the port 'controller'."""
-    pkt = dict(packet)
-    pkt.setdefault('vlan_vid', UNTAGGED)
-    out, path = [], []
-    while table is not None:
-        hits = [f for f in flows if f.table == table and all(_fits(k, v, pkt.get(k)) for k, v in f.match)]
-        if not hits:
-            break                                      # no miss flow: dropped
-        top = max(f.priority for f in hits)
-        best = [f for f in hits if f.priority == top]
-        assert len(best) == 1, 'ambiguous in %s: %s' % (table, best)
-        f = best[0]
-        path.append(f)
-        for a in f.actions:
-            if a[0] == 'output':
-                out.append((pkt['in_port'] if a[1] == IN_PORT else a[1], dict(pkt)))
-            elif a[0] == 'push_vlan':
-                pkt['vlan_vid'] = vid(a[1])
-            elif a[0] == 'pop_vlan':
-                pkt['vlan_vid'] = UNTAGGED
-            elif a[0] == 'set_field':
-                pkt[a[1]] = vid(a[2]) if a[1] == 'vlan_vid' else a[2]
-            elif a[0] == 'move':
-                pkt[a[2]] = pkt.get(a[1])
-            elif a[0] == 'multipath':
-                pkt[a[2]] = 0                          # the hash picked the first hop
-            elif a[0] == 'dec_ttl':
-                pkt['ttl'] = pkt.get('ttl', 64) - 1
-            else:
-                raise NotImplementedError(a)
-        table = f.goto
-    return out, path
 
 
 class FakeSwitch:

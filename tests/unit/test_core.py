@@ -21,12 +21,14 @@ from tests.unit.builders import LEAF1, SPINE1, FakeSwitch, assert_reaches, by_ta
 
 LEARN = tables.table_id('learn')
 MAC_A = '02:00:00:00:00:0a'
-MAC_WEB1 = '02:00:0a:0a:00:0b'
-WEB1 = 'acme/web1/nic0'
+MAC_WEB1, MAC_WEB2 = '02:00:0a:0a:00:0b', '02:00:0a:0a:00:0c'
+WEB1, WEB2 = 'acme/web1/nic0', 'acme/web2/nic0'
 
 
 def acme():
-    return make_tenant('acme', {'users': 10}, {'web1': [('users', MAC_WEB1)]})
+    """acme/users on VLAN 10, with two workloads.  VLAN pruning: a hypervisor's trunk (and its
+    leaf port) carries VLAN 10 only while a VLAN 10 nic is bound on that hypervisor."""
+    return make_tenant('acme', {'users': 10}, {'web1': [('users', MAC_WEB1)], 'web2': [('users', MAC_WEB2)]})
 
 
 def tagged_frame(src, vlan, dst='ff:ff:ff:ff:ff:ff'):
@@ -142,7 +144,8 @@ def test_a_tenant_vlan_frame_from_a_hypervisor_port_is_learned_and_reached_tagge
     ctl = Controller(Policy(fabric).with_tenants([acme()]))
     leaf1_up(ctl)
     hv = fabric.hypervisors['hv1'].dpid
-    connect(ctl, hv, [(1, 'int-to-phy', True)])
+    connect(ctl, hv, [(1, 'int-to-phy', True), (2, 'tap-web1', True)])
+    ctl.bindings_changed(hv, {2: Binding('tap-web1', WEB1, MAC_WEB1)})     # hv1 hosts a VLAN 10 VM
     ctl.packet_in(LEAF1, 3, 0, topology.lldp_frame(hv, 1))
     ctl.packet_in(LEAF1, 3, LEARN, tagged_frame(MAC_A, 10))
     assert ctl.inv.macs[LEAF1] == {(10, MAC_A): 3}
@@ -243,6 +246,9 @@ def test_lldp_from_a_hypervisor_uplink_makes_its_leaf_port_a_hypervisor_trunk(fa
     _, _, hv = hv1_on_leaf1_port3(ctl, fabric)
     assert ctl.inv.switches[LEAF1].ports[3].role == HYPERVISOR
     assert ctl.inv.links[LinkEnd(LEAF1, 3)][0] == LinkEnd(hv, 1)
+    # a trunk, but nothing is bound on hv1 yet: only the native VLAN (VLAN pruning)
+    assert admitted(ctl.desired(LEAF1), 3) == {UNTAGGED: (('push_vlan', 1),)}
+    ctl.bindings_changed(hv, {2: Binding('tap-web1', WEB1, MAC_WEB1)})     # a VLAN 10 VM on hv1
     flows = ctl.desired(LEAF1)
     assert admitted(flows, 3) == {UNTAGGED: (('push_vlan', 1),), vid(10): ()}
     assert admitted(flows, 4) == {UNTAGGED: (('push_vlan', 1),)}            # still a plain edge port
@@ -251,6 +257,8 @@ def test_lldp_from_a_hypervisor_uplink_makes_its_leaf_port_a_hypervisor_trunk(fa
 def test_a_hypervisor_session_that_drops_leaves_its_leaf_port_carrying_its_trunk(fabric):
     ctl = Controller(Policy(fabric).with_tenants([acme()]))
     _, hv_conn, hv = hv1_on_leaf1_port3(ctl, fabric)
+    ctl.bindings_changed(hv, {2: Binding('tap-web1', WEB1, MAC_WEB1)})     # a VLAN 10 VM on hv1
+    assert vid(10) in admitted(ctl.desired(LEAF1), 3)
     ctl.switch_down(hv_conn)
     assert LinkEnd(LEAF1, 3) not in ctl.inv.links
     topology.expire(ctl.fabric, ctl.inv, time.monotonic() + topology.LINK_TIMEOUT + 1)
@@ -342,11 +350,15 @@ def test_a_dry_run_policy_apply_shows_the_changes_and_changes_nothing(ctl, fabri
     hv_add = {(f.table, f.priority, tuple(sorted(f.match_dict().items()))): f.actions for f in out['hv1'].add}
     assert hv_add[('port_sec', 100, (('in_port', 2), ('vlan_vid', UNTAGGED)))] == (('push_vlan', 10),)
     assert hv_add[('l2_lookup', 150, (('eth_dst', MAC_WEB1), ('vlan_vid', vid(10))))] == (('set_field', R.OUT_PORT, 2),)
-    assert hv_add[('output', 100, ((R.OUT_PORT, 2), ('vlan_vid', vid(10))))] == (('pop_vlan',), ('output', 2))
+    assert hv_add[('output', 110, ((R.OUT_PORT, 2), ('vlan_vid', vid(10))))] == (('pop_vlan',), ('output', 2))
+    # hv1 now hosts a VLAN 10 VM: its uplink, and the leaf port it is on, become tagged trunks,
+    # emitted by one flow per port
+    assert hv_add[('port_sec', 100, (('in_port', 1), ('vlan_vid', vid(10))))] == ()
+    assert hv_add[('output', 100, ((R.OUT_PORT, 1),))] == (('output', 1),)
     leaf_add = {(f.table, tuple(sorted(f.match_dict().items()))): f.actions for f in out['leaf1'].add}
     assert leaf_add[('port_sec', (('in_port', 3), ('vlan_vid', vid(10))))] == ()
     assert leaf_add[('l2_lookup', (('eth_dst', MAC_WEB1), ('vlan_vid', vid(10))))] == (('set_field', R.OUT_PORT, 3),)
-    assert leaf_add[('output', ((R.OUT_PORT, 3), ('vlan_vid', vid(10))))] == (('output', 3),)
+    assert leaf_add[('output', ((R.OUT_PORT, 3),))] == (('output', 3),)
     for d in out.values():
         for f in d.add:
             tables.check(f)
@@ -364,6 +376,7 @@ def test_apply_policy_converges_every_switch_before_it_returns(fabric, monkeypat
         for c in conns.values():
             ctl.switch_up(c, [(1, 'int-to-phy', True), (2, 'tap-vm', True)])
         ctl.bindings_changed(hv1, {2: Binding('tap-vm', WEB1, MAC_WEB1)})
+        ctl.bindings_changed(hv2, {2: Binding('tap-vm', WEB2, MAC_WEB2)})
         ctl.apply_policy(Policy(fabric), timeout=10)                  # a barrier: the loads are done
         assert all(c.flows == ctl.desired(d) for d, c in conns.items())
         applied = {d: len(c.applied) for d, c in conns.items()}
@@ -375,13 +388,15 @@ def test_apply_policy_converges_every_switch_before_it_returns(fabric, monkeypat
         assert set(out) == {'hv1', 'hv2'}
         assert all(c.flows == ctl.desired(d) for d, c in conns.items())
         assert {d: len(c.applied) for d, c in conns.items()} == {d: n + 1 for d, n in applied.items()}
-        # what went to hv1 is exactly its diff: the bound port leaves the native VLAN
-        assert (conns[hv1].applied[-1][0], conns[hv1].applied[-1][1]) == (list(out['hv1'].delete),
-                                                                          list(out['hv1'].add))
-        assert [(f.table, f.match_dict()) for f in out['hv1'].delete] == [('output', {R.OUT_PORT: 2,
-                                                                                      'vlan_vid': vid(1)})]
-        assert out['hv2'].delete == ()
-        assert any(f.match_dict().get('eth_dst') == MAC_WEB1 for f in out['hv2'].add)   # via the uplink
+        # what went to each is exactly its diff: the bound port leaves the native VLAN
+        for d, name in ((hv1, 'hv1'), (hv2, 'hv2')):
+            assert (conns[d].applied[-1][0], conns[d].applied[-1][1]) == (list(out[name].delete),
+                                                                          list(out[name].add))
+            assert [(f.table, f.match_dict()) for f in out[name].delete] == [('output', {R.OUT_PORT: 2,
+                                                                                         'vlan_vid': vid(1)})]
+        # each knows the other's VLAN 10 VM, via its uplink
+        assert any(f.match_dict().get('eth_dst') == MAC_WEB1 for f in out['hv2'].add)
+        assert any(f.match_dict().get('eth_dst') == MAC_WEB2 for f in out['hv1'].add)
 
         again = ctl.apply_policy(candidate, timeout=10)               # the same policy: nothing moves
         assert not any(again.values())
@@ -442,12 +457,13 @@ def test_after_a_restart_flows_toward_another_hypervisors_vm_stay_until_that_hyp
     policy = Policy(fabric).with_tenants([acme()])
     hvs = {name: h.dpid for name, h in fabric.hypervisors.items()}
     web1_on_hv1 = {2: Binding('tap-web1', WEB1, MAC_WEB1)}
+    web2_on_hv2 = {2: Binding('tap-web2', WEB2, MAC_WEB2)}                # hv2 has a VLAN 10 VM too
     # what the previous controller left on hv2: web1, on hv1, is reached through the uplink
     before = Controller(policy)
     connect(before, hvs['hv1'], HV_PORTS)
     connect(before, hvs['hv2'], HV_PORTS)
     for name, dpid in hvs.items():
-        before.bindings_changed(dpid, web1_on_hv1 if name == 'hv1' else {})
+        before.bindings_changed(dpid, {'hv1': web1_on_hv1, 'hv2': web2_on_hv2}.get(name, {}))
     held = before.desired(hvs['hv2'])
     toward_web1 = {f for f in held if f.match_dict().get('eth_dst') == MAC_WEB1}
     assert {f.table for f in toward_web1} == {'l2_lookup'}
@@ -457,7 +473,7 @@ def test_after_a_restart_flows_toward_another_hypervisors_vm_stay_until_that_hyp
     conn = FakeSwitch(hvs['hv2'], held)
     ctl.switch_up(conn, HV_PORTS)
     load(ctl, conn)
-    ctl.bindings_changed(hvs['hv2'], {})                       # hv2 reports first ...
+    ctl.bindings_changed(hvs['hv2'], web2_on_hv2)              # hv2 reports first ...
     assert not ctl.picture_complete()
     assert not toward_web1 & ctl.desired(hvs['hv2'])           # ... where web1 is is not known yet
     ctl._converge(conn)
@@ -482,10 +498,12 @@ def test_once_the_picture_wait_has_passed_switches_are_programmed_from_what_is_k
     monkeypatch.setattr(core, 'PICTURE_WAIT', 0.0)
     policy = Policy(fabric).with_tenants([acme()])
     hv1, hv2 = fabric.hypervisors['hv1'].dpid, fabric.hypervisors['hv2'].dpid
+    web2_on_hv2 = {2: Binding('tap-web2', WEB2, MAC_WEB2)}                # hv2 has a VLAN 10 VM too
     before = Controller(policy)
     connect(before, hv1, HV_PORTS)
     connect(before, hv2, HV_PORTS)
     before.bindings_changed(hv1, {2: Binding('tap-web1', WEB1, MAC_WEB1)})
+    before.bindings_changed(hv2, web2_on_hv2)
     held = before.desired(hv2)
     toward_web1 = {f for f in held if f.match_dict().get('eth_dst') == MAC_WEB1}
     assert toward_web1
@@ -494,7 +512,7 @@ def test_once_the_picture_wait_has_passed_switches_are_programmed_from_what_is_k
     conn = FakeSwitch(hv2, held)
     ctl.switch_up(conn, HV_PORTS)
     load(ctl, conn)
-    ctl.bindings_changed(hv2, {})
+    ctl.bindings_changed(hv2, web2_on_hv2)
     assert ctl.picture_complete()                              # hv1 never reported: too late now
     ctl._converge(conn)
     assert not toward_web1 & conn.flows and conn.flows == ctl.desired(hv2)
@@ -556,7 +574,8 @@ def test_a_failing_switch_is_retried_with_doubling_backoff(fabric, monkeypatch, 
 
 
 def test_a_dry_run_allocates_no_ids_in_the_controllers_store(ctl, fabric):
-    leaf1_up(ctl)
+    _, _, hv = hv1_on_leaf1_port3(ctl, fabric)
+    ctl.bindings_changed(hv, {2: Binding('tap-web1', WEB1, MAC_WEB1)})     # leaf1 port 3 will carry VLAN 10
     out = ctl.apply_policy(Policy(fabric).with_tenants([acme()]), dry_run=True)
     classify, = (f for f in out['leaf1'].add if f.table == 'classify' and f.priority)   # acme's VLAN gets ids ...
     assert dict(a[1:] for a in classify.actions)[R.TENANT]
@@ -583,10 +602,12 @@ def test_a_retry_after_a_failed_apply_still_keeps_what_the_switch_holds_until_th
     monkeypatch.setattr(core, 'TICK', 0.005)
     policy = Policy(fabric).with_tenants([acme()])
     hv1, hv2 = fabric.hypervisors['hv1'].dpid, fabric.hypervisors['hv2'].dpid
+    web2_on_hv2 = {2: Binding('tap-web2', WEB2, MAC_WEB2)}                # hv2 has a VLAN 10 VM too
     before = Controller(policy)
     connect(before, hv1, HV_PORTS)
     connect(before, hv2, HV_PORTS)
     before.bindings_changed(hv1, {2: Binding('tap-web1', WEB1, MAC_WEB1)})
+    before.bindings_changed(hv2, web2_on_hv2)
     held = before.desired(hv2)
     toward_web1 = {f for f in held if f.match_dict().get('eth_dst') == MAC_WEB1}
     assert toward_web1
@@ -597,7 +618,7 @@ def test_a_retry_after_a_failed_apply_still_keeps_what_the_switch_holds_until_th
     try:
         ctl.switch_up(FakeSwitch(hv1), HV_PORTS)
         ctl.switch_up(conn, HV_PORTS)
-        ctl.bindings_changed(hv2, {})
+        ctl.bindings_changed(hv2, web2_on_hv2)
         _until(lambda: conn.reads and not ctl._dirty and not ctl._loads)
         conn.failing = 1                                       # the next change fails once, half applied
         ctl.packet_in(hv2, 3, LEARN, tagged_frame(MAC_A, 1))

@@ -3,31 +3,48 @@
 leaf2 of the example mesh: port 1 to spine1 (on the flood tree), port 2 to spine2 (fabric but
 off the tree: spine2 hangs off leaf1), ports 3 and 4 edge, port 5 a hypervisor port (hv3's
 br-int LLDP arrives there), port 9 pending (just plugged in).
-hv1's br-int: port 1 `int-to-phy` uplink, ports 2 and 3 VMs (unbound), port 4 the VXLAN tunnel.
+hv1's br-int: port 1 `int-to-phy` uplink, ports 2 and 3 VMs (unbound), port 4 the VXLAN tunnel,
+ports 5 and 6 VMs bound to acme/web2 (VLAN 10) and globex/app2 (VLAN 20).
 The example's native VLAN is 1 and every hypervisor trunk allows 10, 20 and 30.  The `policy`
 fixture has two tenants: acme's port-group on VLAN 10 and globex's on VLAN 20, so the VLANs in
-use are 1, 10 and 20 (30 is allowed on the trunks but nobody uses it).
+use are 1, 10 and 20 (30 is allowed on the trunks but nobody uses it).  VLAN pruning: a
+hypervisor's uplink, and the leaf port it is on, carry only the tenant VLANs of the nics bound
+on that hypervisor; so hv3 hosts acme/web1 (VLAN 10) and globex/app1 (VLAN 20), and hv1 web2
+and app2, unless a test says otherwise.
 """
 import pytest
 
-from apps import learning_switch as ls
-from controller.inventory.model import HYPERVISOR, PENDING, TUNNEL, UPLINK, VM, Inventory, Port
+from apps import learning_switch as ls, underlay_routing, vlan_portgroups
+from controller.inventory.model import HYPERVISOR, PENDING, TUNNEL, UPLINK, VM, Binding, Inventory, Port
 from controller.pipeline import cookies, registers as R, tables
 from controller.pipeline.flow import UNTAGGED, Flow, vid
 from controller.pipeline.reconciler import diff
 from controller.policy.fabric import parse_fabric
 from controller.policy.model import Policy
-from tests.unit.builders import (EXAMPLE_FABRIC, LEAF2, add_switch, assert_reaches, by_table, cabled_mesh,
-                                 emission, example_fabric, hypervisor_seen, make_tenant, switch_flows, walk)
+from tests.unit.builders import (EXAMPLE_FABRIC, LEAF2, add_switch, assert_only_misses, assert_reaches, by_table,
+                                 cabled_mesh, emission, example_fabric, hypervisor_seen, make_tenant, miss,
+                                 switch_flows)
 
 TREE, OFF_TREE, EDGE3, EDGE4, HV5, NEW = 1, 2, 3, 4, 5, 9
-UPLINK_P, VM2, VM3, TUN = 1, 2, 3, 4
+UPLINK_P, VM2, VM3, TUN, VM5, VM6 = 1, 2, 3, 4, 5, 6
 MAC_A, MAC_B, MAC_C = '02:00:00:00:00:0a', '02:00:00:00:00:0b', '02:00:00:00:00:0c'
+MAC_WEB1, MAC_WEB2 = '02:00:0a:0a:00:01', '02:00:0a:0a:00:02'
+MAC_APP1, MAC_APP2 = '02:00:14:14:00:01', '02:00:14:14:00:02'
+# bound nics: iface-id -> (MAC, VLAN)
+NICS = {'acme/web1/nic0': (MAC_WEB1, 10), 'acme/web2/nic0': (MAC_WEB2, 10),
+        'globex/app1/nic0': (MAC_APP1, 20), 'globex/app2/nic0': (MAC_APP2, 20)}
+ANY_VLAN = 'any'        # emitted(): the key of a port's one trunk emission (it matches no VLAN)
 
 
 def two_tenants(fabric):
-    return Policy(fabric).with_tenants([make_tenant('acme', {'users': 10}),
-                                        make_tenant('globex', {'apps': 20})])
+    return Policy(fabric).with_tenants([
+        make_tenant('acme', {'users': 10}, {'web1': [('users', MAC_WEB1)], 'web2': [('users', MAC_WEB2)]}),
+        make_tenant('globex', {'apps': 20}, {'app1': [('apps', MAC_APP1)], 'app2': [('apps', MAC_APP2)]})])
+
+
+def bind(inv, dpid, ports):
+    """A hypervisor's OVSDB bindings: {ofport: iface-id}."""
+    inv.bind(dpid, {no: Binding('tap%d' % no, iface, NICS[iface][0]) for no, iface in ports.items()})
 
 
 @pytest.fixture
@@ -35,23 +52,28 @@ def policy(fabric):
     return two_tenants(fabric)
 
 
-def leaf_network(fabric):
+def leaf_network(fabric, hv3_hosts=('acme/web1/nic0', 'globex/app1/nic0')):
+    """leaf2 with its neighbours; hv3 (on port 5) hosts these nics on its VM ports 2, 3..."""
     inv, _ = cabled_mesh(fabric)
     inv.switches[LEAF2].ports[NEW] = Port(NEW, 'leaf2-eth9', True, PENDING, since=0.0)
     hv3 = fabric.hypervisors['hv3'].dpid
-    add_switch(inv, hv3, 'hv3', kind='hypervisor', ports={UPLINK_P: (UPLINK, 'int-to-phy')})
+    add_switch(inv, hv3, 'hv3', kind='hypervisor', ports={UPLINK_P: (UPLINK, 'int-to-phy'),
+                                                          VM2: (VM, 'tap-a'), VM3: (VM, 'tap-b')})
+    bind(inv, hv3, {VM2 + i: iface for i, iface in enumerate(hv3_hosts)})
     hypervisor_seen(fabric, inv, LEAF2, HV5, hv3)
     assert inv.switches[LEAF2].ports[HV5].role == HYPERVISOR
     assert inv.switches[LEAF2].ports[NEW].role == PENDING
     return inv
 
 
-def hv_network(fabric):
+def hv_network(fabric, hosts=('acme/web2/nic0', 'globex/app2/nic0')):
+    """hv1's br-int: VM ports 2 and 3 unbound, and these nics bound on VM ports 5, 6..."""
     inv = Inventory()
     dpid = fabric.hypervisors['hv1'].dpid
     add_switch(inv, dpid, 'hv1', kind='hypervisor', ports={
         UPLINK_P: (UPLINK, 'int-to-phy'), VM2: (VM, 'tap-web1'), VM3: (VM, 'tap-db1'),
-        TUN: (TUNNEL, 'vxlan0')})
+        TUN: (TUNNEL, 'vxlan0'), VM5: (VM, 'tap-web2'), VM6: (VM, 'tap-app2')})
+    bind(inv, dpid, {VM5 + i: iface for i, iface in enumerate(hosts)})
     return inv, dpid
 
 
@@ -62,8 +84,9 @@ def admitted(flows, port):
 
 
 def emitted(flows, port):
-    """{vlan_vid match: actions} of the output-stage flows that emit out of one port."""
-    return {f.match_dict()['vlan_vid']: f.actions for f in by_table(flows, 'output')
+    """{vlan_vid match: actions} of the output-stage flows that emit out of one port (ANY_VLAN:
+    the port's trunk flow, which matches the out-port only)."""
+    return {f.match_dict().get('vlan_vid', ANY_VLAN): f.actions for f in by_table(flows, 'output')
             if f.match_dict().get(R.OUT_PORT) == port}
 
 
@@ -153,9 +176,29 @@ def test_a_fabric_port_on_the_tree_takes_every_vlan_in_use_tagged_and_nothing_un
     assert admitted(flows, TREE) == {vid(1): (), vid(10): (), vid(20): ()}     # not 30: unused
 
 
-def test_a_hypervisor_port_takes_its_trunk_vlans_in_use_tagged_and_the_native_untagged(fabric, policy):
+def test_a_hypervisor_port_takes_the_vlans_its_vms_need_tagged_and_the_native_untagged(fabric, policy):
     flows = ls.compile_flows(policy, leaf_network(fabric), LEAF2)
     assert admitted(flows, HV5) == {UNTAGGED: (('push_vlan', 1),), vid(10): (), vid(20): ()}
+
+
+@pytest.mark.parametrize('hosts', [(), ('acme/web1/nic0',), ('globex/app1/nic0',)])
+def test_a_hypervisor_port_carries_only_the_vlans_of_the_nics_bound_on_its_hypervisor(fabric, policy, hosts):
+    inv = leaf_network(fabric, hv3_hosts=hosts)
+    need = {NICS[i][1] for i in hosts}                       # VLAN pruning
+    ls.learn(fabric, inv, LEAF2, HV5, 10, MAC_A)
+    ls.learn(fabric, inv, LEAF2, HV5, 20, MAC_B)
+    flows = ls.compile_flows(policy, inv, LEAF2)
+    assert admitted(flows, HV5) == {UNTAGGED: (('push_vlan', 1),), **{vid(v): () for v in need}}
+    for v, mac in ((10, MAC_A), (20, MAC_B)):
+        # a VLAN hv3 does not need: neither flooded to it nor learned behind it ...
+        assert (HV5 in output_ports(flood_actions(flows, v))) == (v in need), v
+        assert (learned(flows, mac) != (set(), set())) == (v in need), v
+        # ... yet still carried on the fabric, and classified there
+        assert TREE in output_ports(flood_actions(flows, v)) and vid(v) in admitted(flows, TREE)
+    assert {f.match_dict()['vlan_vid'] for f in by_table(flows, 'classify')} == {vid(10), vid(20)}
+    # a tagged trunk leaves by one flow for the whole port; with nothing to tag, it has none
+    assert (ANY_VLAN in emitted(flows, HV5)) == bool(need)
+    assert emitted(flows, HV5)[vid(1)] == (('pop_vlan',), ('output', HV5))
 
 
 def test_with_no_tenants_only_the_native_vlan_is_carried(fabric):
@@ -172,17 +215,38 @@ def test_pending_and_off_tree_ports_admit_nothing(fabric, policy):
     assert admitted(flows, OFF_TREE) == {}
 
 
-def test_a_port_emits_exactly_the_vlans_it_admits_untagged_on_access_tagged_on_trunks(fabric, policy):
-    flows = ls.compile_flows(policy, leaf_network(fabric), LEAF2)
+def test_a_port_emits_untagged_on_access_and_tagged_on_trunks_with_one_flow_per_port(fabric, policy):
+    inv = leaf_network(fabric)
+    for port, vlan in ((EDGE3, 1), (TREE, 10), (HV5, 20), (TREE, 1), (HV5, 1)):
+        ls.learn(fabric, inv, LEAF2, port, vlan, '02:00:00:00:%02x:%02x' % (port, vlan))
+    flows = ls.compile_flows(policy, inv, LEAF2)
+    # access (edge) ports: the native VLAN, its tag popped
     assert emitted(flows, EDGE3) == {vid(1): (('pop_vlan',), ('output', EDGE3))}
     assert emitted(flows, EDGE4) == {vid(1): (('pop_vlan',), ('output', EDGE4))}
-    assert emitted(flows, TREE) == {vid(1): (('output', TREE),), vid(10): (('output', TREE),),
-                                    vid(20): (('output', TREE),)}
-    assert emitted(flows, HV5) == {vid(1): (('pop_vlan',), ('output', HV5)), vid(10): (('output', HV5),),
-                                   vid(20): (('output', HV5),)}
+    # trunks: one flow for the whole port, the frame left tagged, whatever its VLAN; the
+    # untagged (native) VLAN of a hypervisor trunk, popped, above it
+    assert emitted(flows, TREE) == {ANY_VLAN: (('output', TREE),)}
+    assert emitted(flows, HV5) == {vid(1): (('pop_vlan',), ('output', HV5)), ANY_VLAN: (('output', HV5),)}
     assert emitted(flows, NEW) == {} and emitted(flows, OFF_TREE) == {}
     for f in by_table(flows, 'output'):
-        assert f.goto is None and f.priority == ls.P_PORT
+        assert f.goto is None
+        if 'vlan_vid' in f.match_dict():                     # an untagged VLAN: the native's, no tenant's
+            assert f.priority == ls.P_UNTAGGED == 110 and f.cookie.tenant is None
+        else:
+            assert f.priority == ls.P_PORT == 100 < ls.P_UNTAGGED
+            assert f.cookie.owner == 'port:%d' % f.match_dict()[R.OUT_PORT] and f.cookie.tenant is None
+    for port, vlan, actions in ((EDGE3, 1, [('pop_vlan',), ('output', EDGE3)]), (TREE, 1, [('output', TREE)]),
+                                (TREE, 10, [('output', TREE)]), (TREE, 20, [('output', TREE)]),
+                                (HV5, 1, [('pop_vlan',), ('output', HV5)]), (HV5, 10, [('output', HV5)]),
+                                (HV5, 20, [('output', HV5)])):
+        assert emission(flows, port, vlan) == tuple(actions), (port, vlan)
+    # the trunk flow does not list its VLANs: only VLANs a port carries are ever chosen for it
+    ports = vlan_portgroups.port_vlans(policy, inv, LEAF2)
+    for f in by_table(flows, 'l2_lookup'):
+        port = dict((a[1], a[2]) for a in f.actions if a[0] == 'set_field')[R.OUT_PORT]
+        assert ports[port].carries(f.match_dict()['vlan_vid'] & 0xfff), f
+    for f in by_table(flows, 'flood'):
+        assert all(ports[p].carries(f.match_dict()['vlan_vid'] & 0xfff) for p in output_ports(f.actions)), f
 
 
 def test_a_tenant_vlan_gives_its_frames_the_network_tenant_and_zone_ids(fabric, policy):
@@ -243,6 +307,10 @@ def test_per_vlan_flows_carry_the_tenant_that_owns_the_vlan(fabric, policy):
         assert f.priority != 0, f                             # table misses are the pipeline's
         v = vlan_of(f) or dict(f.actions).get('push_vlan')
         by_vlan.setdefault(v, set()).add(f.cookie.tenant)
+    # a trunk's one emission flow serves every VLAN it carries: the fabric's, no tenant's
+    trunks = {f for f in by_table(flows, 'output') if 'vlan_vid' not in f.match_dict()}
+    assert {f.match_dict()[R.OUT_PORT] for f in trunks} == {TREE, HV5}
+    assert by_vlan.pop(None) == {None}
     assert by_vlan == {1: {None}, 10: {'acme'}, 20: {'globex'}}
     # learned entries too, so one tenant's flows can be selected with cookie=X/mask
     registry = cookies.Registry()
@@ -275,13 +343,30 @@ def test_unbound_vm_ports_admit_only_untagged_frames_into_the_native_vlan(fabric
     assert emitted(flows, VM3) == {vid(1): (('pop_vlan',), ('output', VM3))}
 
 
-def test_the_uplink_admits_the_hypervisors_trunk_vlans_in_use(fabric, policy):
+def test_the_uplink_admits_the_trunk_vlans_its_vms_need(fabric, policy):
     inv, hv = hv_network(fabric)
     flows = ls.compile_flows(policy, inv, hv)
     assert admitted(flows, UPLINK_P) == {UNTAGGED: (('push_vlan', 1),), vid(10): (), vid(20): ()}
     assert emitted(flows, UPLINK_P) == {vid(1): (('pop_vlan',), ('output', UPLINK_P)),
-                                        vid(10): (('output', UPLINK_P),), vid(20): (('output', UPLINK_P),)}
+                                        ANY_VLAN: (('output', UPLINK_P),)}
+    assert emission(flows, UPLINK_P, 10) == emission(flows, UPLINK_P, 20) == (('output', UPLINK_P),)
     assert set(admitted(ls.compile_flows(Policy(fabric), inv, hv), UPLINK_P)) == {UNTAGGED}
+
+
+@pytest.mark.parametrize('hosts', [(), ('acme/web2/nic0',)])
+def test_a_hypervisor_with_no_vm_on_a_vlan_neither_admits_nor_floods_it(fabric, policy, hosts):
+    inv, hv = hv_network(fabric, hosts=hosts)
+    need = {NICS[i][1] for i in hosts}
+    ls.learn(fabric, inv, hv, UPLINK_P, 10, MAC_A)
+    ls.learn(fabric, inv, hv, UPLINK_P, 20, MAC_B)
+    flows = ls.compile_flows(policy, inv, hv)
+    assert admitted(flows, UPLINK_P) == {UNTAGGED: (('push_vlan', 1),), **{vid(v): () for v in need}}
+    for v, mac in ((10, MAC_A), (20, MAC_B)):
+        assert (flood_actions(flows, v) is not None) == (v in need), v
+        assert (learned(flows, mac) != (set(), set())) == (v in need), v      # nor knows MACs behind the uplink
+    # classify: only the VLANs some port of the switch carries
+    assert {f.match_dict()['vlan_vid'] for f in by_table(flows, 'classify')} == {vid(v) for v in need}
+    assert (ANY_VLAN in emitted(flows, UPLINK_P)) == bool(need)
 
 
 def test_the_uplink_follows_this_hypervisors_own_trunk_list():
@@ -290,10 +375,12 @@ def test_the_uplink_follows_this_hypervisors_own_trunk_list():
         'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [20]}')
     fabric = parse_fabric(text)
     assert fabric.hypervisors['hv1'].trunk_vlans == (20,)
-    inv, hv = hv_network(fabric)
+    inv, hv = hv_network(fabric)                             # a VM on VLAN 10 and one on VLAN 20
     flows = ls.compile_flows(two_tenants(fabric), inv, hv)
     assert set(admitted(flows, UPLINK_P)) == {UNTAGGED, vid(20)}
-    assert flood_actions(flows, 10) is None                  # hv1 carries no VLAN 10 at all
+    # VLAN 10 never crosses hv1's trunk: its floods reach the local VM only
+    assert flood_actions(flows, 10) == (('pop_vlan',), ('output', VM5))
+    assert UPLINK_P in output_ports(flood_actions(flows, 20))
 
 
 def test_the_tunnel_port_is_not_part_of_the_learning_switch(fabric, policy):
@@ -308,8 +395,8 @@ def test_hypervisor_floods(fabric, policy):
     inv, hv = hv_network(fabric)
     flows = ls.compile_flows(policy, inv, hv)
     assert flood_actions(flows, 1) == (('pop_vlan',), ('output', UPLINK_P), ('output', VM2), ('output', VM3))
-    assert flood_actions(flows, 10) == (('output', UPLINK_P),)
-    assert flood_actions(flows, 20) == (('output', UPLINK_P),)
+    assert flood_actions(flows, 10) == (('output', UPLINK_P), ('pop_vlan',), ('output', VM5))
+    assert flood_actions(flows, 20) == (('output', UPLINK_P), ('pop_vlan',), ('output', VM6))
     assert flood_actions(flows, 30) is None                  # trunked but not in use
 
 
@@ -572,33 +659,91 @@ def test_a_flood_tree_change_keeps_edge_and_hypervisor_port_macs_and_drops_fabri
     assert inv.macs[hv] == {(10, MAC_B): UPLINK_P}
 
 
-# ---- end to end: frames through every stage of a leaf --------------------------------------------
+# ---- every stage of a leaf, from its compiled flows --------------------------------------------
 
-def sent(flows, frame):
-    """[(port, vlan_vid it left with)] for one frame, as OVS sends it (never back out of its
-    in_port), and whether a copy went to the controller."""
-    out, _ = walk(flows, frame)
-    ports = [(p, f['vlan_vid']) for p, f in out if p not in ('controller', frame['in_port'])]
-    return sorted(ports), any(p == 'controller' for p, _ in out)
+BROADCAST = 'ff:ff:ff:ff:ff:ff'
 
 
-def test_end_to_end_known_macs_are_reached_and_the_rest_floods_within_the_vlan(fabric, policy):
+def leaf_with_macs(fabric, policy):
+    """Every app's flows on leaf2 with MAC_A learned on edge port 3 (native VLAN) and MAC_B
+    behind the hypervisor port (VLAN 10)."""
     inv = leaf_network(fabric)
     ls.learn(fabric, inv, LEAF2, EDGE3, 1, MAC_A)
     ls.learn(fabric, inv, LEAF2, HV5, 10, MAC_B)
-    flows = switch_flows(policy, inv, LEAF2)
-    # native VLAN, known destination: out of its edge port untagged; the unknown source is copied up
-    assert sent(flows, {'in_port': EDGE4, 'eth_src': MAC_C, 'eth_dst': MAC_A}) == ([(EDGE3, UNTAGGED)], True)
-    # a tenant VLAN from the tree to a MAC behind the hypervisor port: tagged
-    assert sent(flows, {'in_port': TREE, 'vlan_vid': vid(10), 'eth_src': MAC_C, 'eth_dst': MAC_B}) == (
-        [(HV5, vid(10))], True)
-    # a known source is not copied to the controller; an unknown destination floods the native VLAN
-    assert sent(flows, {'in_port': EDGE3, 'eth_src': MAC_A, 'eth_dst': MAC_C}) == (
-        sorted([(TREE, vid(1)), (EDGE4, UNTAGGED), (HV5, UNTAGGED)]), False)
-    # a tenant VLAN broadcast: the tree and the hypervisor trunk only, tagged
-    assert sent(flows, {'in_port': HV5, 'vlan_vid': vid(20), 'eth_src': MAC_C, 'eth_dst': 'ff:ff:ff:ff:ff:ff'}) == (
-        [(TREE, vid(20))], True)
-    # pending and off-tree ports: nothing gets in
-    for port in (NEW, OFF_TREE):
-        assert sent(flows, {'in_port': port, 'eth_src': MAC_C, 'eth_dst': MAC_A}) == ([], False)
-        assert sent(flows, {'in_port': port, 'vlan_vid': vid(10), 'eth_src': MAC_C, 'eth_dst': MAC_B}) == ([], False)
+    return switch_flows(policy, inv, LEAF2)
+
+
+def admission(flows, port, tag):
+    """The port_sec flow that bridges frames with this tag (UNTAGGED or vid(v)) from a port."""
+    f, = (f for f in by_table(flows, 'port_sec') if f.match_dict() == {'in_port': port, 'vlan_vid': tag})
+    assert f.goto == 'classify', f
+    return f
+
+
+def l2_entry(flows, vlan, mac):
+    f, = (f for f in by_table(flows, 'l2_lookup') if f.match_dict() == {'vlan_vid': vid(vlan), 'eth_dst': mac})
+    return f
+
+
+def test_bridged_frames_pass_the_stages_between_admission_and_lookup_untouched(fabric, policy):
+    flows = leaf_with_macs(fabric, policy)
+    # classify only gives a tenant VLAN its registers, and goes on to learn; the native VLAN
+    # takes the miss (registers 0)
+    for f in by_table(flows, 'classify'):
+        assert f.goto == 'learn' and {a[:2] for a in f.actions} <= {('set_field', R.NETWORK), ('set_field', R.TENANT),
+                                                                    ('set_field', R.ZONE)}, f
+    assert not [f for f in by_table(flows, 'classify') if f.match_dict() == {'vlan_vid': vid(1)}]
+    assert_only_misses(flows, 'arp_rsp', 'acl_in', 'acl_out')
+    # l3 routes untagged frames only; every bridged frame has its VLAN tag by now
+    assert all(f.match_dict()['vlan_vid'] == UNTAGGED for f in by_table(flows, 'l3') if f.priority)
+    assert miss(flows, 'l3').actions == () and miss(flows, 'l3').goto == 'l2_lookup'
+
+
+def test_a_known_mac_is_reached_through_every_stage_of_a_leaf(fabric, policy):
+    flows = leaf_with_macs(fabric, policy)
+    # the native VLAN from edge port 4: tagged 1 on admission; its unknown source (MAC_C) is
+    # copied to the controller and goes on; MAC_A, known on edge port 3, gets it untagged
+    assert admission(flows, EDGE4, UNTAGGED).actions == (('push_vlan', 1),)
+    assert not [f for f in by_table(flows, 'learn') if f.match_dict().get('eth_src') == MAC_C]
+    assert miss(flows, 'learn').actions == (('output', 'controller'),) and miss(flows, 'learn').goto == 'arp_rsp'
+    assert_reaches(flows, l2_entry(flows, 1, MAC_A), EDGE3, 1, [('pop_vlan',), ('output', EDGE3)])
+    # a tenant VLAN from the tree to a MAC behind the hypervisor port: it stays tagged
+    assert admission(flows, TREE, vid(10)).actions == ()
+    assert_reaches(flows, l2_entry(flows, 10, MAC_B), HV5, 10, [('output', HV5)])
+
+
+def test_a_known_source_is_not_copied_up_and_an_unknown_destination_floods_within_its_vlan(fabric, policy):
+    flows = leaf_with_macs(fabric, policy)
+    # MAC_A's source entry on edge port 3: straight on, no copy to the controller
+    src, = (f for f in by_table(flows, 'learn')
+            if f.match_dict() == {'in_port': EDGE3, 'vlan_vid': vid(1), 'eth_src': MAC_A})
+    assert src.actions == () and src.goto == 'arp_rsp'
+    # an unknown destination has no entry: the miss picks the flood out-port, handed to flood
+    assert not [f for f in by_table(flows, 'l2_lookup') if f.match_dict().get('eth_dst') in (MAC_C, BROADCAST)]
+    assert miss(flows, 'l2_lookup').actions == (('set_field', R.OUT_PORT, R.FLOOD),)
+    handover, = (f for f in by_table(flows, 'output') if f.match_dict() == {R.OUT_PORT: R.FLOOD})
+    assert handover.actions == () and handover.goto == 'flood'
+    # the native VLAN: tagged onto the tree, untagged out of the edge and hypervisor ports
+    # (OVS never sends a frame back out of its in_port)
+    assert admission(flows, EDGE3, UNTAGGED).actions == (('push_vlan', 1),)
+    assert flood_actions(flows, 1) == (('output', TREE), ('pop_vlan',), ('output', EDGE3), ('output', EDGE4),
+                                       ('output', HV5))
+    # a tenant VLAN broadcast from the hypervisor trunk: to the tree, tagged (and not back)
+    assert admission(flows, HV5, vid(20)).actions == ()
+    assert flood_actions(flows, 20) == (('output', TREE), ('output', HV5))
+
+
+def test_pending_and_off_tree_ports_let_nothing_in_for_any_app(fabric, policy):
+    flows = leaf_with_macs(fabric, policy)
+    # nothing is bridged in from them: a pending port has no admission at all, a cable off the
+    # flood tree takes routed frames only (untagged, to the router MAC: ECMP uses every cable)
+    assert not [f for f in by_table(flows, 'port_sec') if f.match_dict().get('in_port') == NEW]
+    off = [f for f in by_table(flows, 'port_sec') if f.match_dict().get('in_port') == OFF_TREE]
+    assert off and all(f.goto == 'l3' and f.match_dict()['vlan_vid'] == UNTAGGED
+                       and f.match_dict()['eth_dst'] == underlay_routing.ROUTER_MAC for f in off), off
+    # the one admission that names no port is LLDP, to the controller (discovery) ...
+    anyport = [f for f in by_table(flows, 'port_sec') if f.priority and 'in_port' not in f.match_dict()]
+    assert anyport and all(f.match_dict()['eth_type'] == 0x88cc and f.actions == (('output', 'controller'),)
+                           and f.goto is None for f in anyport)
+    # ... so any other frame from them, tagged or not, ends in port_sec's drop
+    assert miss(flows, 'port_sec').actions == () and miss(flows, 'port_sec').goto is None

@@ -198,3 +198,77 @@ def test_switches_are_kept_apart():
     assert rec.installed(0x201) == {l2(A, 1)}
     assert rec.installed(0x202) == {l2(B, 2)}
     assert s1.applied == [([], [l2(A, 1)])] and s2.applied == [([], [l2(B, 2)])]
+
+
+# ---- in sync: sending only what changed in the desired set ----------------------------------------
+
+def test_a_switch_is_in_sync_after_a_converge_that_left_it_holding_exactly_the_desired_set():
+    sw = FakeSwitch(0x201, {l2(D, 9)})
+    rec = Reconciler()
+    assert not rec.in_sync(0x201)
+    rec.converge(sw, {l2(A, 1)})
+    assert rec.in_sync(0x201) and sw.flows == {l2(A, 1)}
+    rec.converge(sw, {l2(A, 1), l2(B, 2)}, in_sync=False)     # a converge that kept extra flows
+    assert not rec.in_sync(0x201)
+    rec.converge(sw, {l2(A, 1)})
+    assert rec.in_sync(0x201)
+    rec.converge(sw, {l2(B, 2)}, dry_run=True)              # a dry run changes nothing
+    assert rec.in_sync(0x201) and rec.installed(0x201) == {l2(A, 1)}
+
+
+@pytest.mark.parametrize('event', ['removed by the switch', 'read again', 'forgotten', 'a failed apply'])
+def test_anything_unexpected_drops_a_switch_out_of_sync(event):
+    sw = FakeSwitch(0x201)
+    rec = Reconciler()
+    rec.converge(sw, {l2(A, 1)})
+    assert rec.in_sync(0x201)
+    if event == 'removed by the switch':
+        rec.removed(0x201, l2(A, 1).key)
+    elif event == 'read again':
+        rec.load(sw)
+    elif event == 'forgotten':
+        rec.forget(0x201)
+    else:
+        class Refusing(FakeSwitch):
+            def apply(self, delete, add):
+                raise RuntimeError('bundle rejected')
+        with pytest.raises(RuntimeError):
+            rec.converge_delta(Refusing(0x201), set(), {l2(B, 2)}, {l2(A, 1).key: l2(A, 1)}.get)
+    assert not rec.in_sync(0x201)
+
+
+def test_converge_delta_sends_only_what_left_and_entered_the_desired_set():
+    sw = FakeSwitch(0x201)
+    rec = Reconciler()
+    rec.converge(sw, {l2(A, 1), l2(B, 2), MISS})
+    reads = sw.reads
+    # A moves to port 3 (same key: replaced in place, never deleted), B goes, D comes
+    now = {l2(A, 3), l2(D, 4), MISS}
+    wanted = {f.key: f for f in now}.get
+    d = rec.converge_delta(sw, {l2(A, 1), l2(B, 2)}, {l2(A, 3), l2(D, 4)}, wanted)
+    assert set(d.delete) == {l2(B, 2)} and set(d.add) == {l2(A, 3), l2(D, 4)}
+    assert sw.applied[-1] == (list(d.delete), list(d.add))
+    assert sw.flows == now and rec.installed(0x201) == now and sw.reads == reads      # no read
+    assert rec.in_sync(0x201)
+    # what is already there as wanted is not sent again; nothing to send sends nothing
+    n = len(sw.applied)
+    assert not rec.converge_delta(sw, set(), {l2(D, 4)}, wanted)
+    assert len(sw.applied) == n
+
+
+def test_an_entry_that_ages_out_during_a_delta_leaves_the_switch_out_of_sync():
+    aging = l2(A, 1, idle_timeout=300, notify_removal=True)
+    rec = Reconciler()
+
+    class Racing(FakeSwitch):
+        def apply(self, delete, add):
+            rec.removed(0x201, aging.key)                # the flow-removed notice beats our reply
+            super().apply(delete, add)
+    sw = Racing(0x201)
+    rec.converge(FakeSwitch(0x201), {aging})
+    sw.flows = {aging}
+    rec.converge_delta(sw, set(), {l2(B, 2)}, {aging.key: aging, l2(B, 2).key: l2(B, 2)}.get)
+    assert rec.installed(0x201) == {l2(B, 2)}             # not believed installed any more ...
+    assert not rec.in_sync(0x201)                         # ... so the next converge diffs everything
+    rec.converge(sw, {aging, l2(B, 2)})
+    assert sw.applied[-1] == ([], [aging])

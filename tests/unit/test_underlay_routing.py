@@ -2,16 +2,20 @@
 the spines with ECMP, and a VTEP is delivered to its hypervisor's port with its MAC."""
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from apps import topology, underlay_routing as ur
 from controller.pipeline import registers as R, tables
 from controller.pipeline.flow import IN_PORT, UNTAGGED, vid
 from controller.policy.model import Policy
-from tests.unit.builders import (add_hypervisor, assert_reaches, by_table, cabled_mesh, emission, hypervisor_seen,
-                                 make_tenant, switch_flows, walk)
+from controller.inventory.model import Binding
+from tests.unit.builders import (HV_VM2, add_hypervisor, assert_only_misses, assert_reaches, by_table, cabled_mesh,
+                                 emission, hypervisor_seen, make_tenant, miss, switch_flows)
 
 VTEP_MAC = '0e:00:00:00:00:01'
+MAC_WEB1 = '02:00:0a:0a:00:0b'
 
 
 def lab(fabric):
@@ -21,6 +25,35 @@ def lab(fabric):
     hypervisor_seen(fabric, inv, leaf1, 5, hv1)
     inv.vtep_macs[hv1] = VTEP_MAC
     return inv, ends, leaf1
+
+
+def acme_on_hv1(fabric, inv):
+    """acme's users network on VLAN 10, with a VM bound on hv1: hv1's trunk (leaf1 port 5)
+    carries VLAN 10 tagged besides the native VLAN untagged."""
+    inv.bind(fabric.hypervisors['hv1'].dpid, {HV_VM2: Binding('tap-web1', 'acme/web1/nic0', MAC_WEB1)})
+    return Policy(fabric).with_tenants([make_tenant('acme', {'users': 10}, {'web1': [('users', MAC_WEB1)]})])
+
+
+def routed_admission(flows, port):
+    """The underlay's port_sec flow for a port: untagged IP to the router MAC, on to l3."""
+    f, = (f for f in by_table(flows, 'port_sec') if f.priority == ur.P_ROUTED
+          and f.match_dict().get('in_port') == port and f.match_dict().get('eth_type') == ur.ETH_IP)
+    assert f.match_dict() == {'in_port': port, 'vlan_vid': UNTAGGED, 'eth_type': ur.ETH_IP, 'eth_dst': ur.ROUTER_MAC}
+    assert f.actions == () and f.goto == 'l3'
+    return f
+
+
+def routes_to(flows, address):
+    """The l3 flows (priority > 0) whose destination covers an address."""
+    ip = ipaddress.IPv4Address(address)
+    out = []
+    for f in by_table(flows, 'l3'):
+        dst = f.match_dict().get('ipv4_dst')
+        if f.priority and dst is not None:
+            net = ipaddress.IPv4Network(dst if isinstance(dst, str) else '%s/%s' % dst)
+            if ip in net:
+                out.append(f)
+    return out
 
 
 def flows_of(fabric, inv, name):
@@ -101,22 +134,32 @@ def test_routed_frames_are_admitted_untagged_to_the_router_mac_from_cables_and_h
 def test_a_routed_frame_with_no_route_is_dropped_never_bridged(fabric):
     inv, ends, leaf1 = lab(fabric)
     flows = switch_flows(Policy(fabric), inv, leaf1)
-    frame = {'in_port': ends[('leaf1', 'spine1')].port, 'eth_type': ur.ETH_IP, 'eth_dst': ur.ROUTER_MAC,
-             'eth_src': '0e:00:00:00:00:99', 'ipv4_dst': '10.99.0.1'}
-    out, path = walk(flows, frame)
-    assert out == [] and path[-1].table == 'l3' and path[-1].actions == () and path[-1].goto is None
+    routed_admission(flows, ends[('leaf1', 'spine1')].port)                 # admitted as routed, to l3 ...
+    assert routes_to(flows, '10.99.0.1') == []                              # ... no route for it ...
+    # ... so the no-route drop takes it, above the l3 miss (which would bridge it); it takes
+    # exactly the frames admitted as routed
+    unrouted, = (f for f in by_table(flows, 'l3') if f.priority == ur.P_UNROUTED)
+    assert unrouted.match_dict() == {'eth_type': ur.ETH_IP, 'eth_dst': ur.ROUTER_MAC, 'vlan_vid': UNTAGGED}
+    assert unrouted.actions == () and unrouted.goto is None
+    assert unrouted.priority > miss(flows, 'l3').priority and miss(flows, 'l3').goto == 'l2_lookup'
 
 
-def test_a_vtep_is_reached_end_to_end_through_every_stage(fabric):
+def test_a_vtep_is_reached_through_every_stage_of_its_leaf(fabric):
     inv, ends, leaf1 = lab(fabric)
-    flows = switch_flows(Policy(fabric), inv, leaf1)
-    frame = {'in_port': ends[('leaf1', 'spine2')].port, 'eth_type': ur.ETH_IP, 'eth_dst': ur.ROUTER_MAC,
-             'eth_src': '0e:00:00:00:00:99', 'ipv4_dst': '172.16.1.11'}
-    out, path = walk(flows, frame)
-    assert [f.table for f in path] == ['port_sec', 'l3', 'acl_out', 'output']
-    (port, sent), = out
-    assert port == 5 and sent['vlan_vid'] == UNTAGGED
-    assert (sent['eth_src'], sent['eth_dst'], sent['ttl']) == (ur.ROUTER_MAC, VTEP_MAC, 63)
+    flows = switch_flows(acme_on_hv1(fabric, inv), inv, leaf1)            # port 5 is a tagged trunk too
+    # from spine2: admitted as routed, straight to l3 (no classify or learn for routed frames)
+    routed_admission(flows, ends[('leaf1', 'spine2')].port)
+    # the one route that covers the VTEP: its hypervisor, the frame rewritten for it with its
+    # TTL decremented, emitted untagged out of the hypervisor port
+    route, = routes_to(flows, '172.16.1.11')
+    assert route.match_dict() == {'eth_type': ur.ETH_IP, 'eth_dst': ur.ROUTER_MAC, 'vlan_vid': UNTAGGED,
+                                  'ipv4_dst': '172.16.1.11'}
+    assert_reaches(flows, route, 5, None, [('output', 5)],
+                   before=[('set_field', 'eth_src', ur.ROUTER_MAC), ('set_field', 'eth_dst', VTEP_MAC), ('dec_ttl',)])
+    assert_only_misses(flows, 'acl_out')
+    # the port's bridged trunk emission (every frame chosen for it) is below the routed one
+    trunk, = (f for f in by_table(flows, 'output') if f.match_dict() == {R.OUT_PORT: 5})
+    assert trunk.priority < ur.P_EMIT
 
 
 BRIDGED = {     # a bridged IP frame (not to the router MAC) whose destination is an underlay address
@@ -130,15 +173,29 @@ BRIDGED = {     # a bridged IP frame (not to the router MAC) whose destination i
 @pytest.mark.parametrize('case', sorted(BRIDGED))
 def test_a_bridged_frame_to_an_underlay_address_is_bridged_not_routed(fabric, case):
     inv, ends, leaf1 = lab(fabric)
-    policy = Policy(fabric).with_tenants([make_tenant('acme', {'users': 10})])
-    flows = switch_flows(policy, inv, leaf1)
-    for frame in ({'in_port': 5, 'vlan_vid': vid(10)},          # acme's VLAN, from hv1's trunk
-                  {'in_port': 5, 'vlan_vid': UNTAGGED}):         # the native VLAN
-        frame.update(eth_type=ur.ETH_IP, eth_src='02:00:00:00:00:01', eth_dst='ff:ff:ff:ff:ff:ff',
-                     ipv4_dst=BRIDGED[case])
-        out, path = walk(flows, frame)
-        assert not [f for f in path if f.table in ('l3', 'ecmp') and f.priority], (case, frame, path)
-        assert all(sent['eth_dst'] == 'ff:ff:ff:ff:ff:ff' and 'ttl' not in sent for _, sent in out), out
+    flows = switch_flows(acme_on_hv1(fabric, inv), inv, leaf1)
+    # a broadcast from hv1's trunk, on acme's VLAN (tagged) or the native VLAN (untagged, then
+    # tagged 1): bridged -- the underlay's admission takes only frames to the router MAC
+    assert [f.actions for f in by_table(flows, 'port_sec') if f.match_dict() == {'in_port': 5, 'vlan_vid': vid(10)}
+            and f.goto == 'classify'] == [()]
+    assert [f.actions for f in by_table(flows, 'port_sec') if f.match_dict() == {'in_port': 5, 'vlan_vid': UNTAGGED}
+            and f.goto == 'classify'] == [(('push_vlan', 1),)]
+    assert all(f.match_dict().get('eth_dst') == ur.ROUTER_MAC for f in by_table(flows, 'port_sec')
+               if f.goto == 'l3')
+    # even to an underlay address: every route to it (and the no-route drop) matches the
+    # router MAC and untagged frames only (ECMP is reached from routes alone)
+    assert routes_to(flows, BRIDGED[case])
+    for f in by_table(flows, 'l3'):
+        if f.priority:
+            assert f.match_dict()['eth_dst'] == ur.ROUTER_MAC and f.match_dict()['vlan_vid'] == UNTAGGED, f
+    # so it takes the l3 miss to l2_lookup (no entry for a broadcast) and floods within its
+    # VLAN onto the fabric, nothing rewritten
+    assert miss(flows, 'l3').actions == () and miss(flows, 'l3').goto == 'l2_lookup'
+    assert not [f for f in by_table(flows, 'l2_lookup') if f.match_dict().get('eth_dst') == 'ff:ff:ff:ff:ff:ff']
+    for v in (1, 10):
+        flood, = (f for f in by_table(flows, 'flood') if f.match_dict() == {'vlan_vid': vid(v)})
+        assert {a[0] for a in flood.actions} <= {'output', 'pop_vlan'}, flood
+        assert {a[1] for a in flood.actions if a[0] == 'output'} - {5}, flood
 
 
 def test_hypervisors_get_no_underlay_flows(fabric):
@@ -163,10 +220,21 @@ def test_only_frames_admitted_as_routed_are_routed(fabric, case, dst):
     hypervisor_seen(fabric, inv, leaf1, 5, hv1)
     inv.vtep_macs[hv1] = VTEP_MAC
     assert inv.switches[leaf1].ports[3].role == 'edge'
-    flows = switch_flows(Policy(fabric).with_tenants([make_tenant('acme', {'users': 10})]), inv, leaf1)
-    frame = dict(TO_ROUTER[case], eth_type=ur.ETH_IP, eth_src='02:00:00:00:00:77', eth_dst=ur.ROUTER_MAC,
-                 ipv4_dst=dst)
-    out, path = walk(flows, frame)
-    assert path[0].priority != ur.P_ROUTED                   # not admitted as routed ...
-    assert not [f for f in path if f.table in ('l3', 'ecmp') and f.actions], path   # ... so never routed
-    assert not [s for _, s in out if 'ttl' in s or s['eth_dst'] == VTEP_MAC], out
+    flows = switch_flows(acme_on_hv1(fabric, inv), inv, leaf1)
+    port, tag = TO_ROUTER[case]['in_port'], TO_ROUTER[case].get('vlan_vid', UNTAGGED)
+    # not admitted as routed: the underlay's admission is for untagged frames from cables and
+    # hypervisor ports only ...
+    routed = [f for f in by_table(flows, 'port_sec') if f.goto == 'l3' and f.match_dict()['in_port'] == port]
+    assert all(f.match_dict()['vlan_vid'] == UNTAGGED for f in routed)
+    assert tag != UNTAGGED or not routed
+    # ... it is bridged in, with a VLAN tag, whatever its destination MAC ...
+    bridged, = (f for f in by_table(flows, 'port_sec') if f.match_dict() == {'in_port': port, 'vlan_vid': tag})
+    assert bridged.goto == 'classify'
+    assert (tag == UNTAGGED) == (bridged.actions == (('push_vlan', 1),)) and (tag != UNTAGGED) == (bridged.actions == ())
+    # ... so no route, however it covers the destination, takes it: routes are for untagged frames
+    routes = routes_to(flows, dst)
+    assert routes and all(f.match_dict()['vlan_vid'] == UNTAGGED for f in routes)
+    assert all(f.match_dict()['vlan_vid'] == UNTAGGED for f in by_table(flows, 'l3') if f.priority)
+    # and nothing else rewrites it for the VTEP
+    assert not [f for f in flows if f.table not in ('l3', 'ecmp') and
+                (('dec_ttl',) in f.actions or ('set_field', 'eth_dst', VTEP_MAC) in f.actions)]
