@@ -7,6 +7,7 @@ without loops; when a link goes down the tree is recomputed from what is left.
 """
 from __future__ import annotations
 
+import dataclasses
 import struct
 import time
 from collections import deque
@@ -115,10 +116,11 @@ def classify_ports(fabric, inv: Inventory, now: float) -> bool:
     for sw in inv.switches.values():
         if sw.kind != 'physical':
             continue
-        for p in sw.ports.values():
+        for p in list(sw.ports.values()):
             role = _role(pairs, inv, sw.dpid, p, now)
             if role != p.role:
-                p.role, p.since = role, now
+                # a new Port, never an edit: snapshots share Port objects (Inventory.snapshot)
+                sw.ports[p.no] = dataclasses.replace(p, role=role, since=now)
                 changed = True
     return changed
 

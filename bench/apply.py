@@ -113,8 +113,12 @@ def dump(lab: Lab, sw: str, *filters: str) -> list[str]:
 
 
 def expected_known(sw: str, workloads: list[dict]) -> int:
-    """A destination entry per workload on every switch, plus a source entry on its own hv."""
-    return len(workloads) + sum(w['hv'] == sw for w in workloads)
+    """A destination entry per workload on every physical switch and on every hypervisor with
+    a workload on its VLAN (the others' trunks do not carry it), plus a source entry on its own hv."""
+    if sw in HVS:
+        here = {w['network'] for w in workloads if w['hv'] == sw}
+        return sum(w['network'] in here for w in workloads) + sum(w['hv'] == sw for w in workloads)
+    return len(workloads)
 
 
 def install_times(lab: Lab) -> dict[str, float]:

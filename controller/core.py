@@ -7,13 +7,14 @@ ticker thread sends LLDP and settles port roles.
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import struct
 import threading
 import time
 
-from apps import learning_switch, topology
+from apps import learning_switch, topology, vlan_portgroups
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
 from controller.policy.model import Fabric, Policy
@@ -159,6 +160,19 @@ class Controller:
                 out.add(('vxlan_overlay', (bn.tenant.name, bn.network.name)))
         return out
 
+    def _bindings_invalidate(self, hv: int, vlans: frozenset, moved: set) -> None:
+        """After a hypervisor's bindings changed: its VM ports' VLANs (its port admission and
+        floods, and the context of its nics' entries); where its trunk gained or lost VLANs
+        (the first VM of a VLAN came, or the last left), the entries of that VLAN's nics on
+        it, and the same on the leaf port it hangs on; everywhere, the nics that moved."""
+        pg = vlan_portgroups.APP
+        vlan_nics = {(pg, i) for v in vlans for i in self.policy.network_nics.get(self.policy.vlan_networks[v], ())}
+        leaves = [end.dpid for end, d in self.inv.hv_ports.items() if d == hv and end.dpid in self.inv.switches]
+        for d in [hv] + (leaves if vlans else []):
+            self._invalidate(d, {learning_switch.APP, pg + incremental.CONTEXT})
+            self._stale_units.setdefault(d, set()).update(vlan_nics)
+        self._invalidate_units(self._nic_units(moved))
+
     def _located_at(self, dpid: int, port: int | None = None) -> list[str]:
         return [i for i, (d, p) in self.inv.locations.items() if d == dpid and port in (None, p)]
 
@@ -238,16 +252,11 @@ class Controller:
                     and not self._settle_until.get(dpid)):
                 return
             complete = self.picture_complete()
+            trunk = vlan_portgroups.local_vlans(self.policy, self.inv, dpid)
             moved = self.inv.bind(dpid, bindings)
             if moved:
                 LOG.info('nic locations changed: %s', sorted(moved))
-            # this hypervisor (its ports' VLANs), the leaf port it hangs on (its trunk), and
-            # every switch's entries for the nics that moved
-            self._invalidate(dpid)
-            for end, hv in self.inv.hv_ports.items():
-                if hv == dpid and end.dpid in self.inv.switches:
-                    self._invalidate(end.dpid)
-            self._invalidate_units(self._nic_units(moved))
+            self._bindings_invalidate(dpid, trunk ^ vlan_portgroups.local_vlans(self.policy, self.inv, dpid), moved)
             if vtep_mac and self.inv.vtep_macs.get(dpid) != vtep_mac.lower():
                 self.inv.vtep_macs[dpid] = vtep_mac.lower()
                 for d, sw in self.inv.switches.items():
@@ -429,6 +438,10 @@ class Controller:
                     self._retry.pop(dpid, None)
             except Exception as e:
                 self._failed(dpid, e)
+            # Compiled flows are long-lived and acyclic: keep the cyclic collector from
+            # walking hundreds of thousands of them (a 0.2-1 s pause per full collection at
+            # 10,000 workloads).  Refcounting still frees them; freeze() moves them aside, O(1).
+            gc.freeze()
         if send_lldp:
             self.send_lldp()
 

@@ -5,7 +5,6 @@ talks to a switch.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 
@@ -104,11 +103,11 @@ class Inventory:
         return changed
 
     def snapshot(self) -> 'Inventory':
-        """A copy compilers can read while events change this one (Bindings and link ends
-        are immutable and shared; everything mutable is copied)."""
+        """A copy compilers can read while events change this one.  Ports, Bindings and link
+        ends are shared: the controller replaces them, it never edits one in place."""
         return Inventory(
-            switches={d: SwitchState(sw.dpid, sw.name, sw.kind, {n: copy.copy(p) for n, p in sw.ports.items()},
-                                     sw.connected_at) for d, sw in self.switches.items()},
+            switches={d: SwitchState(sw.dpid, sw.name, sw.kind, dict(sw.ports), sw.connected_at)
+                      for d, sw in self.switches.items()},
             links=dict(self.links), macs={d: dict(m) for d, m in self.macs.items()},
             refused={d: set(r) for d, r in self.refused.items()}, hv_ports=dict(self.hv_ports),
             vtep_macs=dict(self.vtep_macs), bindings={d: dict(b) for d, b in self.bindings.items()},

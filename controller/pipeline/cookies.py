@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
 
 from controller.pipeline.ids import IdStore
 
@@ -92,7 +91,6 @@ class Registry:
 
     def __init__(self, ids: IdStore | None = None):
         self.ids = ids or IdStore()
-        self._lock = threading.Lock()
         self._decoded: dict[int, Cookie] = {}
 
     def encode(self, cookie) -> int:
@@ -101,10 +99,8 @@ class Registry:
         value = (APPS[cookie.app] << 56 | cookie.kind << 48
                  | (self.ids.get('tenant', cookie.tenant) << 24 if cookie.tenant else 0)
                  | (self.ids.get('owner', cookie.owner) if cookie.owner else 0))
-        if cookie.where and self.ids.notes.get(value) != cookie.where:
-            with self._lock:
-                self.ids.notes[value] = cookie.where
-                self.ids.mark_dirty()
+        if cookie.where:
+            self.ids.note(value, cookie.where)
         self._decoded[value] = cookie
         return value
 

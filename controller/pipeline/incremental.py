@@ -22,6 +22,7 @@ from controller.pipeline import tables
 from controller.pipeline.flow import Flow
 
 ALL = 'all'                 # a stale mark meaning "every part of every app"
+CONTEXT = ':context'        # "<app>:context" in a stale set: refresh that app's context only
 SWITCH = None               # the unit key of an app's per-switch part
 EMPTY: frozenset = frozenset()
 
@@ -39,6 +40,7 @@ class Compiled:
         self._bykey: dict[tuple, Flow] = {}
         self.added: set[Flow] = set()
         self.removed: set[Flow] = set()
+        self.contexts: dict[str, object] = {}     # app -> its context, until the app is recompiled whole
 
     def flows(self) -> set[Flow]:
         return set(self._count)
@@ -121,13 +123,16 @@ def compile_switch(apps, policy, inv, dpid: int, compiled: Compiled, stale, stal
     for app in apps:
         name = app.APP
         whole = stale == ALL or name in stale
+        refresh = not whole and name + CONTEXT in stale
         keys = [k for a, k in stale_units if a == name] if not whole else []
-        if not whole and not keys:
+        if not whole and not keys and not refresh:
             continue
         if not has_units(app):
             compiled.put((name, SWITCH), app.compile_flows(policy, inv, dpid))
             continue
-        ctx = app.context(policy, inv, dpid)
+        if whole or refresh or name not in compiled.contexts:
+            compiled.contexts[name] = app.context(policy, inv, dpid)
+        ctx = compiled.contexts[name]
         if whole:
             present = set(app.units(policy, inv, dpid))
             compiled.put((name, SWITCH), app.compile_switch(policy, inv, dpid, ctx))

@@ -191,3 +191,72 @@ def test_a_spine_cable_cut_keeps_the_overlay_up(env):
         if pinger.poll() is None:
             pinger.kill()
         lab.set_link('spine1', 'leaf2', up=True)
+
+
+HYPERVISORS = ('hv1', 'hv2', 'hv3', 'hv4')
+FIRST_VNI = '''tenant: aardvark
+networks:
+  early: {vni: 10, subnet: 10.90.0.0/24}
+workloads:
+  x1: {nics: [{network: early, mac: "02:00:aa:00:00:01", ip: 10.90.0.11}]}
+'''
+
+
+def tenant_flows(lab, ctl, tenant):
+    """{(hv, table, priority, match, actions): (duration, n_packets)} of one tenant's flows."""
+    shown = {t['name']: t for t in __import__('json').loads(ctl.dvsctl('show', 'tenants', '--json', check=True).stdout)}
+    cookie = shown[tenant]['cookie']
+    out = {}
+    for hv in HYPERVISORS:
+        for line in lab.ofctl(hv, 'dump-flows', 'cookie=%s' % cookie).splitlines():
+            m = re.search(r'duration=([\d.]+)s, table=(\d+), n_packets=(\d+).* priority=(\d+),?(\S*) actions=(\S+)', line)
+            if m:
+                out[(hv, m.group(2), m.group(4), m.group(5), m.group(6))] = (float(m.group(1)), int(m.group(3)))
+    return out
+
+
+def test_adding_a_tenant_whose_vni_sorts_first_touches_no_flow_of_another(env):
+    lab, ctl, work = env
+    pinger = lab.popen('a1', ['ping', '-i', '0.05', '-c', '60', '-W', '1', lab.vms['a3'].ip],
+                       stdout=subprocess.PIPE, text=True)
+    try:
+        before = tenant_flows(lab, ctl, 'initech')
+        assert before
+        (work / 'aardvark.yaml').write_text(FIRST_VNI)
+        r = ctl.dvsctl('apply', str(work / 'aardvark.yaml'))
+        assert r.returncode == 0, r.stderr
+        during = tenant_flows(lab, ctl, 'initech')
+        r = ctl.dvsctl('delete', 'aardvark')
+        assert r.returncode == 0, r.stderr
+        after = tenant_flows(lab, ctl, 'initech')
+        out, _ = pinger.communicate(timeout=60)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+    assert set(during) == set(before) == set(after)          # same flows, same actions: none rewritten
+    for k, (age, _) in before.items():
+        assert during[k][0] >= age and after[k][0] >= age, 'flow %s was replaced' % (k,)
+    moved = [k for k in before if after[k][1] > before[k][1]]
+    assert moved, 'the counters of the ping path kept counting'
+    assert len(answered(out)) == 60, out
+
+
+def test_ten_controller_restarts_lose_no_overlay_packet_across_racks(env):
+    lab, ctl, _ = env
+    # a1 (hv1, rack 1) -> a3 (hv3, rack 2): the path depends on both hypervisors' bindings
+    pinger = lab.popen('a1', ['ping', '-i', '0.01', '-c', '3000', '-W', '1', lab.vms['a3'].ip],
+                       stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(10):
+            ctl.kill9()
+            ctl.start()
+            ctl.wait_connected(8)
+            wait_until(lambda: 'programming from the whole picture' in ctl.text(), 30,
+                       what='every hypervisor reported its bindings')
+        out, _ = pinger.communicate(timeout=120)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+    got = answered(out)
+    assert len(got) == 3000, 'lost icmp_seq %s' % sorted(set(range(1, 3001)) - got)[:20]
+    assert lab.ping('a1', 'a2') and not lab.ping('a1', 'o4', timeout=0.5)

@@ -86,3 +86,36 @@ def test_a_dry_run_copy_allocates_without_touching_the_store(fabric):
     idstore.bind(store, policy(fabric, ACME()))
     idstore.bind(store.copy(), policy(fabric, ACME(), FIRST()))
     assert store.peek('tenant', 'aaa') is None
+
+
+def test_the_journal_replays_and_folds_into_the_snapshot(tmp_path):
+    store = IdStore(tmp_path)
+    for i in range(10):
+        store.get('owner', 'o%d' % i)
+        store.note(0x100 + i, 'a.yaml:%d' % i)
+        store.save()                                 # one journal append each, no rewrite
+    assert not (tmp_path / 'ids.json').exists()
+    store.release('owner', 'o3')
+    store.save()
+    again = IdStore(tmp_path)
+    assert again.peek('owner', 'o9') == store.peek('owner', 'o9') and again.peek('owner', 'o3') is None
+    assert again.notes[0x105] == 'a.yaml:5'
+    assert again.get('owner', 'new') not in {store.peek('owner', 'o%d' % i) for i in range(10)} | {4}
+    for i in range(1200):                            # past the fold threshold
+        again.get('owner', 'x%d' % i)
+    again.save()
+    assert (tmp_path / 'ids.json').exists() and (tmp_path / 'ids.log').stat().st_size == 0
+    third = IdStore(tmp_path)
+    assert third.names('owner') == again.names('owner')
+
+
+def test_a_torn_last_journal_line_is_ignored_and_a_corrupt_one_reported(tmp_path):
+    store = IdStore(tmp_path)
+    store.get('tenant', 'acme')
+    store.save()
+    with open(tmp_path / 'ids.log', 'a') as f:
+        f.write('["id", "tenant", "glo')                   # the crash came mid-write
+    assert IdStore(tmp_path).peek('tenant', 'acme') == 1
+    (tmp_path / 'ids.log').write_text('["id", "tenant", "acme", 1, 2]\nnot json\n["settled"]\n')
+    with pytest.raises(ValueError, match=r'ids.log:2'):
+        IdStore(tmp_path)
