@@ -309,9 +309,10 @@ class OpenDVSApp(AppBase):
         from controller.policy.store import PolicyStore, ensure_token
         policy, state_dir, api = SETTINGS['policy'], SETTINGS['state_dir'], SETTINGS['api']
         if policy is None:                       # loaded by ryu-manager / osken tooling
+            from controller.cli.controller_main import parse_hostport    # OPENDVS_API is HOST:PORT
             policy, state_dir, api = load_running_policy(
                 os.environ['OPENDVS_FABRIC'], os.environ.get('OPENDVS_STATE_DIR', '/var/lib/opendvs'),
-                os.environ.get('OPENDVS_API'))
+                parse_hostport(os.environ['OPENDVS_API']) if os.environ.get('OPENDVS_API') else None)
 
         def watch(name, address, on_change):
             return BindingWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
