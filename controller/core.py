@@ -13,6 +13,7 @@ import threading
 import time
 
 from apps import learning_switch, topology, underlay_routing, vlan_portgroups, vxlan_overlay
+from controller import metrics
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
 from controller.policy.model import Fabric, Policy
@@ -56,6 +57,7 @@ class Controller:
         self._settle_until: dict[int, float] = {}
         self._tree: set = set()
         self._stopped = False
+        metrics.watch(self)                    # /metrics reads switches, flows, bindings, MACs at scrape time
         self._threads = [threading.Thread(target=self._guard(self._work), name='converge', daemon=True),
                          threading.Thread(target=self._guard(self._tick), name='ticker', daemon=True)]
 

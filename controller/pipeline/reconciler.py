@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from typing import Iterable, Protocol
 
+from controller import metrics
 from controller.pipeline.flow import Flow
 
 LOG = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Reconciler:
         LOG.debug('switch %016x holds %d flows:\n%s', conn.dpid, len(flows), '\n'.join(map(str, sorted(flows))))
         return flows
 
+    @metrics.timed_converge
     def converge(self, conn: SwitchConn, desired: set[Flow], dry_run: bool = False) -> Diff:
         if conn.dpid not in self._installed:
             self.load(conn)

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,10 @@ def test_ryu_runs_the_apps_and_serves_the_api(env):
     switches = json.loads(ctl.dvsctl('show', 'switches', '--json').stdout)
     assert len(switches) == SWITCHES and all(s['connected'] and s['flows'] for s in switches)
     assert 'Traceback' not in ctl.text()
+    # /metrics too, without a token
+    text = urllib.request.urlopen('http://127.0.0.1:%d/metrics' % ctl.api_port, timeout=10).read().decode()
+    assert 'opendvs_switches_connected{kind="hypervisor"} 4.0' in text
+    assert 'opendvs_switches_connected{kind="physical"} 4.0' in text
 
 
 def test_reachability_matrix_port_group_and_overlay(env):
