@@ -148,3 +148,30 @@ def test_a_killed_run_leaves_leftovers_that_the_next_run_sweeps_and_pingall(env)
     assert not wrong, 'pingall differs from the policy for %s:\n%s' % (wrong, out)
     assert sum(want.values()) == 8 and not all(want.values())     # both kinds were tested
     assert_left_as_it_was(before)
+
+
+def test_ctrl_c_while_mn_waits_for_the_switches_removes_only_what_this_run_built(env):
+    ctl, port, tenants, before = env
+    p = subprocess.Popen(mn('tenants=%s' % ':'.join(tenants), 'ofp_port=%d' % port),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        seen = []
+        for line in p.stdout:
+            seen.append(line)
+            if 'Waiting for switches to connect' in line:        # built: hypervisors' OVS running
+                p.send_signal(signal.SIGINT)
+                break
+        out = ''.join(seen) + p.communicate(timeout=120)[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert 'Keyboard Interrupt' in out, out
+    assert 'opendvs: removing what this run built' in out, out
+    # none of Mininet's global clean-up ran (it starts with killing controllers by name)
+    assert 'Removing excess controllers' not in out and 'Cleanup complete' not in out, out
+    prefix = re.search(r'opendvs: lab (mn[0-9a-f]{3}),', out).group(1)
+    assert not os.path.exists("/run/opendvs-mn/%s.json" % prefix)
+    wait_until(lambda: machine()['netns'] <= before['netns'], 10, what='its namespaces gone')
+    assert_left_as_it_was(before)
+    assert ctl.proc.poll() is None                # the controller it ran against is untouched
