@@ -14,6 +14,7 @@ demo: setup
 
 test: setup
 	$(PYTEST) -q -p no:cacheprovider tests/unit tests/ovs tests/integration
+	@$(MAKE) --no-print-directory test-ryu
 
 # The same controller under ryu-manager (ryu 4.34), from its own virtualenv .venv-ryu (no os-ken).
 test-ryu: setup

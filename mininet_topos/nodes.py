@@ -130,13 +130,16 @@ class OVSHypervisor(Switch):
     def connected(self) -> bool:
         """Ready for traffic, as `mn` waits for it: br-int has its controller session and the
         controller has programmed every VM port here (they have admission flows)."""
-        db = f'--db=unix:{self.rundir}/db.sock'
-        if not osutil.is_connected('br-int', db=db[5:]):
+        db = f'unix:{self.rundir}/db.sock'
+        if not osutil.is_connected('br-int', db=db):
             return False
-        ports = [p for vm in self.lab.vms.values() if vm.spec.hypervisor == self.name for p in vm.ports]
+        get = []
+        for vm in self.lab.vms.values():
+            if vm.spec.hypervisor == self.name:
+                for port in vm.ports:
+                    get += ['--', 'get', 'interface', port, 'ofport']
         try:
-            nos = osutil.run(['ovs-vsctl', '--timeout=5', db, '--', *sum(
-                (['--', 'get', 'interface', p, 'ofport'] for p in ports), [])]).split() if ports else []
+            nos = osutil.run(['ovs-vsctl', '--timeout=5', f'--db={db}', *get]).split() if get else []
             flows = osutil.run(['ovs-ofctl', '-O', 'OpenFlow14', 'dump-flows', '--no-stats', '--no-names',
                                 f'unix:{self.rundir}/br-int.mgmt', 'table=0'])
         except LabError:
