@@ -117,12 +117,15 @@ def make_topo(fabric=None, prefix=None, vms=None, ofp_port=None, workdir=None, t
 def cleanup():
     """Stands in for Mininet's global clean-up under `mn --custom` (mn copies this file's
     top-level names into its own): when a run fails or is interrupted, remove what this run
-    built, by the names it recorded, and nothing else on the machine."""
+    built, by the names it recorded, and nothing else on the machine.  (`mn --custom this -c`
+    lands here too: it removes what dead opendvs runs left, by their records.)"""
     from mininet.log import info
 
     from mininet_topos import mnrun
     info('*** opendvs: removing what this run built (and nothing else)\n')
     mnrun.cleanup()
+    for old, gone in mnrun.sweep_dead_runs().items():
+        info(f'*** opendvs: removed what an earlier run ({old}) left: {", ".join(gone) or "nothing"}\n')
 
 
 topos = {'opendvs': make_topo}
