@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 import yaml
@@ -55,7 +54,7 @@ def assert_left_as_it_was(before):
     assert after['procs'] <= before['procs'] and after['netns'] <= before['netns'], (before, after)
 
 
-def mn(*topo_args, test='pingall', **kw):
+def mn(*topo_args, test='pingall'):
     argv = ['mn', '--custom', str(TOPO), '--topo', ','.join(['opendvs', 'fabric=%s' % FABRIC, *topo_args])]
     if test:
         argv += ['--test', test]
