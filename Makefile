@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 PYTEST  := $(PY) -m pytest
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup demo test unit ovs integration bench
+.PHONY: setup demo test test-ryu unit ovs integration bench
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,12 @@ demo: setup
 
 test: setup
 	$(PYTEST) -q -p no:cacheprovider tests/unit tests/ovs tests/integration
+	@$(MAKE) --no-print-directory test-ryu
+
+# The same controller under ryu-manager (ryu 4.34), from its own virtualenv .venv-ryu (no os-ken).
+test-ryu: setup
+	@bash scripts/setup_ryu.sh
+	.venv-ryu/bin/python -m pytest -q -p no:cacheprovider tests/ryu
 
 unit: setup
 	$(PYTEST) -q -p no:cacheprovider tests/unit

@@ -15,6 +15,7 @@ import threading
 import time
 
 from apps import learning_switch, topology, vlan_portgroups
+from controller import metrics
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
 from controller.policy.model import Fabric, Policy
@@ -100,6 +101,7 @@ class Controller:
         self._compiled: dict[int, incremental.Compiled] = {}
         self._tree: set = set()
         self._stopped = False
+        metrics.watch(self)                    # /metrics reads switches, flows, bindings, MACs at scrape time
         self._threads = [threading.Thread(target=self._guard(self._work), name='converge', daemon=True),
                          threading.Thread(target=self._guard(self._tick), name='ticker', daemon=True)]
 

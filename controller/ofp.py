@@ -29,6 +29,7 @@ except ImportError:                                     # pragma: no cover - ryu
     from ryu.ofproto import nicira_ext, ofproto_v1_3, ofproto_v1_4
     AppBase, FRAMEWORK = app_manager.RyuApp, 'ryu'
 
+from controller import metrics
 from controller.core import Controller
 from controller.pipeline import tables
 from controller.pipeline.flow import CONTROLLER, IN_PORT, LOCAL, Flow
@@ -252,6 +253,7 @@ class OFSwitch:
         ofp = self.dp.ofproto
         mods = [flow_mod(self.dp, f, ofp.OFPFC_DELETE_STRICT, self.registry) for f in delete]
         mods += [flow_mod(self.dp, f, ofp.OFPFC_ADD, self.registry) for f in add]
+        metrics.flow_mods(self.dpid, len(delete), len(add), self.bundles)
         if not self.bundles:                      # OpenFlow 1.3: best effort, not atomic
             self._send_all(mods)
             self.barrier()                        # every flow-mod error has arrived before its reply
@@ -273,6 +275,7 @@ class OFSwitch:
         self.barrier()                 # every add-time error has arrived before the barrier reply
         bad = [self._errors.pop(m.xid) for m in msgs if m.xid in self._errors]
         if bad:
+            metrics.bundle_rejected(self.dpid)
             self.dp.send_msg(p.OFPBundleCtrlMsg(self.dp, bid, ofp.OFPBCT_DISCARD_REQUEST, flags, []))
             raise SwitchError('%016x: bundle rejected, nothing applied: %s' % (
                 self.dpid, '; '.join(_error_text(self.dp, e) for e in bad[:3])), nothing_applied=True)
@@ -321,9 +324,10 @@ class OpenDVSApp(AppBase):
         from controller.policy.store import PolicyStore, ensure_token
         policy, state_dir, api = SETTINGS['policy'], SETTINGS['state_dir'], SETTINGS['api']
         if policy is None:                       # loaded by ryu-manager / osken tooling
+            from controller.cli.controller_main import parse_hostport    # OPENDVS_API is HOST:PORT
             policy, state_dir, api = load_running_policy(
                 os.environ['OPENDVS_FABRIC'], os.environ.get('OPENDVS_STATE_DIR', '/var/lib/opendvs'),
-                os.environ.get('OPENDVS_API'))
+                parse_hostport(os.environ['OPENDVS_API']) if os.environ.get('OPENDVS_API') else None)
 
         def watch(name, address, on_change):
             return BindingWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
@@ -374,6 +378,7 @@ class OpenDVSApp(AppBase):
     def packet_in(self, ev):
         msg = ev.msg
         self.core.packet_in(msg.datapath.id, msg.match['in_port'], msg.table_id, bytes(msg.data))
+        metrics.packet_in(msg.datapath.id, msg.reason, msg.table_id)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     @_safe

@@ -104,6 +104,8 @@ class Lab:
         osutil.ensure_root()
         osutil.ensure_ovs()
         self._check_free()
+        if wait_connected:
+            self._check_controller_reachable()
         t0 = time.monotonic()
         atexit.register(self.down)
         try:
@@ -172,6 +174,19 @@ class Lab:
 
     # --- controller connections -------------------------------------------------------------
 
+    def _check_controller_reachable(self):
+        """Fail at once, with the command to run, when a controller listens on loopback only:
+        the hypervisors live in their own namespaces and connect over the management LAN
+        (to its gateway address), so they could never reach it."""
+        port = self.plan.ofp_port
+        where = osutil.listeners(port)
+        if osutil.only_loopback(where):
+            raise LabError(
+                f'the controller listens on {", ".join(sorted(where))} port {port} only, but the '
+                f'hypervisors reach it over the lab\'s management LAN ({self.plan.mgmt_gateway}); '
+                f'restart it listening there too:  opendvs-controller --fabric '
+                f'{self.plan.fabric_source} --ofp 0.0.0.0:{port}')
+
     def unconnected(self) -> list[str]:
         """Bridges without an established OpenFlow session, judged by TCP sockets.
 
@@ -191,8 +206,9 @@ class Lab:
     def wait_connected(self, timeout=60):
         if not osutil.wait_until(lambda: not self.unconnected(), timeout):
             raise LabError(f'not connected to the controller after {timeout:g} s: '
-                           f'{"; ".join(self.unconnected())}. Is the controller running and '
-                           f'listening on 0.0.0.0:{self.plan.ofp_port}?')
+                           f'{"; ".join(self.unconnected())}. Is the controller running? Start '
+                           f'it with:  opendvs-controller --fabric {self.plan.fabric_source} '
+                           f'--ofp 0.0.0.0:{self.plan.ofp_port}')
 
     def _physical_sessions(self) -> int:
         if not self.plan.switches:

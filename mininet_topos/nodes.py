@@ -6,7 +6,7 @@ Every command for a node runs in that node's shell (its netns) through node.cmd(
 import shlex
 
 from mininet.link import Intf
-from mininet.node import Host, Node, OVSSwitch, Switch
+from mininet.node import Host, OVSSwitch, Switch
 from mininet.util import errRun
 
 from mininet_topos import osutil
@@ -79,6 +79,10 @@ class VMHost(Host):
         if spec.gateway:
             cmds.append(f'ip route add default via {spec.gateway}')
         sh(self, *cmds)
+        for i, nic in enumerate(spec.nics):      # Mininet's model too: IP(), pingall, iperf, dump
+            intf = self.nameToIntf.get(f'eth{i}')
+            if intf is not None and nic.ip:
+                intf.ip, intf.prefixLen = nic.address, int(nic.ip.split('/')[1])
         return result
 
     def _add_vlan_dev(self, parent, dev, vlan):
@@ -93,12 +97,15 @@ class VMHost(Host):
                            'tagged frames with Lab.send_frames') from None
 
 
-class OVSHypervisor(Node):
+class OVSHypervisor(Switch):
     """A hypervisor: its own netns running its own ovsdb-server + ovs-vswitchd.
 
     br-phy (standalone, NORMAL) holds the uplink and the VTEP address; br-int (secure,
     controller over the management LAN) holds the VM ports; a patch pair joins them.
     The OVSDB also listens on the management address so the controller can read bindings.
+
+    A switch in Mininet's model (net.switches), so `pingall`, `iperf` and `dump` see the VMs
+    as the hosts; its IP() is its management address.
     """
 
     def __init__(self, name, plan=None, autosetup=True, **params):
@@ -107,16 +114,37 @@ class OVSHypervisor(Node):
         self.rundir = self.hv.rundir
         self.autosetup = autosetup
         self.daemon_pids = []
-        params.setdefault('inNamespace', True)
+        params.update(inNamespace=True, dpid=f'{self.hv.dpid:016x}')
         super().__init__(name, **params)
+        self.controlIntf = None       # Switch sets it only for switches in the root namespace
 
-    def config(self, **params):
-        # Mininet calls this once the links exist, so the uplink and mgmt0 are in place.
+    def defaultIntf(self):
+        return self.nameToIntf.get(HV_MGMT) or super().defaultIntf()
+
+    def start(self, controllers):
+        # Mininet starts switches once the links exist, so the uplink and mgmt0 are in place.
         # The Lab sets autosetup=False and runs setup_ovs() of all hvs in parallel instead.
-        result = super().config(**params)
         if self.autosetup:
             self.setup_ovs()
-        return result
+
+    def connected(self) -> bool:
+        """Ready for traffic, as `mn` waits for it: br-int has its controller session and the
+        controller has programmed every VM port here (they have admission flows)."""
+        db = f'unix:{self.rundir}/db.sock'
+        if not osutil.is_connected('br-int', db=db):
+            return False
+        get = []
+        for vm in self.lab.vms.values():
+            if vm.spec.hypervisor == self.name:
+                for port in vm.ports:
+                    get += ['--', 'get', 'interface', port, 'ofport']
+        try:
+            nos = osutil.run(['ovs-vsctl', '--timeout=5', f'--db={db}', *get]).split() if get else []
+            flows = osutil.run(['ovs-ofctl', '-O', 'OpenFlow14', 'dump-flows', '--no-stats', '--no-names',
+                                f'unix:{self.rundir}/br-int.mgmt', 'table=0'])
+        except LabError:
+            return False
+        return all(f'in_port={no},' in flows or f'in_port={no} ' in flows for no in nos)
 
     def setup_ovs(self):
         self.start_ovs()
@@ -186,6 +214,10 @@ class OVSHypervisor(Node):
 
     def vsctl(self, *args) -> str:
         return sh(self, shlex.join(['ovs-vsctl', f'--db=unix:{self.rundir}/db.sock', *args]))
+
+    def stop(self, deleteIntfs=True):
+        # its interfaces go with its namespace (Mininet would only delete names holding 'hv1')
+        self.terminate()
 
     def terminate(self):
         osutil.stop_pids([p for p in self.daemon_pids if p])

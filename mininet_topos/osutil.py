@@ -62,6 +62,50 @@ def established(pid, remote_port: int) -> list[tuple[str, str]]:
     return out
 
 
+TCP_LISTEN = '0A'
+
+
+def listeners(port: int, pid='self') -> set[str]:
+    """Local addresses with a TCP socket listening on `port` in pid's netns ('0.0.0.0' and
+    '::' are the wildcards; v4-mapped IPv6 addresses are given as IPv4)."""
+    out = set()
+    for table, parse in (('tcp', _ip), ('tcp6', _ip6)):
+        try:
+            with open(f'/proc/{pid}/net/{table}') as f:
+                out |= parse_listeners(f.read(), port, parse)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def parse_listeners(text: str, port: int, parse=None) -> set[str]:
+    """The listening addresses on `port` in the text of /proc/net/tcp (or tcp6, with _ip6)."""
+    parse = parse or _ip
+    out = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != TCP_LISTEN:
+            continue
+        addr, _, lport = fields[1].partition(':')
+        if int(lport, 16) == port:
+            out.add(parse(addr))
+    return out
+
+
+def _ip6(hexaddr: str) -> str:
+    # four 32-bit words, each in host (little-endian) byte order
+    raw = b''.join(struct.pack('<I', int(hexaddr[i:i + 8], 16)) for i in range(0, 32, 8))
+    if raw[:12] == b'\0' * 10 + b'\xff\xff':
+        return socket.inet_ntoa(raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def only_loopback(addresses) -> bool:
+    """True if something listens, but on loopback addresses only (unreachable from a netns)."""
+    import ipaddress
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
 def _ip(hexaddr: str) -> str:
     return socket.inet_ntoa(struct.pack('<I', int(hexaddr, 16)))
 

@@ -11,17 +11,18 @@ def fast_stop(net):
     so: stop the hv daemons (all at once), end every host's shell (its netns goes), delete
     the few veths that have both ends in the root ns, and let net.stop() do the rest.
     """
-    hvs = [h for h in net.hosts if isinstance(h, OVSHypervisor)]
+    hvs = [h for h in net.switches if isinstance(h, OVSHypervisor)]
     osutil.stop_pids([p for h in hvs for p in h.daemon_pids if p])
     for h in hvs:
         h.daemon_pids = []
     # Anything else still running in a lab namespace (say `iperf3 -D` run through exec)
     # would keep that netns, and its veths, alive after the shells are gone.
-    shells = {h.pid for h in net.hosts}
-    namespaces = {osutil.netns_id(h.pid) for h in net.hosts if h.shell}
+    nodes = net.hosts + hvs
+    shells = {h.pid for h in nodes}
+    namespaces = {osutil.netns_id(h.pid) for h in nodes if h.shell}
     namespaces -= {None, osutil.netns_id('self')}          # never the root namespace
     osutil.stop_pids([p for p in osutil.pids_in_netns(namespaces) if p not in shells])
-    for h in net.hosts:
+    for h in nodes:
         h.terminate()
     for link in net.links:
         if not (link.intf1.node.inNamespace or link.intf2.node.inNamespace):

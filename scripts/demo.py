@@ -108,21 +108,28 @@ def same_network(lab, a, b) -> bool:
 
 
 def print_matrix(lab, vms, expected, actual) -> None:
-    """One line per source; '+' reached as expected, '.' refused as expected, '!' wrong."""
-    label = {v: '%s/%s' % (lab.vms[v].tenant or '-', v) for v in vms}
+    tenants = {v: lab.vms[v].tenant for v in vms}
+    print('\n'.join(matrix_lines(tenants, vms, expected, actual)))
+    print("\n'+' reached (expected), '.' refused (expected), '!' differs from expectation")
+
+
+def matrix_lines(tenants, vms, expected, actual) -> list[str]:
+    """One line per source; '+' reached as expected, '.' refused as expected, '!' wrong.
+    Columns are headed by the VMs' full names (unique in a lab), as wide as the longest."""
+    label = {v: '%s/%s' % (tenants[v] or '-', v) for v in vms}
     width = max(len(x) for x in label.values())
-    print('%-*s  %s' % (width, 'from \\ to', ' '.join('%-4s' % v[:4] for v in vms)))
+    col = max(len(v) for v in vms)
+    lines = [('%-*s  %s' % (width, 'from \\ to', ' '.join(v.ljust(col) for v in vms))).rstrip()]
     for a in vms:
         cells = []
         for b in vms:
             if a == b:
-                cells.append('-   ')
-                continue
-            got = actual[(a, b)]
-            cells.append(('+' if got else '.') if got == expected[(a, b)] else '!')
-            cells[-1] = cells[-1].ljust(4)
-        print('%-*s  %s' % (width, label[a], ' '.join(cells)))
-    print("\n'+' reached (expected), '.' refused (expected), '!' differs from expectation")
+                cells.append('-')
+            else:
+                got = actual[(a, b)]
+                cells.append(('+' if got else '.') if got == expected[(a, b)] else '!')
+        lines.append(('%-*s  %s' % (width, label[a], ' '.join(c.ljust(col) for c in cells))).rstrip())
+    return lines
 
 
 if __name__ == '__main__':

@@ -37,6 +37,6 @@ if [ ! -f "$stamp" ]; then
     [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$VENV"
     # (this machine's pip config names local index folders that may not exist: hide that noise)
     "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-    "$VENV/bin/python" -c 'import os_ken, mininet, controller, mininet_topos'
+    "$VENV/bin/python" -c 'import os_ken, mininet, ovs, prometheus_client, jsonschema, controller, mininet_topos'
     rm -f "$VENV"/.installed-*; touch "$stamp"
 fi

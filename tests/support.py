@@ -71,14 +71,18 @@ class ControllerProcess:
     def log_path(self) -> Path:
         return self.workdir / ('controller-%d.log' % self.starts)
 
-    def start(self) -> 'ControllerProcess':
-        self.starts += 1
+    def argv(self) -> list[str]:
+        """The command line (tests/ryu runs the same controller under ryu-manager)."""
         args = [str(BIN / 'opendvs-controller'), '--fabric', self.fabric,
                 '--state-dir', str(self.state_dir), '--api', '127.0.0.1:%d' % self.api_port]
         if self.ofp:
             args += ['--ofp', self.ofp]
+        return args
+
+    def start(self) -> 'ControllerProcess':
+        self.starts += 1
         self.log = open(self.log_path, 'w')
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
+        self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)
         _RUNNING.add(self.proc)
         wait_until(lambda: 'API on http' in self.text() or self.proc.poll() is not None,

@@ -1,5 +1,6 @@
 """The REST API: JSON over HTTP on 127.0.0.1 by default; every call needs the token
-(`Authorization: Bearer <token>`, the token is in <state-dir>/api-token)."""
+(`Authorization: Bearer <token>`, the token is in <state-dir>/api-token), except
+`GET /metrics`: Prometheus text exposition (controller/metrics.py), counts only."""
 from __future__ import annotations
 
 import hmac
@@ -9,6 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from controller import metrics
 from controller.policy.errors import PolicyError
 
 LOG = logging.getLogger('opendvs.api')
@@ -34,6 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, body) -> None:
         data = json.dumps(body, indent=1).encode()
+        metrics.api_request(self.command, self.path, code)       # before the client can see the reply
         self.send_response(code)
         self.send_header('Content-Type', 'application/json')
         self.send_header('Content-Length', str(len(data)))
@@ -47,7 +50,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(401, {'error': 'missing or wrong token (see <state-dir>/api-token)'})
         return False
 
+    def _metrics(self) -> None:
+        data, content_type = metrics.exposition(self.headers.get('Accept'))
+        self.send_response(200)
+        self.send_header('Content-Type', content_type)
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _route(self, method: str) -> None:
+        if method == 'GET' and urlparse(self.path).path == '/metrics':
+            return self._metrics()               # no token: Prometheus scrapes it, counts only
         if not self._authorized():
             return
         url = urlparse(self.path)

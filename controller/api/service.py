@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 
+from controller import metrics
 from controller.pipeline import cookies, tables
 from controller.policy.errors import PolicyError
 from controller.policy.model import Policy
@@ -39,6 +40,7 @@ class PolicyService:
         self.docs = store.load()
         self._lock = threading.Lock()          # one push at a time
 
+    @metrics.counted_apply
     def apply(self, pushed: list[dict], dry_run: bool = False) -> dict:
         """pushed: [{'source': file name, 'text': YAML}].  Raises PolicyError if invalid."""
         from controller.policy.tenant import parse_tenant
@@ -56,6 +58,7 @@ class PolicyService:
                 raise PolicyError(diags)
             return self._switch_to(merged, dry_run, parsed)
 
+    @metrics.counted_apply
     def delete(self, name: str, dry_run: bool = False) -> dict:
         with self._lock:
             if name not in self.docs:

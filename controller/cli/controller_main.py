@@ -82,6 +82,10 @@ def main(argv=None) -> int:
     from controller import ofp as ofp_shim
     logging.getLogger('opendvs').info('serving OpenFlow on %s:%d for %s with %d tenant(s)', ofp[0], ofp[1],
                                       fabric.source, len(policy.tenants))
+    if ofp[0].startswith('127.') or ofp[0] in ('localhost', '::1'):
+        logging.getLogger('opendvs').info(
+            'OpenFlow on loopback only: switches in other namespaces (the lab\'s hypervisors) '
+            'cannot connect; for them use --ofp 0.0.0.0:%d', ofp[1])
     ofp_shim.run(policy, args.state_dir, ofp, api)
     return 0
 

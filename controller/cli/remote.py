@@ -155,8 +155,19 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
+    if args.what == 'flows':
+        print('\n'.join(flow_lines(rows)))
+        return 0
     table = [columns] + [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
         print('  '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
+
+
+def flow_lines(rows) -> list[str]:
+    """One flow per line, as ovs-ofctl dump-flows prints them, its owner at the end:
+    `leaf1  table=l2 priority=100 cookie=0x... vlan_vid=...,eth_dst=... actions=...  # owner`.
+    Only the switch names are padded (to the longest name), never the flows."""
+    width = max((len(r['switch']) for r in rows), default=0)
+    return ['%-*s  %s  # %s' % (width, r['switch'], r['flow'], r['owner']) for r in rows]

@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import Callable, Iterable, Protocol
 
+from controller import metrics
 from controller.pipeline.flow import Flow
 
 LOG = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Reconciler:
         LOG.debug('switch %016x holds %d flows:\n%s', conn.dpid, len(flows), '\n'.join(map(str, sorted(flows, key=_order))))
         return flows
 
+    @metrics.timed_converge
     def converge(self, conn: SwitchConn, desired: set[Flow], dry_run: bool = False,
                  before_apply: Callable[[Diff], None] | None = None, in_sync: bool = True) -> Diff:
         """Make the switch hold `desired`: diff against everything it holds."""
@@ -122,6 +124,7 @@ class Reconciler:
                           '\n    (replacing %s)' % was[f.key] if f.key in was else '')
         return d
 
+    @metrics.timed_converge
     def converge_delta(self, conn: SwitchConn, removed: set[Flow], added: set[Flow],
                        wanted: Callable[[tuple], Flow | None],
                        before_apply: Callable[[Diff], None] | None = None) -> Diff:

@@ -1,11 +1,12 @@
 """schemas/*.schema.json (for editors) stay in step with the loaders, and accept the examples.
 
-Validation needs the `jsonschema` package, which opendvs does not depend on: those tests skip
-without it.  The loaders stay the authority (cross-references are theirs alone).
+Validation uses the `jsonschema` package (the `test` extra installs it; a missing one is an
+error, never a skip).  The loaders stay the authority (cross-references are theirs alone).
 """
 import json
 import pathlib
 
+import jsonschema
 import pytest
 import yaml
 
@@ -56,10 +57,9 @@ def test_fabric_schema_keys_match_the_loader():
     assert s['$defs']['dpid']['maximum'] == fabric.MAX_DPID
 
 
-# --- validation, when jsonschema is installed -----------------------------------------------
+# --- validation -------------------------------------------------------------------------------
 
 def _validator(name):
-    jsonschema = pytest.importorskip('jsonschema')
     cls = jsonschema.Draft202012Validator
     cls.check_schema(_schema(name))
     return cls(_schema(name))
