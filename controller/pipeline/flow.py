@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from controller.pipeline import fields
+
 OFPVID_PRESENT = 0x1000
 CONTROLLER, IN_PORT, LOCAL = 'controller', 'in_port', 'local'
 
@@ -34,11 +36,8 @@ UNTAGGED = 0x0000  # vlan_vid value that matches frames without an 802.1Q tag
 
 
 def _norm_value(field: str, value: Any) -> Any:
-    if isinstance(value, str) and field in ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha'):
-        return value.lower()
-    if isinstance(value, tuple) and len(value) == 2:
-        return (_norm_value(field, value[0]), _norm_value(field, value[1]))
-    return value
+    # typed values (masks, CIDR, ct_state flags, lower-case MACs): see controller/pipeline/fields.py
+    return fields.norm_value(field, value)
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -1,0 +1,3 @@
+"""placeholder"""
+def actions(flow):
+    return ''
