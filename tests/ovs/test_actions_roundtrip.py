@@ -172,7 +172,7 @@ def test_flow_reads_back_exactly_as_written(switch, flow, match_text, actions_te
     assert (dumped['table'], dumped['cookie']) == (tables.table_id(flow.table), flow.cookie)
     assert dumped['match'] == match_text
     assert dumped['actions'] == actions_text
-    #assert ofctl_text.actions(flow) == actions_text        # the formatter writes what OVS prints
+    assert ofctl_text.actions(flow) == actions_text        # the formatter writes what OVS prints
     assert osk.converge({flow}, fresh=True) == (0, 0)       # after a restart: nothing re-installed
 
 
@@ -194,3 +194,15 @@ def test_a_flow_the_codec_cannot_read_is_replaced_not_kept(switch):
     want = _f([A.output(1)])
     assert osk.converge({want}, fresh=True) == (1, 0)      # replaced in place (same key)
     assert osk.read() == {want}
+
+
+@pytest.mark.parametrize('flow', [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_ofctl_text_loads_the_same_flow(switch, flow, tmp_path):
+    """What ofctl_text writes, ovs-ofctl loads as the very flow the controller would install."""
+    br, osk = switch
+    osk.converge(set())
+    path = tmp_path / 'flows.txt'
+    path.write_text(ofctl_text.flow(flow) + '\n')
+    sh('ovs-ofctl -O OpenFlow14 --bundle add-flows %s %s' % (br, path))
+    assert osk.read() == {flow}
+    assert osk.converge({flow}, fresh=True) == (0, 0)
