@@ -196,7 +196,10 @@ def check(action) -> None:
         raise ActionError('unknown action kind %r in %r (known: %s)' % (action[0], action, ', '.join(sorted(_CHECKS))))
     try:
         fn(*action[1:])
-    except (FieldError, TypeError, ValueError) as e:
+    except TypeError:
+        raise ActionError('%s: wrong number of arguments for %s (see controller/pipeline/actions.py)'
+                          % (_short(action), action[0])) from None
+    except (FieldError, ValueError) as e:
         raise ActionError('%s: %s' % (_short(action), e)) from None
 
 
