@@ -218,6 +218,17 @@ def check_list(actions) -> None:
         raise ActionError('a flow with conjunction actions can have no other action: %r' % (actions,))
 
 
+def check_flow(flow) -> None:
+    """check_list on the flow's actions, and its match (and set_fields) against OVS's
+    prerequisites; ActionError / FieldError name the problem and the flow."""
+    check_list(flow.actions)
+    sets = tuple(a[1] for a in flow.actions if a[0] == 'set_field' and a[1] not in F.MACS | {'eth_type'})
+    try:
+        F.check_match(flow.match_dict(), sets)
+    except FieldError as e:
+        raise FieldError('%s: %s' % (e, flow)) from None
+
+
 def _short(a) -> str:
     text = repr(a)
     return text if len(text) < 120 else text[:117] + '...'

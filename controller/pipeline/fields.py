@@ -161,3 +161,28 @@ def norm_value(field: str, value):
     if m == ones(bits(field)):
         return from_int(field, v)
     return from_int(field, v & m), from_int(field, m)
+
+
+# A match on a field needs these other matches first (OVS refuses the flow-mod otherwise, and
+# ovs-ofctl silently drops the field from the match, so check before either sees it).
+_IP = ('eth_type', (0x0800, 0x86dd))
+PREREQS: dict[str, tuple] = {
+    **{f: (('eth_type', (0x0800,)),) for f in ('ipv4_src', 'ipv4_dst')},
+    **{f: (_IP,) for f in ('ip_proto', 'ip_dscp', 'ip_ecn', 'nw_ttl')},
+    **{f: (_IP, ('ip_proto', (6,))) for f in ('tcp_src', 'tcp_dst', 'tcp_flags')},
+    **{f: (_IP, ('ip_proto', (17,))) for f in ('udp_src', 'udp_dst')},
+    **{f: (('eth_type', (0x0800,)), ('ip_proto', (1,))) for f in ('icmpv4_type', 'icmpv4_code')},
+    **{f: (('eth_type', (0x0806,)),) for f in ('arp_op', 'arp_spa', 'arp_tpa', 'arp_sha', 'arp_tha')},
+}
+
+
+def check_match(match: dict, also: tuple = ()) -> None:
+    """Raise FieldError for an unknown field or a field whose prerequisite match is missing;
+    `also` names fields the flow's actions set (set_field has the same prerequisites)."""
+    for field in list(match) + list(also):
+        if field not in FIELDS:
+            raise FieldError('unknown field %r (known: %s)' % (field, ', '.join(sorted(FIELDS))))
+        for need, values in PREREQS.get(field, ()):
+            if match.get(need) not in values:
+                raise FieldError('%s needs a match on %s=%s' % (
+                    field, need, ' or '.join('%#x' % v if need == 'eth_type' else str(v) for v in values)))
