@@ -63,29 +63,23 @@ def _user_field(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _padded(p, ofp):
-    """NXActionRegLoad2 and NXActionNAT whose bodies are padded to 8 bytes: os-ken 4.2.2
-    fails on a masked 64-bit load ('bad char in struct format') and sends a NAT with an
-    address range short (OVS: BAD_ACTION/BAD_LEN when an action follows it)."""
-    def pad(data):
-        return data + bytes(-(10 + len(data)) % 8)        # 10: experimenter header + subtype
-
-    class RegLoad2(p.NXActionRegLoad2):
-        def serialize_body(self):
-            data = bytearray()
-            n, value, mask = ofp.oxm_from_user(self.dst, (self.value, self.mask))
-            ofp.oxm_serialize(n, value, mask, data, 0)
-            return pad(data)
-
+def _nat_class(p):
+    """NXActionNAT with its body padded to 8 bytes: os-ken 4.2.2 sends a NAT with an address
+    range short, and OVS refuses the next action (BAD_ACTION/BAD_LEN)."""
     class NAT(p.NXActionNAT):
         def serialize_body(self):
-            return pad(super().serialize_body())
-    return RegLoad2, NAT
+            data = super().serialize_body()
+            return data + bytes(-(10 + len(data)) % 8)        # 10: experimenter header + subtype
+    return NAT
 
 
 def _set_field(dp, field, value):
-    if isinstance(value, tuple):        # a masked set is NXAST_REG_LOAD2 in OF1.3/1.4
-        return _padded(dp.ofproto_parser, dp.ofproto)[0](dst=field, value=value[0], mask=value[1])
+    """A masked set is a register load: NXAST_REG_LOAD, as ovs-ofctl sends one and OVS prints
+    (load:5->NXM_NX_REG13[0..15]); actions.check() allows only masks it can carry."""
+    if isinstance(value, tuple):
+        ofs, n = fields.mask_bits(fields.to_int(field, value[1]))
+        v = fields.to_int(field, value[0]) >> ofs
+        return dp.ofproto_parser.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(ofs, ofs + n - 1), dst=field, value=v)
     return dp.ofproto_parser.OFPActionSetField(**{field: value})
 
 
@@ -109,7 +103,7 @@ def _nat(dp, nat):
     flags |= NAT_FLAGS.get(o.get('kind'), 0)
     ip, port = o.get('ip'), o.get('port')
     ip, port = (ip if isinstance(ip, tuple) else (ip, '')), (port if isinstance(port, tuple) else (port, None))
-    return _padded(dp.ofproto_parser, dp.ofproto)[1](flags=flags, range_ipv4_min=ip[0] or '', range_ipv4_max=ip[1],
+    return _nat_class(dp.ofproto_parser)(flags=flags, range_ipv4_min=ip[0] or '', range_ipv4_max=ip[1],
                          range_proto_min=port[0], range_proto_max=port[1])
 
 

@@ -8,7 +8,8 @@ actions at compile time, with a message naming the problem.
 Normal forms (a[0] is the kind):
   ('output', port)                      port number or 'controller' / 'in_port' / 'local'
   ('push_vlan', vid) ('pop_vlan',)
-  ('set_field', field, value)           value or (value, mask): a masked set is a register load;
+  ('set_field', field, value)           value or (value, mask): a masked set is a register load
+                                        (one run of <= 64 bits), sent and printed as load:;
                                         load('reg13[0..15]', 5) == ('set_field', 'reg13', (5, 0xffff))
   ('move', src, dst)                    subfields, e.g. 'reg0[0..15]', whole fields bare
   ('dec_ttl',)  ('ct_clear',)
@@ -284,6 +285,10 @@ def _c_set_field(field, value, *extra, in_ct=False):
         raise ActionError('%s cannot be set%s' % (field, ' (ct_mark/ct_label only inside ct(exec=...))'
                                                   if field in CT_EXEC_FIELDS else ''))
     _c_value(field, value, 'set_field %s' % field)
+    if isinstance(value, tuple):        # a register load: one run of at most 64 bits
+        n = F.mask_bits(F.to_int(field, value[1]))[1]
+        if n > 64:
+            raise ActionError('set_field %s: a masked load carries at most 64 bits; split it' % field)
 
 
 def _c_move(src, dst):

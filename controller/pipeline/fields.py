@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 
 # name: (bits, ovs name, subfield name)
 FIELDS: dict[str, tuple[int, str, str]] = {
@@ -111,6 +112,17 @@ def norm_sub(text: str) -> str:
     return sub_text(*subfield(text))
 
 
+def mask_bits(mask: int) -> tuple[int, int]:
+    """(first bit, number of bits) of a contiguous mask; FieldError if it is not one."""
+    if mask <= 0:
+        raise FieldError('empty mask')
+    ofs = (mask & -mask).bit_length() - 1
+    n = (mask >> ofs).bit_length()
+    if mask != ones(n) << ofs:
+        raise FieldError('mask %#x is not one run of bits' % mask)
+    return ofs, n
+
+
 def to_int(field: str, value) -> int:
     """A field value as an int (MACs and IPv4 addresses from their strings)."""
     if isinstance(value, bool):
@@ -119,8 +131,15 @@ def to_int(field: str, value) -> int:
         return value
     if isinstance(value, str) and ':' in value:
         return int(value.replace(':', ''), 16)
-    if isinstance(value, str) and '.' in value:
-        return int(ipaddress.IPv4Address(value))
+    if isinstance(value, str) and value.count('.') == 3:
+        try:
+            return int.from_bytes(socket.inet_aton(value), 'big')
+        except OSError:
+            pass
+    return _bad(field, value)
+
+
+def _bad(field, value):
     raise FieldError('%s: %r is not a field value' % (field, value))
 
 
@@ -129,7 +148,7 @@ def from_int(field: str, value: int):
     if field in MACS:
         return ':'.join('%02x' % b for b in value.to_bytes(6, 'big'))
     if field in IPV4:
-        return str(ipaddress.IPv4Address(value))
+        return socket.inet_ntoa(value.to_bytes(4, 'big'))
     return value
 
 

@@ -94,6 +94,9 @@ def _output(port):
 
 
 def _set_field(field, value):
+    if isinstance(value, tuple):                   # a register load (see controller/ofp.py)
+        ofs, n = F.mask_bits(F.to_int(field, value[1]))
+        return 'load:%#x->%s' % (F.to_int(field, value[0]) >> ofs, sub(F.sub_text(field, ofs, n)))
     return 'set_field:%s->%s' % (value_text(field, value), F.FIELDS[field][1])
 
 

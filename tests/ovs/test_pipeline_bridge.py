@@ -60,7 +60,7 @@ def test_a_frame_is_delivered_to_the_port_its_mac_picks(bridge):
     assert _walk(t) == [(T0, 100), (T1, 0), (T2, 100), (T3, 100)]
     assert t.output_ports == [2] and not t.dropped
     assert t.steps[0].cookie == 0xab01
-    assert t.steps[0].actions == ('set_field:0x1->reg14', 'load:0x5->NXM_NX_REG13[0..15]',
+    assert t.steps[0].actions == ('set_field:0x1->reg14', 'load:0x5->NXM_NX_REG13[0..15]',  # as in dump-flows
                                   'goto_table:%d' % tables.table_id(T1))
     assert t.taken()[-1] == (tables.table_id(T3), T3, 0xab30, 100, ('output:2',))
 

@@ -161,3 +161,39 @@ def test_ofctl_text_writes_an_add_flows_line():
     assert ofctl_text.flow(f) == ('table=%d,priority=100,cookie=0x77,idle_timeout=30,send_flow_rem,'
                                   'eth_type=0x800,reg13=0x5,actions=dec_ttl,output:2,goto_table:%d'
                                   % (tables.table_id(T[0]), tables.table_id(T[1])))
+
+
+@pytest.mark.parametrize('match,also,message', [
+    ({'ipv4_dst': '10.0.0.1'}, (), 'ipv4_dst needs a match on eth_type=0x800'),
+    ({'eth_type': 0x0800, 'tcp_dst': 80}, (), 'tcp_dst needs a match on ip_proto=6'),
+    ({'eth_type': 0x0806, 'ip_proto': 6}, (), 'ip_proto needs a match on eth_type=0x800 or 0x86dd'),
+    ({'arp_tpa': '10.0.0.1'}, (), 'arp_tpa needs a match on eth_type=0x806'),
+    ({}, ('ipv4_src',), 'ipv4_src needs'),                 # set_field has the same prerequisites
+    ({'colour': 1}, (), "unknown field 'colour'"),
+])
+def test_matches_without_their_prerequisites_are_refused(match, also, message):
+    with pytest.raises(F.FieldError, match=message):
+        F.check_match(match, also)
+
+
+def test_check_flow_names_the_flow():
+    f = Flow.make(T[0], 10, {'eth_type': 0x0806}, [A.set_field('ipv4_dst', '10.0.0.1')])
+    with pytest.raises(F.FieldError, match=r'ipv4_dst needs .*table=%s' % T[0]):
+        A.check_flow(f)
+    A.check_flow(Flow.make(T[0], 10, {'eth_type': 0x0800, 'ip_proto': 17, 'udp_dst': 53},
+                           [A.set_field('ipv4_dst', '10.0.0.1'), A.output(1)]))
+
+
+@pytest.mark.parametrize('value,message', [
+    ((0x5, 0x5), 'not one run of bits'),
+    ((1, 1 << 100 | 1), 'not one run'),
+    ((1 << 70, F.ones(72)), 'at most 64 bits'),
+])
+def test_masked_loads_must_be_one_run_of_at_most_64_bits(value, message):
+    with pytest.raises(ActionError, match=message):
+        A.check(('set_field', 'xxreg0', value))
+
+
+def test_bad_addresses_are_refused():
+    with pytest.raises(F.FieldError, match='not a field value'):
+        F.to_int('ipv4_src', '10.0.1.300')
