@@ -79,7 +79,8 @@ def _set_field(dp, field, value):
     if isinstance(value, tuple):
         ofs, n = fields.mask_bits(fields.to_int(field, value[1]))
         v = fields.to_int(field, value[0]) >> ofs
-        return dp.ofproto_parser.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(ofs, ofs + n - 1), dst=field, value=v)
+        return dp.ofproto_parser.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(ofs, ofs + n - 1),
+                                                 dst=field, value=v)
     return dp.ofproto_parser.OFPActionSetField(**{field: value})
 
 
@@ -104,7 +105,7 @@ def _nat(dp, nat):
     ip, port = o.get('ip'), o.get('port')
     ip, port = (ip if isinstance(ip, tuple) else (ip, '')), (port if isinstance(port, tuple) else (port, None))
     return _nat_class(dp.ofproto_parser)(flags=flags, range_ipv4_min=ip[0] or '', range_ipv4_max=ip[1],
-                         range_proto_min=port[0], range_proto_max=port[1])
+                                         range_proto_min=port[0], range_proto_max=port[1])
 
 
 def _learn(dp, a):

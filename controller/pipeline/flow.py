@@ -13,7 +13,9 @@ actions -- tuple of action tuples, applied in order:
              ('pop_vlan',)
              ('set_field', field, value)
              ('group', group_id)
-           an empty tuple means drop.
+           and ct, conjunction, resubmit, learn, meter, write_metadata, masked loads, moves:
+           build them with controller/pipeline/actions.py, which lists every normal form.
+           An empty tuple means drop.
 goto    -- name of the next table, or None.
 """
 from __future__ import annotations

@@ -140,3 +140,13 @@ Datapath actions: 1
     assert [(s.table, s.priority, s.cookie, s.actions) for s in t.steps] == [
         (0, 100, 5, ('resubmit(,30)', 'output:9')), (30, 1, 0, ('output:2',))]
     assert t.output_ports == [2]
+
+
+def test_groups_and_meters_load_with_the_flows():
+    with PipelineBridge(ports=[1, 2, 3]) as br:
+        br.load({Flow.make(T0, 10, {'in_port': 1}, [A.meter(3), A.group(7)])},
+                groups=['group_id=7,type=all,bucket=actions=output:2,bucket=actions=output:3'],
+                meters=['meter=3,pktps,band=type=drop,rate=100'])
+        t = br.trace(in_port=1, eth_type=0x0806)
+        assert t.steps[0].actions[:2] == ('meter:3', 'group:7')
+        assert sorted(t.output_ports) == [2, 3]
