@@ -137,6 +137,10 @@ def to_actions(dp, actions) -> list:
         kind = a[0]
         if kind == 'output':
             out.append(p.OFPActionOutput(special.get(a[1], a[1]), ofp.OFPCML_NO_BUFFER))
+        elif kind == 'output_reg':
+            f, ofs, n = fields.subfield(a[1])
+            out.append(p.NXActionOutputReg(ofs_nbits=nicira_ext.ofs_nbits(ofs, ofs + n - 1), src=f,
+                                           max_len=ofp.OFPCML_NO_BUFFER))
         elif kind == 'push_vlan':
             out += [p.OFPActionPushVlan(0x8100), p.OFPActionSetField(vlan_vid=0x1000 | a[1])]
         elif kind == 'pop_vlan':
@@ -235,6 +239,8 @@ def _from_action(dp, a, nxt):
     if isinstance(a, p.NXActionRegLoad):
         ofs, n = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3f) + 1
         return actions.load(_sub(a.dst, ofs, n), a.value), 1
+    if isinstance(a, (p.NXActionOutputReg, p.NXActionOutputReg2)):
+        return actions.output_reg(_sub(a.src, a.ofs_nbits >> 6, (a.ofs_nbits & 0x3f) + 1)), 1
     if isinstance(a, p.OFPActionGroup):
         return ('group', a.group_id), 1
     if isinstance(a, p.NXActionRegMove):     # read back with NXM names: eth_src_nxm

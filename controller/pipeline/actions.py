@@ -7,6 +7,7 @@ actions at compile time, with a message naming the problem.
 
 Normal forms (a[0] is the kind):
   ('output', port)                      port number or 'controller' / 'in_port' / 'local'
+  ('output_reg', subfield)              output to the port number held in a field, e.g. 'reg15'
   ('push_vlan', vid) ('pop_vlan',)
   ('set_field', field, value)           value or (value, mask): a masked set is a register load
                                         (one run of <= 64 bits), sent and printed as load:;
@@ -48,6 +49,11 @@ class ActionError(ValueError):
 
 def output(port) -> tuple:
     return ('output', port)
+
+
+def output_reg(src: str) -> tuple:
+    """Output to the port whose number is in a (sub)field: the output stage's reg15."""
+    return ('output_reg', F.norm_sub(src))
 
 
 def push_vlan(vid: int) -> tuple:
@@ -253,6 +259,12 @@ def _c_output(port, *extra):
         _int(port, 1, MAX_PORT, 'output port')
 
 
+def _c_output_reg(src):
+    field, _, n = F.subfield(src)
+    if F.norm_sub(src) != src or n > 32:
+        raise ActionError('output_reg takes a subfield of at most 32 bits, written %r' % F.norm_sub(src))
+
+
 def _c_push_vlan(vid):
     _int(vid, 1, 4094, 'push_vlan vid')
 
@@ -431,7 +443,7 @@ def _c_spec(spec):
 
 
 _CHECKS = {
-    'output': _c_output, 'push_vlan': _c_push_vlan, 'pop_vlan': _c_none, 'set_field': _c_set_field,
+    'output': _c_output, 'output_reg': _c_output_reg, 'push_vlan': _c_push_vlan, 'pop_vlan': _c_none, 'set_field': _c_set_field,
     'move': _c_move, 'dec_ttl': _c_none, 'ct_clear': _c_none, 'multipath': _c_multipath,
     'group': _c_group, 'meter': _c_meter, 'write_metadata': _c_write_metadata,
     'resubmit': _c_resubmit, 'conjunction': _c_conjunction, 'ct': _c_ct, 'learn': _c_learn,

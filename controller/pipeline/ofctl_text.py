@@ -163,6 +163,7 @@ def _learn_imm(field, v):
 
 _FORMAT = {
     'output': _output,
+    'output_reg': lambda src: 'output:' + sub(src),
     'push_vlan': lambda vid: 'push_vlan:0x8100,set_field:%d->vlan_vid' % (0x1000 | vid),
     'pop_vlan': lambda: 'pop_vlan',
     'set_field': _set_field,

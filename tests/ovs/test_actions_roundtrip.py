@@ -31,6 +31,8 @@ def _f(actions=(), match=None, table=T0, goto=None, **kw):
 CASES = [
     ('output', _f([A.output(3), A.output('in_port'), A.output('controller'), A.output('local')]),
      'priority=100', 'output:3,IN_PORT,CONTROLLER:65535,LOCAL'),
+    ('output_reg', _f([A.output_reg('reg15'), A.output_reg('reg14[0..15]')]), 'priority=100',
+     'output:NXM_NX_REG15[],output:NXM_NX_REG14[0..15]'),
     ('drop', _f([]), 'priority=100', 'drop'),
     ('goto', _f([A.output(2)], goto=T1), 'priority=100', 'output:2,goto_table:%d' % ID[T1]),
     ('push_pop_vlan', _f([A.push_vlan(10), A.output(1), A.pop_vlan(), A.output(2)]), 'priority=100',

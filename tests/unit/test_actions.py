@@ -92,6 +92,8 @@ def test_bad_ct_state_flags_are_refused():
     (('output', 0), 'output port must be an int'),
     (('output', 'flood'), 'output port'),
     (('push_vlan', 4095), 'push_vlan vid'),
+    (('output_reg', 'xxreg0'), 'at most 32 bits'),
+    (('output_reg', 'reg15[0..31]'), "written 'reg15'"),
     (('teleport', 1), "unknown action kind 'teleport'"),
     ('output', 'an action is a tuple'),
     (('set_field', 'eth_colour', 1), "unknown field 'eth_colour'"),
