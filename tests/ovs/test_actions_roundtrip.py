@@ -178,7 +178,7 @@ def test_flow_reads_back_exactly_as_written(switch, flow, match_text, actions_te
 
 def test_timeouts_and_removal_flag_show_in_ovs_ofctl(switch):
     br, osk = switch
-    flow = dict(CASES)['timeouts'] if False else [c[1] for c in CASES if c[0] == 'timeouts'][0]
+    [flow] = [c[1] for c in CASES if c[0] == 'timeouts']
     osk.converge({flow})
     out = sh('ovs-ofctl -O OpenFlow14 dump-flows %s' % br)
     assert 'idle_timeout=300' in out and 'hard_timeout=600' in out and 'send_flow_rem' in out, out
