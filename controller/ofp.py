@@ -31,7 +31,7 @@ except ImportError:                                     # pragma: no cover - ryu
 
 from controller import metrics
 from controller.core import Controller
-from controller.pipeline import tables
+from controller.pipeline import actions, fields, tables
 from controller.pipeline.flow import CONTROLLER, IN_PORT, LOCAL, Flow
 
 LOG = logging.getLogger('opendvs.ofp')
@@ -47,85 +47,240 @@ class SwitchError(RuntimeError):
 
 
 # ---- Flow <-> OpenFlow ----------------------------------------------------------------------
+# One encoder and one decoder per action kind (controller/pipeline/actions.py lists the
+# normal forms).  Decoders build their result with the same constructors the compilers use,
+# so a flow read back from OVS is == the flow written.
 
-_FIELD_BITS = {'eth_src': 48, 'eth_dst': 48, 'arp_sha': 48, 'arp_tha': 48, 'arp_spa': 32, 'arp_tpa': 32,
-               'ipv4_src': 32, 'ipv4_dst': 32, 'tun_ipv4_dst': 32, 'tun_ipv4_src': 32,
-               **{'reg%d' % i: 32 for i in range(16)}}
+NX_LEARN_F_DELETE_LEARNED = 2
+NAT_FLAGS = {'src': 1, 'dst': 2, 'persistent': 4, 'hash': 8, 'random': 16}   # NX_NAT_F_*
+CT_RECIRC_NONE = 0xff
 
 
 def _special_ports(ofp):
     return {CONTROLLER: ofp.OFPP_CONTROLLER, IN_PORT: ofp.OFPP_IN_PORT, LOCAL: ofp.OFPP_LOCAL}
 
 
+def _user_field(name: str) -> str:
+    """os-ken names an NXM header eth_src_nxm; flows use the OXM name (same width)."""
+    return name[:-4] if name.endswith('_nxm') and name != 'in_port_nxm' else name
+
+
+@functools.lru_cache(maxsize=None)
+def _nat_class(p):
+    """NXActionNAT with its body padded to 8 bytes: os-ken 4.2.2 sends a NAT with an address
+    range short, and OVS refuses the next action (BAD_ACTION/BAD_LEN)."""
+    class NAT(p.NXActionNAT):
+        def serialize_body(self):
+            data = super().serialize_body()
+            return data + bytes(-(10 + len(data)) % 8)        # 10: experimenter header + subtype
+    return NAT
+
+
+def _set_field(dp, field, value):
+    """A masked set is a register load: NXAST_REG_LOAD, as ovs-ofctl sends one and OVS prints
+    (load:5->NXM_NX_REG13[0..15]); actions.check() allows only masks it can carry."""
+    if isinstance(value, tuple):
+        ofs, n = fields.mask_bits(fields.to_int(field, value[1]))
+        v = fields.to_int(field, value[0]) >> ofs
+        return dp.ofproto_parser.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(ofs, ofs + n - 1),
+                                                 dst=field, value=v)
+    return dp.ofproto_parser.OFPActionSetField(**{field: value})
+
+
+def _ct(dp, a) -> object:
+    p, opts = dp.ofproto_parser, dict(a[1:])
+    flags = nicira_ext.NX_CT_F_COMMIT * ('commit' in opts) | nicira_ext.NX_CT_F_FORCE * ('force' in opts)
+    zone, zone_src = opts.get('zone', 0), ''
+    if isinstance(zone, str):
+        zone_src, ofs, n = fields.subfield(zone)
+        zone = nicira_ext.ofs_nbits(ofs, ofs + n - 1)
+    inner = [_nat(dp, opts['nat'])] if 'nat' in opts else []
+    inner += to_actions(dp, opts.get('exec', ()))
+    table = tables.table_id(opts['table']) if 'table' in opts else CT_RECIRC_NONE
+    return p.NXActionCT(flags=flags, zone_src=zone_src, zone_ofs_nbits=zone, recirc_table=table,
+                        alg=0, actions=inner)
+
+
+def _nat(dp, nat):
+    o = dict(nat)
+    flags = sum(NAT_FLAGS[k] for k in ('persistent', 'hash', 'random') if o.get(k))
+    flags |= NAT_FLAGS.get(o.get('kind'), 0)
+    ip, port = o.get('ip'), o.get('port')
+    ip, port = (ip if isinstance(ip, tuple) else (ip, '')), (port if isinstance(port, tuple) else (port, None))
+    return _nat_class(dp.ofproto_parser)(flags=flags, range_ipv4_min=ip[0] or '', range_ipv4_max=ip[1],
+                                         range_proto_min=port[0], range_proto_max=port[1])
+
+
+def _learn(dp, a):
+    p, o = dp.ofproto_parser, dict(a[1:])
+    specs = []
+    for spec in o['specs']:
+        if spec[0] == 'output':
+            f, ofs, n = fields.subfield(spec[1])
+            specs.append(p.NXFlowSpecOutput(src=(f, ofs), n_bits=n))
+            continue
+        src, dst = (spec[2], spec[1]) if spec[0] == 'match' else (spec[1], spec[2])
+        f, ofs, n = fields.subfield(dst)
+        src = fields.subfield(src)[:2] if isinstance(src, str) else src
+        cls = p.NXFlowSpecMatch if spec[0] == 'match' else p.NXFlowSpecLoad
+        specs.append(cls(src=src, dst=(f, ofs), n_bits=n))
+    return p.NXActionLearn(
+        table_id=tables.table_id(o['table']), specs=specs, priority=o['priority'],
+        idle_timeout=o.get('idle_timeout', 0), hard_timeout=o.get('hard_timeout', 0),
+        fin_idle_timeout=o.get('fin_idle_timeout', 0), fin_hard_timeout=o.get('fin_hard_timeout', 0),
+        cookie=o.get('cookie', 0), flags=NX_LEARN_F_DELETE_LEARNED if o.get('delete_learned') else 0)
+
+
 def to_actions(dp, actions) -> list:
+    """Apply-actions of a Flow (meter and write_metadata are instructions: see flow_mod)."""
     p, ofp = dp.ofproto_parser, dp.ofproto
     special = _special_ports(ofp)
     out = []
     for a in actions:
-        if a[0] == 'output':
+        kind = a[0]
+        if kind == 'output':
             out.append(p.OFPActionOutput(special.get(a[1], a[1]), ofp.OFPCML_NO_BUFFER))
-        elif a[0] == 'push_vlan':
+        elif kind == 'output_reg':
+            f, ofs, n = fields.subfield(a[1])
+            out.append(p.NXActionOutputReg(ofs_nbits=nicira_ext.ofs_nbits(ofs, ofs + n - 1), src=f,
+                                           max_len=ofp.OFPCML_NO_BUFFER))
+        elif kind == 'push_vlan':
             out += [p.OFPActionPushVlan(0x8100), p.OFPActionSetField(vlan_vid=0x1000 | a[1])]
-        elif a[0] == 'pop_vlan':
+        elif kind == 'pop_vlan':
             out.append(p.OFPActionPopVlan())
-        elif a[0] == 'set_field':
-            out.append(p.OFPActionSetField(**{a[1]: a[2]}))
-        elif a[0] == 'group':
+        elif kind == 'set_field':
+            out.append(_set_field(dp, a[1], a[2]))
+        elif kind == 'group':
             out.append(p.OFPActionGroup(a[1]))
-        elif a[0] == 'move':
-            out.append(p.NXActionRegMove(src_field=a[1], dst_field=a[2], n_bits=_FIELD_BITS[a[1]]))
-        elif a[0] == 'dec_ttl':
+        elif kind == 'move':
+            (sf, so, n), (df, do, _) = fields.subfield(a[1]), fields.subfield(a[2])
+            out.append(p.NXActionRegMove(src_field=sf, dst_field=df, n_bits=n, src_ofs=so, dst_ofs=do))
+        elif kind == 'dec_ttl':          # NXActionDecTtl is refused in OF1.2+
             out.append(p.OFPActionDecNwTtl())
-        elif a[0] == 'multipath':      # ECMP: hash of the 5-tuple -> a link index 0..n-1 in a[2]
+        elif kind == 'multipath':      # ECMP: hash of the 5-tuple -> a link index 0..n-1 in a[2]
             out.append(p.NXActionMultipath(
                 fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4, basis=0,
                 algorithm=nicira_ext.NX_MP_ALG_HASH_THRESHOLD, max_link=a[1] - 1, arg=0,
                 ofs_nbits=nicira_ext.ofs_nbits(0, 15), dst=a[2]))
+        elif kind == 'resubmit':
+            out.append(p.NXActionResubmitTable(table_id=tables.table_id(a[1])))
+        elif kind == 'conjunction':
+            out.append(p.NXActionConjunction(clause=a[2] - 1, n_clauses=a[3], id_=a[1]))
+        elif kind == 'ct':
+            out.append(_ct(dp, a))
+        elif kind == 'ct_clear':
+            out.append(p.NXActionCTClear())
+        elif kind == 'learn':
+            out.append(_learn(dp, a))
         else:
             raise ValueError('unknown action %r' % (a,))
     return out
 
 
-def from_actions(dp, actions) -> tuple:
+def _sub(name, ofs, n) -> str:
+    return fields.sub_text(_user_field(name), ofs, n)
+
+
+def _from_ct(dp, a) -> tuple:
+    p = dp.ofproto_parser
+    zone = a.zone_ofs_nbits
+    if a.zone_src:
+        zone = _sub(a.zone_src, zone >> 6, (zone & 0x3f) + 1)
+    nat, inner = None, list(a.actions)
+    if inner and isinstance(inner[0], p.NXActionNAT):
+        nat = _from_nat(inner.pop(0))
+    return actions.ct(commit=bool(a.flags & nicira_ext.NX_CT_F_COMMIT),
+                      force=bool(a.flags & nicira_ext.NX_CT_F_FORCE), zone=zone,
+                      table=None if a.recirc_table == CT_RECIRC_NONE else tables.table_name(a.recirc_table),
+                      nat=nat, exec=from_actions(dp, inner))
+
+
+def _from_nat(a) -> tuple:
+    kind = 'src' if a.flags & 1 else 'dst' if a.flags & 2 else None
+    ip = (a.range_ipv4_min, a.range_ipv4_max or a.range_ipv4_min) if a.range_ipv4_min else None
+    port = None
+    if a.range_proto_min is not None:
+        port = (a.range_proto_min, a.range_proto_max if a.range_proto_max is not None else a.range_proto_min)
+    return actions.nat(kind, ip, port, **{k: bool(a.flags & NAT_FLAGS[k]) for k in ('persistent', 'hash', 'random')})
+
+
+def _from_learn(dp, a) -> tuple:
+    p = dp.ofproto_parser
+    specs = []
+    for s in a.specs:
+        src = _sub(s.src[0], s.src[1], s.n_bits) if isinstance(s.src, tuple) else s.src
+        if isinstance(s, p.NXFlowSpecOutput):
+            specs.append(actions.learn_output(src))
+            continue
+        dst = _sub(s.dst[0], s.dst[1], s.n_bits)
+        specs.append(actions.learn_match(dst, src) if isinstance(s, p.NXFlowSpecMatch)
+                     else actions.learn_load(src, dst))
+    return actions.learn(tables.table_name(a.table_id), specs, priority=a.priority,
+                         idle_timeout=a.idle_timeout, hard_timeout=a.hard_timeout,
+                         fin_idle_timeout=a.fin_idle_timeout, fin_hard_timeout=a.fin_hard_timeout,
+                         cookie=a.cookie, delete_learned=bool(a.flags & NX_LEARN_F_DELETE_LEARNED))
+
+
+def _from_action(dp, a, nxt):
+    """(decoded action, number of os-ken actions it used)."""
     p, ofp = dp.ofproto_parser, dp.ofproto
-    special = {v: k for k, v in _special_ports(ofp).items()}
-    out, acts = [], list(actions)
-    i = 0
+    if isinstance(a, p.OFPActionOutput):
+        special = {v: k for k, v in _special_ports(ofp).items()}
+        return ('output', special.get(a.port, a.port)), 1
+    if isinstance(a, p.OFPActionPushVlan):
+        if isinstance(nxt, p.OFPActionSetField) and nxt.key == 'vlan_vid':
+            return ('push_vlan', nxt.value & 0xfff), 2
+        return ('push_vlan_untagged',), 1
+    simple = {p.OFPActionPopVlan: ('pop_vlan',), p.OFPActionDecNwTtl: ('dec_ttl',),
+              p.NXActionCTClear: ('ct_clear',)}
+    if type(a) in simple:
+        return simple[type(a)], 1
+    if isinstance(a, p.OFPActionSetField):
+        return actions.set_field(_user_field(a.key), a.value), 1
+    if isinstance(a, p.NXActionRegLoad2):
+        return actions.set_field(_user_field(a.dst), a.value, a.mask), 1
+    if isinstance(a, p.NXActionRegLoad):
+        ofs, n = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3f) + 1
+        return actions.load(_sub(a.dst, ofs, n), a.value), 1
+    if isinstance(a, (p.NXActionOutputReg, p.NXActionOutputReg2)):
+        return actions.output_reg(_sub(a.src, a.ofs_nbits >> 6, (a.ofs_nbits & 0x3f) + 1)), 1
+    if isinstance(a, p.OFPActionGroup):
+        return ('group', a.group_id), 1
+    if isinstance(a, p.NXActionRegMove):     # read back with NXM names: eth_src_nxm
+        return actions.move(_sub(a.src_field, a.src_ofs, a.n_bits), _sub(a.dst_field, a.dst_ofs, a.n_bits)), 1
+    if isinstance(a, p.NXActionMultipath):
+        return ('multipath', a.max_link + 1, a.dst), 1
+    if isinstance(a, p.NXActionResubmitTable) and a.in_port == 0xfff8:
+        return actions.resubmit(tables.table_name(a.table_id)), 1
+    if isinstance(a, p.NXActionConjunction):
+        return actions.conjunction(a.id, a.clause + 1, a.n_clauses), 1
+    if isinstance(a, p.NXActionCT):
+        return _from_ct(dp, a), 1
+    if isinstance(a, p.NXActionLearn):
+        return _from_learn(dp, a), 1
+    return ('unknown', str(a)), 1     # never equals a desired flow: gets replaced
+
+
+def from_actions(dp, acts) -> tuple:
+    out, acts, i = [], list(acts), 0
     while i < len(acts):
-        a = acts[i]
-        if isinstance(a, p.OFPActionOutput):
-            out.append(('output', special.get(a.port, a.port)))
-        elif isinstance(a, p.OFPActionPushVlan):
-            nxt = acts[i + 1] if i + 1 < len(acts) else None
-            if isinstance(nxt, p.OFPActionSetField) and nxt.key == 'vlan_vid':
-                out.append(('push_vlan', nxt.value & 0xfff))
-                i += 1
-            else:
-                out.append(('push_vlan_untagged',))
-        elif isinstance(a, p.OFPActionPopVlan):
-            out.append(('pop_vlan',))
-        elif isinstance(a, p.OFPActionSetField):
-            out.append(('set_field', a.key, a.value))
-        elif isinstance(a, p.OFPActionGroup):
-            out.append(('group', a.group_id))
-        elif isinstance(a, p.NXActionRegMove):     # read back with NXM names: eth_src_nxm
-            out.append(('move', a.src_field.removesuffix('_nxm'), a.dst_field.removesuffix('_nxm')))
-        elif isinstance(a, p.OFPActionDecNwTtl):
-            out.append(('dec_ttl',))
-        elif isinstance(a, p.NXActionMultipath):
-            out.append(('multipath', a.max_link + 1, a.dst))
-        else:
-            out.append(('unknown', str(a)))     # never equals a desired flow: gets replaced
-        i += 1
+        a, used = _from_action(dp, acts[i], acts[i + 1] if i + 1 < len(acts) else None)
+        out.append(a)
+        i += used
     return tuple(out)
 
 
 def flow_mod(dp, flow: Flow, command: int, registry=None):
     p, ofp = dp.ofproto_parser, dp.ofproto
-    inst = []
-    acts = to_actions(dp, flow.actions)
-    if acts:
-        inst.append(p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts))
+    acts, inst = list(flow.actions), []
+    if acts and acts[0][0] == 'meter':                   # instructions: meter first ...
+        inst.append(p.OFPInstructionMeter(acts.pop(0)[1], ofp.OFPIT_METER))
+    wmeta = acts.pop() if acts and acts[-1][0] == 'write_metadata' else None
+    apply_ = to_actions(dp, acts)
+    if apply_:
+        inst.append(p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, apply_))
+    if wmeta:                                             # ... write_metadata after the actions
+        inst.append(p.OFPInstructionWriteMetadata(wmeta[1], wmeta[2]))
     if flow.goto:
         inst.append(p.OFPInstructionGotoTable(tables.table_id(flow.goto)))
     cookie = registry.encode(flow.cookie) if registry is not None else flow.cookie
@@ -140,17 +295,22 @@ def flow_mod(dp, flow: Flow, command: int, registry=None):
 def flow_from_stats(dp, stat, registry=None) -> Flow:
     """The Flow an installed entry (flow stats reply body) stands for."""
     p, ofp = dp.ofproto_parser, dp.ofproto
-    actions, goto = (), None
+    meter, acts, wmeta, goto = (), (), (), None
     for inst in stat.instructions:
         if isinstance(inst, p.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
-            actions += from_actions(dp, inst.actions)
+            acts += from_actions(dp, inst.actions)
+        elif isinstance(inst, p.OFPInstructionMeter):
+            meter = (actions.meter(inst.meter_id),)
+        elif isinstance(inst, p.OFPInstructionWriteMetadata):
+            wmeta = (actions.write_metadata(inst.metadata, inst.metadata_mask),)
         elif isinstance(inst, p.OFPInstructionGotoTable):
             goto = tables.table_name(inst.table_id)
         else:
-            actions += (('unknown-instruction', str(inst)),)
+            acts += (('unknown-instruction', str(inst)),)
+    match = {_user_field(k): v for k, v in stat.match.items()}
     cookie = registry.decode(stat.cookie) if registry is not None else stat.cookie
-    return Flow.make(tables.table_name(stat.table_id), stat.priority, dict(stat.match.items()),
-                     actions, goto, cookie=cookie, idle_timeout=stat.idle_timeout,
+    return Flow.make(tables.table_name(stat.table_id), stat.priority, match,
+                     meter + acts + wmeta, goto, cookie=cookie, idle_timeout=stat.idle_timeout,
                      hard_timeout=stat.hard_timeout,
                      notify_removal=bool(stat.flags & ofp.OFPFF_SEND_FLOW_REM))
 

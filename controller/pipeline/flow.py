@@ -13,7 +13,9 @@ actions -- tuple of action tuples, applied in order:
              ('pop_vlan',)
              ('set_field', field, value)
              ('group', group_id)
-           an empty tuple means drop.
+           and ct, conjunction, resubmit, learn, meter, write_metadata, masked loads, moves:
+           build them with controller/pipeline/actions.py, which lists every normal form.
+           An empty tuple means drop.
 goto    -- name of the next table, or None.
 """
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 from typing import Any
+
+from controller.pipeline import fields
 
 OFPVID_PRESENT = 0x1000
 CONTROLLER, IN_PORT, LOCAL = 'controller', 'in_port', 'local'
@@ -34,21 +38,13 @@ def vid(vlan: int) -> int:
 UNTAGGED = 0x0000  # vlan_vid value that matches frames without an 802.1Q tag
 
 
-_MAC_FIELDS = frozenset(('eth_src', 'eth_dst', 'arp_sha', 'arp_tha'))
-
-
 def _norm_value(field: str, value: Any) -> Any:
-    if field not in _MAC_FIELDS:
-        return value
-    if isinstance(value, str):
-        return value.lower()
-    if isinstance(value, tuple) and len(value) == 2:
-        return (_norm_value(field, value[0]), _norm_value(field, value[1]))
-    return value
+    # typed values (masks, CIDR, ct_state flags, lower-case MACs): see controller/pipeline/fields.py
+    return fields.norm_value(field, value)
 
 
 def _norm_action(a) -> tuple:
-    if a[0] == 'set_field' and a[1] in _MAC_FIELDS:
+    if a[0] == 'set_field':
         return ('set_field', a[1], _norm_value(a[1], a[2]))
     return a if type(a) is tuple else tuple(a)
 
@@ -70,6 +66,10 @@ class Flow:
              actions=(), goto: str | None = None, **kw) -> 'Flow':
         m = tuple(sorted([(k, _norm_value(k, v)) for k, v in match.items()])) if match else ()
         return cls(table, priority, m, tuple([_norm_action(a) for a in actions]), goto, **kw)
+
+    def __getstate__(self) -> dict:
+        # a cached hash is only good in the process that made it (str hashes are salted)
+        return {k: v for k, v in self.__dict__.items() if k not in ('_hash', 'key')}
 
     def __hash__(self) -> int:
         # flows live in big sets and counters: hash each once (it is immutable)

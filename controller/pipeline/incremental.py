@@ -59,7 +59,7 @@ class Compiled:
                 self._dec(f)
         check = tables.check
         for f in (flows - old if old else flows):
-            check(f)
+            check(f, deep=False)            # the full compile (tests, dry runs) checks deep
             self._inc(f)
         if flows:
             self.parts[pkey] = flows
