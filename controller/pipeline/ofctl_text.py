@@ -21,9 +21,11 @@ NAT_FLAGS = ('persistent', 'hash', 'random')
 FIRST = ('eth_type', 'ip_proto')               # prerequisites before the fields that need them
 
 
-def flow(f: Flow) -> str:
-    """One add-flows line."""
-    parts = ['table=%d' % tables.table_id(f.table), 'priority=%d' % f.priority, 'cookie=%#x' % f.cookie]
+def flow(f: Flow, registry=None) -> str:
+    """One add-flows line; a compiled flow's Cookie value is numbered by `registry`
+    (controller.pipeline.cookies.Registry)."""
+    cookie = registry.encode(f.cookie) if registry is not None else f.cookie
+    parts = ['table=%d' % tables.table_id(f.table), 'priority=%d' % f.priority, 'cookie=%#x' % cookie]
     if f.idle_timeout:
         parts.append('idle_timeout=%d' % f.idle_timeout)
     if f.hard_timeout:

@@ -168,7 +168,7 @@ class PipelineBridge:
     def ofport(self, iface: str) -> int:
         return int(sh('ovs-vsctl get interface %s ofport' % iface).strip())
 
-    def load(self, flows, groups: list[str] = (), meters: list[str] = ()) -> None:
+    def load(self, flows, groups: list[str] = (), meters: list[str] = (), registry=None) -> None:
         """Make the bridge hold exactly `flows` (groups and meters first, in ovs-ofctl syntax,
         e.g. 'group_id=7,type=all,bucket=actions=output:2', 'meter=3,pktps,band=type=drop,rate=100').
         Each flow is checked first: ovs-ofctl would silently drop a match field whose
@@ -180,7 +180,7 @@ class PipelineBridge:
         for m in meters:
             sh('ovs-ofctl -O OpenFlow14 add-meter %s %s' % (self.name, m))
         with tempfile.NamedTemporaryFile('w', suffix='.flows', delete=False) as fh:
-            fh.write(''.join(ofctl_text.flow(f) + '\n' for f in sorted(flows, key=_order)))
+            fh.write(''.join(ofctl_text.flow(f, registry) + '\n' for f in sorted(flows, key=_order)))
         try:
             sh('ovs-ofctl -O OpenFlow14 --bundle replace-flows %s %s' % (self.name, fh.name))
         finally:
