@@ -40,6 +40,8 @@ UNTAGGED = 0x0000  # vlan_vid value that matches frames without an 802.1Q tag
 
 def _norm_value(field: str, value: Any) -> Any:
     # typed values (masks, CIDR, ct_state flags, lower-case MACs): see controller/pipeline/fields.py
+    if type(value) is int:                    # most values: a port, a VLAN, a register
+        return value
     return fields.norm_value(field, value)
 
 
