@@ -478,14 +478,14 @@ class Controller:
         removed, added = compiled.take_changes()
         if settling or not complete:
             # Just (re)started or connected: keep whatever the switch holds (it forwards while
-            # we rediscover the topology and hear every hypervisor's bindings) and only add
-            # what is new -- while a physical switch settles, only what discovery needs.
+            # we rediscover the topology and hear every hypervisor's bindings) and add only
+            # what discovery needs; the rest goes in one bundle once the picture is whole.
             if self.rec.installed(dpid) is None:
                 self.rec.load(conn)            # forgotten after a failure: what to keep is on the switch
             have = self.rec.installed(dpid) or set()
             keys = {f.key for f in have}
             desired = have | {f for f in compiled.flows() if f.key not in keys
-                              and (not settling or cookies.app_of(f.cookie) == topology.APP)}
+                              and cookies.app_of(f.cookie) == topology.APP}
             d = self.rec.converge(conn, desired, before_apply=self._register, in_sync=False)
         else:
             try:

@@ -115,7 +115,12 @@ _validate_declarations()
 
 
 def table_id(name: str) -> int:
-    return BY_NAME[name].id
+    t = BY_NAME.get(name)
+    if t is not None:
+        return t.id
+    if name.startswith('table') and name[5:].isdigit():     # a table this pipeline does not
+        return int(name[5:])                                 # declare (a stale flow to delete)
+    raise KeyError(name)
 
 
 def table_name(tid: int) -> str:

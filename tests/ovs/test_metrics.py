@@ -73,7 +73,7 @@ def test_traffic_moves_packet_ins_and_learned_macs(lab):
     learned = total(after, 'opendvs_packet_ins_total', table='learn') - total(before, 'opendvs_packet_ins_total',
                                                                              table='learn')
     assert learned >= 2                       # h1's and h2's first frames, at least on their leaves
-    assert total(after, 'opendvs_packet_ins_total', table='classify') > 0      # LLDP all along
+    assert total(after, 'opendvs_packet_ins_total', table='port_sec') > 0      # LLDP all along
     # the reason is OpenFlow's: OVS reports the learn table's miss entry as a table miss, the
     # LLDP entry of classify as an action
     assert total(after, 'opendvs_packet_ins_total', table='learn', reason='no_match') == \

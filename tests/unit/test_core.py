@@ -548,6 +548,7 @@ def test_a_failing_switch_is_retried_with_doubling_backoff(fabric, monkeypatch, 
     monkeypatch.setattr(core, 'RETRY_FIRST', 0.04)
     monkeypatch.setattr(core, 'RETRY_MAX', 0.16)
     monkeypatch.setattr(core, 'TICK', 0.005)
+    monkeypatch.setattr(core, 'PICTURE_WAIT', 0.0)             # steady state: changes go out
     hv = fabric.hypervisors['hv1'].dpid
     conn = Flaky(hv, nothing_applied)
     ctl = Controller(fabric)
@@ -613,17 +614,22 @@ def test_a_retry_after_a_failed_apply_still_keeps_what_the_switch_holds_until_th
     assert toward_web1
 
     ctl = Controller(policy)                                   # restarted; hv1 has not reported
-    conn = Flaky(hv2, nothing_applied=False, flows=held)
+    lldp = {f for f in held if cookies.app_of(f.cookie) == 'topology'}
+    conn = Flaky(hv2, nothing_applied=False, flows=held - lldp)
+    conn.failing = 1                     # the first change (discovery's LLDP flow) fails, half applied
     ctl.start()
     try:
         ctl.switch_up(FakeSwitch(hv1), HV_PORTS)
         ctl.switch_up(conn, HV_PORTS)
         ctl.bindings_changed(hv2, web2_on_hv2)
-        _until(lambda: conn.reads and not ctl._dirty and not ctl._loads)
-        conn.failing = 1                                       # the next change fails once, half applied
-        ctl.packet_in(hv2, 3, LEARN, tagged_frame(MAC_A, 1))
-        _until(lambda: any(f.match_dict().get('eth_src') == MAC_A for f in conn.flows))   # retried
+        _until(lambda: lldp <= conn.flows)                     # retried, after reading the switch again
+        assert len(conn.tries) == 1 and conn.reads >= 2
         assert not ctl.picture_complete()
+        assert toward_web1 <= conn.flows
+        # while the picture is incomplete nothing but discovery goes out: a learned MAC waits
+        ctl.packet_in(hv2, 3, LEARN, tagged_frame(MAC_A, 1))
+        _until(lambda: not ctl._dirty and not ctl._loads)
+        assert not any(f.match_dict().get('eth_src') == MAC_A for f in conn.flows)
         assert toward_web1 <= conn.flows
     finally:
         ctl.stop()
