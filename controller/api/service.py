@@ -6,30 +6,28 @@ from __future__ import annotations
 import threading
 
 from controller.pipeline import cookies, tables
+from controller.policy import model
 from controller.policy.errors import PolicyError
 from controller.policy.model import Policy
 from controller.policy.store import PolicyStore
 
 
-def build_tenants(fabric, docs: dict[str, dict], parsed: dict | None = None):
+def parse_doc(doc: dict):
+    """One stored/pushed tenant document -> its Tenant, or the PolicyError parsing it raised."""
+    from controller.policy.tenant import parse_tenant
+    try:
+        return parse_tenant(doc['text'], doc['source'])
+    except PolicyError as e:
+        return e
+
+
+def build_tenants(fabric, docs: dict[str, dict], parsed: dict | None = None, pushed=()):
     """Parse stored/pushed tenant documents (reusing `parsed`: name -> Tenant already built
-    from the same text) and check them together against the fabric."""
-    if not docs:
-        return []
-    from controller.policy.tenant import check_tenants, parse_tenant
-    tenants, diags = [], []
-    for name, doc in docs.items():
-        if parsed and name in parsed:
-            tenants.append(parsed[name])
-            continue
-        try:
-            tenants.append(parse_tenant(doc['text'], doc['source']))
-        except PolicyError as e:
-            diags += e.diags
-    if diags:
-        raise PolicyError(diags)
-    check_tenants(fabric, tenants)
-    return tenants
+    from the same text) and check them together against the fabric; `pushed`: more attempts
+    (Tenant or PolicyError, see tenant.check_together) checked after them."""
+    from controller.policy.tenant import check_together
+    attempts = [parsed[name] if parsed and name in parsed else parse_doc(doc) for name, doc in docs.items()]
+    return check_together(fabric, attempts + list(pushed))
 
 
 class PolicyService:
@@ -40,20 +38,23 @@ class PolicyService:
 
     def apply(self, pushed: list[dict], dry_run: bool = False) -> dict:
         """pushed: [{'source': file name, 'text': YAML}].  Raises PolicyError if invalid."""
-        from controller.policy.tenant import parse_tenant
+        # Parsed before taking the lock: a big push must not hold up a small one behind it.
+        attempts = [parse_doc(doc) for doc in pushed]
         with self._lock:
-            merged, parsed, diags = dict(self.docs), {}, []
-            for doc in pushed:
-                try:
-                    t = parse_tenant(doc['text'], doc['source'])
-                except PolicyError as e:
-                    diags += e.diags
-                    continue
+            names = [a.name if isinstance(a, model.Tenant) else getattr(a.partial, 'name', None) for a in attempts]
+            if not all(isinstance(a, model.Tenant) for a in attempts) or len(set(names)) < len(names):
+                # checked with the others too, so every problem is reported at once; this raises
+                kept = {n: d for n, d in self.docs.items() if n not in names}
+                build_tenants(self.core.fabric, kept, self._running(), attempts)
+            merged, parsed = dict(self.docs), {}
+            for doc, t in zip(pushed, attempts):
                 merged[t.name] = {'source': doc['source'], 'text': doc['text']}
                 parsed[t.name] = t
-            if diags:
-                raise PolicyError(diags)
             return self._switch_to(merged, dry_run, parsed)
+
+    def _running(self) -> dict:
+        """name -> running Tenant (parsed from the stored document of that name)."""
+        return {n: t for n, t in self.core.policy.tenants.items() if n in self.docs}
 
     def delete(self, name: str, dry_run: bool = False) -> dict:
         with self._lock:

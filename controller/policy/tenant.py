@@ -14,7 +14,7 @@ from controller.policy.tenant_checks import check_tenants
 from controller.policy.tenant_parse import TOP_KEYS, build_tenant, tenant_doc
 from controller.policy.yamlsource import YamlDoc, load_yaml, parse_yaml
 
-__all__ = ['parse_tenant', 'load_tenant', 'build_tenant', 'check_tenants', 'load_policy',
+__all__ = ['parse_tenant', 'load_tenant', 'build_tenant', 'check_tenants', 'check_together', 'load_policy',
            'tenant_doc', 'is_tenant_doc', 'TOP_KEYS']
 
 
@@ -35,15 +35,32 @@ def is_tenant_doc(doc: YamlDoc) -> bool:
 
 def load_policy(fabric: model.Fabric | None, paths) -> list[model.Tenant]:
     """Load every tenant file and check them together against the fabric.  One PolicyError
-    carries the problems of all files (a broken file is left out of the cross-file checks)."""
-    tenants, diags = [], []
+    carries the problems of all files."""
+    attempts = []
     for path in paths:
         try:
-            tenants.append(load_tenant(path))
+            attempts.append(load_tenant(path))
         except PolicyError as e:
-            diags += e.diags
+            attempts.append(e)
+    return check_together(fabric, attempts)
+
+
+def check_together(fabric: model.Fabric | None, attempts) -> list[model.Tenant]:
+    """attempts: per file, in order, its Tenant or the PolicyError parsing it raised.  The
+    checks across files run over the good tenants *and* what is valid of the broken ones, so a
+    clash is reported alongside a file's own errors; one PolicyError carries everything.
+    Returns the tenants when there is no problem at all."""
+    diags, tenants, checked = [], [], []
+    for a in attempts:
+        if isinstance(a, PolicyError):
+            diags += a.diags
+            if a.partial is not None:
+                checked.append(a.partial)
+        else:
+            tenants.append(a)
+            checked.append(a)
     try:
-        check_tenants(fabric, tenants)
+        check_tenants(fabric, checked)
     except PolicyError as e:
         diags += e.diags
     if diags:
