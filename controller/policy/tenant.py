@@ -29,8 +29,10 @@ def load_tenant(path) -> model.Tenant:
 
 
 def is_tenant_doc(doc: YamlDoc) -> bool:
-    """A YAML file with a top-level `tenant:` key is a tenant policy (else: a fabric)."""
-    return isinstance(doc.data, dict) and 'tenant' in doc.data
+    """A YAML mapping with a top-level key only tenant policies have (`tenant:`, `networks:`,
+    `workloads:`, `security:`) is a tenant policy; anything else is read as a fabric.  (A
+    tenant file that lost its `tenant:` line is still a tenant file with that one error.)"""
+    return isinstance(doc.data, dict) and any(k in doc.data for k in TOP_KEYS if isinstance(k, str))
 
 
 def load_policy(fabric: model.Fabric | None, paths) -> list[model.Tenant]:
