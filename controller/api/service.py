@@ -3,6 +3,7 @@ atomically, hand it to the controller core, report per-switch flow changes; and 
 behind `dvsctl show`."""
 from __future__ import annotations
 
+import logging
 import threading
 
 from controller.pipeline import cookies, tables
@@ -10,6 +11,12 @@ from controller.policy import model
 from controller.policy.errors import PolicyError
 from controller.policy.model import Policy
 from controller.policy.store import PolicyStore
+
+LOG = logging.getLogger('opendvs.reload')
+
+
+class NoSuchTenant(LookupError):
+    """DELETE of a tenant that is not running (the API's only 404 from a service call)."""
 
 
 def parse_doc(doc: dict):
@@ -52,6 +59,33 @@ class PolicyService:
                 parsed[t.name] = t
             return self._switch_to(merged, dry_run, parsed)
 
+    def reload_fabric(self) -> dict | None:
+        """Re-read the running fabric's file (SIGHUP) and apply what changed, as a diff; if it
+        cannot be applied live (controller/policy/reload.py), change nothing and log why.
+        -> {switch: {'add', 'delete'}} when applied, None when refused."""
+        from controller.policy import reload
+        from controller.policy.fabric import load_fabric
+        with self._lock:
+            path = self.core.fabric.source
+            try:
+                new = load_fabric(path)
+            except PolicyError as e:
+                LOG.error('fabric reload refused, the running fabric is kept: %s does not validate:\n%s', path, e)
+                return None
+            if new == self.core.fabric:
+                LOG.info('fabric reload: %s is unchanged', path)
+                return {}
+            with self.core.lock:
+                connected = {d: (sw.name, sw.kind) for d, sw in self.core.inv.switches.items()}
+            candidate, reasons = reload.plan(self.core.policy, new, connected)
+            if candidate is None:
+                LOG.error('fabric reload refused, the running fabric is kept:\n  %s', '\n  '.join(reasons))
+                return None
+            diffs = self.core.apply_policy(candidate)
+            LOG.info('fabric reloaded from %s: %s', path, ', '.join(
+                '%s +%d -%d' % (n, len(d.add), len(d.delete)) for n, d in sorted(diffs.items())) or 'no switch connected')
+            return {n: {'add': len(d.add), 'delete': len(d.delete)} for n, d in sorted(diffs.items())}
+
     def _running(self) -> dict:
         """name -> running Tenant (parsed from the stored document of that name)."""
         return {n: t for n, t in self.core.policy.tenants.items() if n in self.docs}
@@ -59,7 +93,7 @@ class PolicyService:
     def delete(self, name: str, dry_run: bool = False) -> dict:
         with self._lock:
             if name not in self.docs:
-                raise KeyError(name)
+                raise NoSuchTenant(name)
             merged = {k: v for k, v in self.docs.items() if k != name}
             return self._switch_to(merged, dry_run)
 
