@@ -143,6 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code, message=None, explain=None):
         """http.server's own errors (bad request line, headers too long...) as JSON too."""
         self.close_connection = True
+        if getattr(self, 'request_version', 'HTTP/0.9') == 'HTTP/0.9':
+            self.request_version = 'HTTP/1.0'   # a garbled request line: still answer with a status line
         try:
             self._reply(code, {'error': message or self.responses.get(code, ('error',))[0]})
         except OSError:
