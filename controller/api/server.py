@@ -103,7 +103,7 @@ def serve(service, token: str, host: str, port: int, io_timeout: float = IO_TIME
     handler = type('Handler', (_Handler,), {'service': service, 'token': token, 'timeout': io_timeout,
                                              'deadline': deadline})
     httpd = Server((host, port), handler, max_clients)
-    threading.Thread(target=httpd.serve_forever, name='api', daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.1,), name='api', daemon=True).start()
     LOG.info('API on http://%s:%d', host, port)
     return httpd
 
