@@ -87,6 +87,10 @@ def _refuse_busy(sock) -> None:
     body = json.dumps({'error': 'too many clients; try again'}).encode()
     try:
         sock.settimeout(1.0)
+        try:        # read what the client already sent: closing with unread data would reset it
+            sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
         sock.sendall(b'HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n'
                      b'Content-Length: %d\r\nConnection: close\r\n\r\n%s' % (len(body), body))
     except OSError:
