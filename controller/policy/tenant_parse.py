@@ -7,6 +7,7 @@ The security section is parsed by tenant_security.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import weakref
@@ -48,25 +49,29 @@ def build_tenant(doc: YamlDoc) -> model.Tenant:
     top = c.mapping((), doc.data, TOP_KEYS, required=('tenant', 'networks'))
     name = _tenant_name(c, top)
     networks, shapes = _networks(c, top)
-    workloads, labels = _workloads(c, top, networks, shapes)
+    salvaged: dict = {}
+    workloads, labels = _workloads(c, top, networks, shapes, salvaged)
     security = build_security(c, top.get('security'), networks, workloads, labels)
     if c.diags:
         e = PolicyError(c.diags)
-        e.partial = _partial(doc, name, networks, workloads)
+        e.partial = _partial(doc, name, networks, salvaged)
         raise e
     tenant = model.Tenant(name, doc.file, model.frozen_map(networks), model.frozen_map(workloads), security)
     _remember(tenant, doc)
     return tenant
 
 
-def _partial(doc, name, networks, workloads) -> model.Tenant | None:
-    """What of a broken tenant is valid (its good networks, and the workloads all of whose nics
-    are on them), for the checks across files; None if it has no valid name."""
+def _partial(doc, name, networks, salvaged) -> model.Tenant | None:
+    """What of a broken tenant is valid -- its good networks, and each workload with its good
+    nics on them -- for the checks across files; None if it has no valid name."""
     if not (isinstance(name, str) and TENANT_RE.fullmatch(name)):
         return None
     nets = {n: net for n, net in networks.items() if net is not None}
-    wls = {w: wl for w, wl in workloads.items()
-           if wl is not None and all(nic.network in nets for nic in wl.nics)}
+    wls = {}
+    for w, wl in salvaged.items():
+        nics = tuple(n for n in wl.nics if n.network in nets)
+        if nics:
+            wls[w] = dataclasses.replace(wl, nics=nics)
     tenant = model.Tenant(name, doc.file, model.frozen_map(nets), model.frozen_map(wls))
     _remember(tenant, doc)
     return tenant
@@ -188,8 +193,9 @@ def _gateway(c, path, v, net):
 
 # --- workloads -----------------------------------------------------------------------------------
 
-def _workloads(c, top, networks, shapes):
-    """-> ({name: model.Workload or None if broken}, {label: first workload using it})."""
+def _workloads(c, top, networks, shapes, salvaged):
+    """-> ({name: model.Workload or None if broken}, {label: first workload using it});
+    salvaged gets every workload with just its valid nics (for tenant_parse._partial)."""
     path = ('workloads',)
     out, labels, macs, ips = {}, {}, {}, {}
     for name, entry in named_entries(c, path, top.get('workloads')).items():
@@ -205,6 +211,9 @@ def _workloads(c, top, networks, shapes):
             c.error(p + ('nics',), 'a workload needs at least one nic, e.g. [{network: users, '
                                    'mac: "02:00:0a:0a:00:0b", ip: 10.10.0.11}]')
         built = [_nic(c, p + ('nics', i), i, nic, networks, shapes, macs, ips) for i, nic in enumerate(nics or ())]
+        good = tuple(n for n in built if n is not None)
+        if good:
+            salvaged[name] = model.Workload(name, lbls or (), good, hv or None)
         if nics and lbls is not None and None not in built and hv is not False:
             out[name] = model.Workload(name, lbls, tuple(built), hv)
     return out, labels

@@ -237,3 +237,23 @@ def test_cross_file_clashes_are_reported_alongside_a_files_own_errors(tmp_path):
 def test_check_together_returns_the_tenants_when_all_is_well():
     t = parse_tenant(TENANT, 'a.yaml')
     assert check_together(None, [t]) == [t]
+
+
+def test_a_good_nic_of_a_broken_workload_is_still_checked_across_files():
+    acme = parse_tenant(TENANT, 'a.yaml')
+    other = ('tenant: globex\n'
+             'networks:\n'
+             '  apps: {vlan: 30, subnet: 10.30.0.0/24}\n'
+             'workloads:\n'
+             '  w: {nics: [{network: apps, mac: "02:00:0a:0a:00:0b", ip: 10.30.0.5},\n'
+             '             {network: apps, mac: "02:00:0a:0a:00:0c", ip: 10.99.0.5}]}\n')
+    try:
+        parse_tenant(other, 'g.yaml')
+    except PolicyError as e:
+        broken = e
+    with pytest.raises(PolicyError) as e:
+        check_together(None, [acme, broken])
+    got = [str(d) for d in e.value.diags]
+    assert any('10.99.0.5 is not inside subnet' in g for g in got), got
+    assert any(g.startswith('g.yaml:5:') and "MAC 02:00:0a:0a:00:0b is already used by tenant 'acme'" in g
+               for g in got), got
