@@ -63,16 +63,35 @@ def restart(lab, which: str) -> None:
     rc, out = lab.exec(HV, _daemon_cmd(d, which, info['mgmt_ip']))
     if rc:
         raise RuntimeError(f'restarting {which}: {out}')
+    if which == 'ovsdb-server':
+        t0 = time.monotonic()
+        wait_until(lambda: ovsdb_sessions(lab) > 0, 60, what='the controller back on hv1 OVSDB')
+        EXTRA.update(ovsdb_reconnected_after_s=round(time.monotonic() - t0, 1))
     node = lab._node(HV)                  # so lab.down() stops the new daemons, not the old pids
     node.daemon_pids = [osutil.read_pidfile(f'{d}/{p}.pid') for p in ('ovs-vswitchd', 'ovsdb-server')]
+
+
+EXTRA: dict = {}       # what a case observed itself, merged into its result
+
+
+def ovsdb_sessions(lab) -> int:
+    """Established TCP sessions to hv1's OVSDB port (the controller's binding watcher)."""
+    out = lab.exec(HV, ['ss', '-tnH', 'state', 'established', '( sport = :6640 )'])[1]
+    return len([l for l in out.splitlines() if l.strip()])
 
 
 def ovsdb_cut(lab) -> None:
     info = lab.describe()['hypervisors'][HV]
     ctl, remote = f"{info['rundir']}/ovsdb-server.ctl", f"ptcp:6640:{info['mgmt_ip']}"
+    before = ovsdb_sessions(lab)
     lab.exec(HV, ['ovs-appctl', '-t', ctl, 'ovsdb-server/remove-remote', remote])
     time.sleep(5)
+    during = ovsdb_sessions(lab)
     lab.exec(HV, ['ovs-appctl', '-t', ctl, 'ovsdb-server/add-remote', remote])
+    t0 = time.monotonic()
+    wait_until(lambda: ovsdb_sessions(lab) > 0, 60, what='the controller back on hv1 OVSDB')
+    EXTRA.update(ovsdb_sessions={'before': before, 'during_cut': during,
+                                 'reconnected_after_s': round(time.monotonic() - t0, 1)})
 
 
 def mgmt_down(lab) -> None:
@@ -106,10 +125,24 @@ def measure(lab, ctl, name, event) -> dict:
     sent, received = map(int, re.search(r'(\d+) packets transmitted, (\d+) received', out).groups())
     got = sorted({int(n) for n in re.findall(r'icmp_seq=(\d+) ttl', out)})
     gaps = [b - a - 1 for a, b in zip([0] + got, got + [sent + 1])]
-    changes = re.findall(r'switch ([0-9a-f]{16}): \+(\d+) -(\d+) flows', ctl.text()[log_before:])
+    extra = dict(EXTRA)
+    EXTRA.clear()
+    hv_back = wait_until(lambda: _connected(ctl).get(HV), 60, what='%s connected again' % HV)
+    log = ctl.text()[log_before:]
+    changes = re.findall(r'switch ([0-9a-f]{16}): \+(\d+) -(\d+) flows', log)
     return {'case': name, 'sent': sent, 'received': received, 'lost': sent - received,
             'longest_outage_ms': max(gaps) * 1000 // PPS, 'event_s': round(event_s, 1),
-            'flow_changes_after': [{'switch': s, 'add': int(a), 'delete': int(d)} for s, a, d in changes]}
+            'hv_connected_after': bool(hv_back),
+            'sessions': {k: log.count(v) for k, v in (('connected', '%s (' % HV), ('disconnected', 'disconnected'),
+                                                       ('taken_over', 'takes over'), ('refused', 'refused OpenFlow'),
+                                                       ('converge_failed', 'converging switch'))},
+            'flows_added': sum(int(a) for _, a, _ in changes), 'flows_deleted': sum(int(d) for *_, d in changes),
+            'flow_changes_after': ['%s +%s -%s' % c for c in changes], **extra}
+
+
+def _connected(ctl) -> dict:
+    r = ctl.dvsctl('show', 'switches', '--json')
+    return {s['name']: s['connected'] for s in json.loads(r.stdout)} if r.returncode == 0 else {}
 
 
 def main(cases=None) -> None:
