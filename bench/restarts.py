@@ -63,12 +63,12 @@ def restart(lab, which: str) -> None:
     rc, out = lab.exec(HV, _daemon_cmd(d, which, info['mgmt_ip']))
     if rc:
         raise RuntimeError(f'restarting {which}: {out}')
+    node = lab._node(HV)                  # so lab.down() stops the new daemons, not the old pids
+    node.daemon_pids = [osutil.read_pidfile(f'{d}/{p}.pid') for p in ('ovs-vswitchd', 'ovsdb-server')]
     if which == 'ovsdb-server':
         t0 = time.monotonic()
         wait_until(lambda: ovsdb_sessions(lab) > 0, 60, what='the controller back on hv1 OVSDB')
         EXTRA.update(ovsdb_reconnected_after_s=round(time.monotonic() - t0, 1))
-    node = lab._node(HV)                  # so lab.down() stops the new daemons, not the old pids
-    node.daemon_pids = [osutil.read_pidfile(f'{d}/{p}.pid') for p in ('ovs-vswitchd', 'ovsdb-server')]
 
 
 EXTRA: dict = {}       # what a case observed itself, merged into its result
