@@ -65,13 +65,13 @@ class PolicyService:
         -> {switch: {'add', 'delete'}} when applied, None when refused."""
         from controller.policy import reload
         from controller.policy.fabric import load_fabric
+        path = self.core.fabric.source
+        try:
+            new = load_fabric(path)                  # parsed outside the lock, like a push
+        except PolicyError as e:
+            LOG.error('fabric reload refused, the running fabric is kept: %s does not validate:\n%s', path, e)
+            return None
         with self._lock:
-            path = self.core.fabric.source
-            try:
-                new = load_fabric(path)
-            except PolicyError as e:
-                LOG.error('fabric reload refused, the running fabric is kept: %s does not validate:\n%s', path, e)
-                return None
             if new == self.core.fabric:
                 LOG.info('fabric reload: %s is unchanged', path)
                 return {}
