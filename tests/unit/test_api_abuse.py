@@ -19,6 +19,7 @@ from controller.policy.errors import PolicyError
 from controller.policy.fabric import load_fabric
 from controller.policy.model import Policy
 from controller.policy.store import PolicyStore, TokenError, ensure_token
+from tests.support import wait_until
 from tests.unit.test_fuzz_policy import FABRIC
 
 TOKEN = 'f' * 32
@@ -62,7 +63,7 @@ def api():
 
 
 def request(api, method, path, body=None, headers=None, token=TOKEN):
-    c = http.client.HTTPConnection('127.0.0.1', api.port, timeout=10)
+    c = http.client.HTTPConnection('127.0.0.1', api.port, timeout=60)
     h = {'Authorization': 'Bearer ' + token} if token is not None else {}
     if body is not None and not isinstance(body, bytes):
         body = json.dumps(body).encode()
@@ -236,7 +237,8 @@ def test_clients_beyond_the_cap_get_a_503_at_once():
         assert code == 503 and 'too many clients' in reply['error']
         svc.gate.set()
         t.join(10)
-        assert request(api, 'GET', '/v1/tenants')[0] == 200
+        # the slot is free once the first request's thread has finished (just after its reply)
+        wait_until(lambda: request(api, 'GET', '/v1/tenants')[0] == 200, 10, what='a free slot again')
     finally:
         svc.gate.set()
         httpd.shutdown()
