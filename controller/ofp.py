@@ -29,7 +29,7 @@ except ImportError:                                     # pragma: no cover - ryu
     from ryu.ofproto import nicira_ext, ofproto_v1_3, ofproto_v1_4
     AppBase, FRAMEWORK = app_manager.RyuApp, 'ryu'
 
-from controller import metrics
+from controller import admission, lifecycle, metrics
 from controller.core import Controller
 from controller.pipeline import actions, fields, tables
 from controller.pipeline.flow import CONTROLLER, IN_PORT, LOCAL, Flow
@@ -495,9 +495,9 @@ class OpenDVSApp(AppBase):
         self.core.start()
         self.conns: dict[int, OFSwitch] = {}     # id(datapath) -> OFSwitch
         self.api = None
+        self.service = service.PolicyService(self.core, PolicyStore(state_dir))   # SIGHUP reloads through it
         if api:
-            svc = service.PolicyService(self.core, PolicyStore(state_dir))
-            self.api = server.serve(svc, ensure_token(state_dir), *api)
+            self.api = server.serve(self.service, ensure_token(state_dir), *api)
 
     def close(self):
         self.core.stop()
@@ -514,14 +514,19 @@ class OpenDVSApp(AppBase):
         dp = ev.datapath
         if ev.state == MAIN_DISPATCHER:
             conn = OFSwitch(dp, self.core.cookies)
-            self.conns[id(dp)] = conn
             ports = [(no, _name(pt), _up(dp, pt)) for no, pt in dp.ports.items()
                      if no <= dp.ofproto.OFPP_MAX]
-            self.core.switch_up(conn, ports)
+            admission.admit(self.core, conn, ports, close=lambda c: c.dp.close(), accept=self._accept)
         elif ev.state == DEAD_DISPATCHER:
             conn = self.conns.pop(id(dp), None)
             if conn is not None:
                 self.core.switch_down(conn)
+
+    def _accept(self, conn, ports) -> None:
+        """An admitted connection (controller/admission.py) becomes the switch's session."""
+        if conn.dp.is_active:
+            self.conns[id(conn.dp)] = conn
+            self.core.switch_up(conn, ports)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     @_safe
@@ -537,6 +542,8 @@ class OpenDVSApp(AppBase):
     @_safe
     def packet_in(self, ev):
         msg = ev.msg
+        if self._conn(msg.datapath) is None:         # refused or not yet admitted
+            return
         self.core.packet_in(msg.datapath.id, msg.match['in_port'], msg.table_id, bytes(msg.data))
         metrics.packet_in(msg.datapath.id, msg.reason, msg.table_id)
 
@@ -544,6 +551,8 @@ class OpenDVSApp(AppBase):
     @_safe
     def flow_removed(self, ev):
         msg = ev.msg
+        if self._conn(msg.datapath) is None:
+            return
         flow = Flow.make(tables.table_name(msg.table_id), msg.priority, dict(msg.match.items()),
                          cookie=msg.cookie)
         self.core.flow_removed(msg.datapath.id, flow)
@@ -592,6 +601,11 @@ def _harden_framework() -> None:
     _ofctl.Datapath._recv_loop = _recv_loop
 
 
+def _app(mgr):
+    """The running OpenDVSApp (None before it is instantiated)."""
+    return next((a for a in mgr.applications.values() if isinstance(a, OpenDVSApp)), None)
+
+
 def load_running_policy(fabric_path: str, state_dir: str, api: tuple | None):
     """The fabric plus the tenant policies accepted before (state dir); PolicyError if bad."""
     from controller.api.service import build_tenants
@@ -615,13 +629,14 @@ def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | Non
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     mgr = app_manager.AppManager.get_instance()
+    signal.signal(signal.SIGHUP, lambda signum, frame: lifecycle.reload_in_background(_app(mgr)))
     code = 0
     try:        # a signal may arrive at any point here: everything below exits through finally
         cfg.CONF(args=['--ofp-listen-host', host, '--ofp-tcp-listen-port', str(port)],
                  project='os_ken', default_config_files=[])
         mgr.load_apps([__name__])
         services = mgr.instantiate_apps(**mgr.create_contexts())
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # see controller_main
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})  # see controller_main
         hub.joinall(services)
     except SystemExit:
         LOG.info('stopping')
@@ -629,6 +644,7 @@ def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | Non
         LOG.exception('controller failed')
         code = 1
     finally:
+        lifecycle.drain(_app(mgr))      # answer the API requests in flight (a second signal: exit now)
         threading.Timer(3.0, os._exit, (code or 1,)).start()   # in case close() blocks
         try:
             mgr.close()

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping
 
 from mininet_topos.errors import LabError
 
-PREFIX_RE = re.compile(r'^[a-z][a-z0-9]{0,7}$')
+PREFIX_RE = re.compile(r'[a-z][a-z0-9]{0,7}\Z')
 IFNAMSIZ = 15                 # Linux interface names: 15 characters + NUL
 OVSDB_PORT = 6640
 VM_MTU = 1500
@@ -224,7 +224,7 @@ def build_plan(fabric, prefix: str, mgmt_octet: int, ofp_port: int | None = None
 
 
 def check_prefix(prefix: str) -> None:
-    if not PREFIX_RE.match(prefix or ''):
+    if not PREFIX_RE.fullmatch(prefix or ''):
         raise LabError(f'lab prefix {prefix!r} must be 1-8 characters [a-z0-9], starting with a '
                        'letter (it starts every interface name, and those are limited to 15)')
 
@@ -240,7 +240,7 @@ def default_vms(fabric, per_hypervisor: int = 2) -> list[VMSpec]:
     return specs
 
 
-VM_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+VM_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*\Z')
 
 
 def tenant_vms(fabric, tenants, reserved=frozenset()) -> list[VMSpec]:
@@ -278,7 +278,7 @@ def tenant_vms(fabric, tenants, reserved=frozenset()) -> list[VMSpec]:
                     raise LabError(f'{where}: the fabric has no hypervisors')
                 hv, rr = hvs[rr % len(hvs)], rr + 1
             name = w.name if count[w.name] == 1 and w.name not in taken else f'{t.name}-{w.name}'
-            if name in taken or not VM_NAME_RE.match(name):
+            if name in taken or not VM_NAME_RE.fullmatch(name):
                 raise LabError(f'{where}: cannot name its VM {name!r} (taken, or not a plain '
                                'name); rename the workload')
             taken.add(name)
@@ -314,7 +314,7 @@ def _switches(fabric, prefix, port) -> dict[str, SwitchPlan]:
     out = {}
     for i, sw in enumerate(fabric.switches.values(), start=1):
         bridge = prefix + sw.name
-        if len(bridge) > IFNAMSIZ or not re.match(r'^[A-Za-z0-9_-]+$', sw.name):
+        if len(bridge) > IFNAMSIZ or not re.fullmatch(r'[A-Za-z0-9_-]+', sw.name):
             bridge = f'{prefix}s{i}'          # still ours, still unique; bridge() tells which
         out[sw.name] = SwitchPlan(sw.name, bridge, sw.dpid, sw.role, target)
     return out
@@ -394,7 +394,7 @@ def _vms(specs, fabric, taken) -> dict[str, VMPlan]:
 def _vm_problem(spec, fabric, taken) -> str | None:
     if spec.name in taken:
         return 'the name is already used by another node'
-    if not VM_NAME_RE.match(spec.name):
+    if not VM_NAME_RE.fullmatch(spec.name):
         return 'a VM name is letters, digits, ".", "_" and "-"'
     if spec.hypervisor not in fabric.hypervisors:
         return f'unknown hypervisor {spec.hypervisor!r}'
@@ -411,7 +411,7 @@ def _vm_problem(spec, fabric, taken) -> str | None:
 
 def _nic_problem(i, nic, macs, ids) -> str | None:
     mac = (nic.mac or '').lower()
-    if not re.match(r'^([0-9a-f]{2}:){5}[0-9a-f]{2}$', mac):
+    if not re.fullmatch(r'([0-9a-f]{2}:){5}[0-9a-f]{2}', mac):
         return f'nic{i}: bad MAC {nic.mac!r}'
     if mac in macs:
         return f'nic{i}: MAC {nic.mac} is used twice in the lab'

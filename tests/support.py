@@ -60,8 +60,10 @@ def _stop_leftovers() -> None:
 class ControllerProcess:
     """opendvs-controller run as a real process, logging to a file in workdir."""
 
-    def __init__(self, fabric: str, workdir: Path, ofp: str | None = None, env: dict | None = None):
+    def __init__(self, fabric: str, workdir: Path, ofp: str | None = None, env: dict | None = None,
+                 args=()):
         self.fabric, self.workdir, self.ofp = str(fabric), Path(workdir), ofp
+        self.args = list(args)                   # more controller options
         self.api_port = free_port()              # never the default 8080: runs may overlap
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
@@ -77,6 +79,7 @@ class ControllerProcess:
                 '--state-dir', str(self.state_dir), '--api', '127.0.0.1:%d' % self.api_port]
         if self.ofp:
             args += ['--ofp', self.ofp]
+        args += self.args
         return args
 
     def start(self) -> 'ControllerProcess':

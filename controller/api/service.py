@@ -4,34 +4,39 @@ behind `dvsctl show`."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 
 from controller import metrics
 from controller.pipeline import cookies, tables
+from controller.policy import model
 from controller.policy.errors import PolicyError
 from controller.policy.model import Policy
 from controller.policy.store import PolicyStore
 
+LOG = logging.getLogger('opendvs.reload')
 
-def build_tenants(fabric, docs: dict[str, dict], parsed: dict | None = None):
+
+class NoSuchTenant(LookupError):
+    """DELETE of a tenant that is not running (the API's only 404 from a service call)."""
+
+
+def parse_doc(doc: dict):
+    """One stored/pushed tenant document -> its Tenant, or the PolicyError parsing it raised."""
+    from controller.policy.tenant import parse_tenant
+    try:
+        return parse_tenant(doc['text'], doc['source'])
+    except PolicyError as e:
+        return e
+
+
+def build_tenants(fabric, docs: dict[str, dict], parsed: dict | None = None, pushed=()):
     """Parse stored/pushed tenant documents (reusing `parsed`: name -> Tenant already built
-    from the same text) and check them together against the fabric."""
-    if not docs:
-        return []
-    from controller.policy.tenant import check_tenants, parse_tenant
-    tenants, diags = [], []
-    for name, doc in docs.items():
-        if parsed and name in parsed:
-            tenants.append(parsed[name])
-            continue
-        try:
-            tenants.append(parse_tenant(doc['text'], doc['source']))
-        except PolicyError as e:
-            diags += e.diags
-    if diags:
-        raise PolicyError(diags)
-    check_tenants(fabric, tenants)
-    return tenants
+    from the same text) and check them together against the fabric; `pushed`: more attempts
+    (Tenant or PolicyError, see tenant.check_together) checked after them."""
+    from controller.policy.tenant import check_together
+    attempts = [parsed[name] if parsed and name in parsed else parse_doc(doc) for name, doc in docs.items()]
+    return check_together(fabric, attempts + list(pushed))
 
 
 class PolicyService:
@@ -43,26 +48,56 @@ class PolicyService:
     @metrics.counted_apply
     def apply(self, pushed: list[dict], dry_run: bool = False) -> dict:
         """pushed: [{'source': file name, 'text': YAML}].  Raises PolicyError if invalid."""
-        from controller.policy.tenant import parse_tenant
+        # Parsed before taking the lock: a big push must not hold up a small one behind it.
+        attempts = [parse_doc(doc) for doc in pushed]
         with self._lock:
-            merged, parsed, diags = dict(self.docs), {}, []
-            for doc in pushed:
-                try:
-                    t = parse_tenant(doc['text'], doc['source'])
-                except PolicyError as e:
-                    diags += e.diags
-                    continue
+            names = [a.name if isinstance(a, model.Tenant) else getattr(a.partial, 'name', None) for a in attempts]
+            if not all(isinstance(a, model.Tenant) for a in attempts) or len(set(names)) < len(names):
+                # checked with the others too, so every problem is reported at once; this raises
+                kept = {n: d for n, d in self.docs.items() if n not in names}
+                build_tenants(self.core.fabric, kept, self._running(), attempts)
+            merged, parsed = dict(self.docs), {}
+            for doc, t in zip(pushed, attempts):
                 merged[t.name] = {'source': doc['source'], 'text': doc['text']}
                 parsed[t.name] = t
-            if diags:
-                raise PolicyError(diags)
             return self._switch_to(merged, dry_run, parsed)
+
+    def reload_fabric(self) -> dict | None:
+        """Re-read the running fabric's file (SIGHUP) and apply what changed, as a diff; if it
+        cannot be applied live (controller/policy/reload.py), change nothing and log why.
+        -> {switch: {'add', 'delete'}} when applied, None when refused."""
+        from controller.policy import reload
+        from controller.policy.fabric import load_fabric
+        path = self.core.fabric.source
+        try:
+            new = load_fabric(path)                  # parsed outside the lock, like a push
+        except PolicyError as e:
+            LOG.error('fabric reload refused, the running fabric is kept: %s does not validate:\n%s', path, e)
+            return None
+        with self._lock:
+            if new == self.core.fabric:
+                LOG.info('fabric reload: %s is unchanged', path)
+                return {}
+            with self.core.lock:
+                connected = {d: (sw.name, sw.kind) for d, sw in self.core.inv.switches.items()}
+            candidate, reasons = reload.plan(self.core.policy, new, connected)
+            if candidate is None:
+                LOG.error('fabric reload refused, the running fabric is kept:\n  %s', '\n  '.join(reasons))
+                return None
+            diffs = self.core.apply_policy(candidate)
+            LOG.info('fabric reloaded from %s: %s', path, ', '.join(
+                '%s +%d -%d' % (n, len(d.add), len(d.delete)) for n, d in sorted(diffs.items())) or 'no switch connected')
+            return {n: {'add': len(d.add), 'delete': len(d.delete)} for n, d in sorted(diffs.items())}
+
+    def _running(self) -> dict:
+        """name -> running Tenant (parsed from the stored document of that name)."""
+        return {n: t for n, t in self.core.policy.tenants.items() if n in self.docs}
 
     @metrics.counted_apply
     def delete(self, name: str, dry_run: bool = False) -> dict:
         with self._lock:
             if name not in self.docs:
-                raise KeyError(name)
+                raise NoSuchTenant(name)
             merged = {k: v for k, v in self.docs.items() if k != name}
             return self._switch_to(merged, dry_run)
 

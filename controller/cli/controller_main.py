@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import errno
 import faulthandler
+import ipaddress
 import logging
 import os
 import signal
@@ -35,10 +36,38 @@ def port_free(host: str, port: int) -> str | None:
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+HELD_SIGNALS = STOP_SIGNALS | {signal.SIGHUP}     # SIGHUP (reload the fabric) waits for start-up too
 
 
 def _exit_cleanly(signum, frame):
     raise SystemExit(0)
+
+
+def _sources(text: str):
+    from controller.admission import parse_sources
+    try:
+        return parse_sources(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError('%s: %s' % (text, e))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_if_exposed(ofp, api) -> None:
+    log = logging.getLogger('opendvs')
+    if not _is_loopback(ofp[0]):
+        log.warning('OpenFlow listens on %s:%d, not loopback: any host that reaches it can claim a switch\'s '
+                    'dpid; only fabric dpids from --physical-from / --hypervisors-from are accepted (no TLS)', *ofp)
+    if api and not _is_loopback(api[0]):
+        log.warning('the API listens on %s:%d, not loopback: anyone who reaches it with the token can change '
+                    'every switch, in clear text; prefer 127.0.0.1 behind an SSH tunnel or a TLS proxy', *api)
 
 
 def main(argv=None) -> int:
@@ -52,13 +81,19 @@ def main(argv=None) -> int:
     ap.add_argument('--state-dir', default='/var/lib/opendvs',
                     help='where accepted tenant policies and the API token are kept')
     ap.add_argument('--log-level', default=os.environ.get('OPENDVS_LOG', 'INFO'))
+    ap.add_argument('--physical-from', type=_sources, default='loopback', metavar='SOURCES',
+                    help='where physical switches may connect from: loopback (default: the lab\'s root OVS '
+                         'runs on this host), any, or CIDR[,CIDR...]')
+    ap.add_argument('--hypervisors-from', type=_sources, default='any', metavar='SOURCES',
+                    help='where hypervisors may connect from: any (default), loopback or CIDR[,CIDR...] '
+                         '(the management LAN)')
     args = ap.parse_args(argv)
     # SIGINT/SIGTERM mean a clean exit 0 at any time.  They are held back (blocked) while we
     # start up, because library code run then (python-ovs importing eventlet) has bare
     # `except:` clauses that would swallow the SystemExit; ofp.run() unblocks them.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
     faulthandler.register(signal.SIGUSR1, all_threads=True)    # kill -USR1: dump every thread's stack
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -79,6 +114,16 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return errno.EADDRINUSE if 'in use' in why else 2
     os.makedirs(args.state_dir, exist_ok=True)
+    if api:
+        from controller.policy.store import TokenError, ensure_token
+        try:
+            ensure_token(args.state_dir)
+        except (TokenError, OSError) as e:
+            print('opendvs-controller: API token: %s' % e, file=sys.stderr)
+            return 1
+    _warn_if_exposed(ofp, api)
+    from controller import admission
+    admission.configure(admission.Sources(physical=args.physical_from, hypervisor=args.hypervisors_from))
     from controller import ofp as ofp_shim
     logging.getLogger('opendvs').info('serving OpenFlow on %s:%d for %s with %d tenant(s)', ofp[0], ofp[1],
                                       fabric.source, len(policy.tenants))

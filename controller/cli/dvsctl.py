@@ -23,14 +23,18 @@ def command(name: str, help: str, arguments: Callable = lambda p: None):
 
 
 def _load(path):
-    """-> ('tenant' | 'fabric', model or None, [Diag]) for one file."""
+    """-> ('tenant' | 'fabric', model or None, [Diag]) for one file.  A broken tenant file
+    still gives what of it is valid (PolicyError.partial), for the checks across files."""
     try:
         doc = load_yaml(path)
+    except PolicyError as e:
+        return None, None, e.diags
+    try:
         if is_tenant_doc(doc):
             return 'tenant', build_tenant(doc), []
         return 'fabric', build_fabric(doc), []
     except PolicyError as e:
-        return None, None, e.diags
+        return ('tenant', e.partial, e.diags) if is_tenant_doc(doc) else (None, None, e.diags)
 
 
 def validate_file(path) -> list[Diag]:
@@ -43,7 +47,7 @@ def validate_files(files, fabric_path=None) -> dict[str, list[Diag]]:
     together, and against the fabric (`fabric_path`, else the one fabric among `files`)."""
     results = {str(f): _load(f) for f in files}
     out = {f: diags for f, (_, _, diags) in results.items()}
-    fabrics = [m for kind, m, _ in results.values() if kind == 'fabric']
+    fabrics = [m for kind, m, _ in results.values() if kind == 'fabric' and m is not None]
     fabric = fabrics[0] if len(fabrics) == 1 else None
     if fabric_path is not None:
         key = str(fabric_path)
@@ -54,7 +58,7 @@ def validate_files(files, fabric_path=None) -> dict[str, list[Diag]]:
             diags = []                  # already reported as one of `files`
         if diags:
             out[key] = out.get(key, []) + diags
-    tenants = [m for kind, m, _ in results.values() if kind == 'tenant']
+    tenants = [m for kind, m, _ in results.values() if kind == 'tenant' and m is not None]
     try:
         check_tenants(fabric, tenants)
     except PolicyError as e:

@@ -1,6 +1,7 @@
 """dvsctl subcommands that talk to the running controller's REST API: apply, delete, show."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
@@ -52,6 +53,12 @@ def call(args, method: str, path: str, body=None):
         raise ApiError(e.code, payload)
     except urllib.error.URLError as e:
         raise ApiError(0, {'error': 'cannot reach the controller at %s: %s' % (args.api, e.reason)})
+    except (OSError, http.client.HTTPException) as e:     # reset, closed mid-reply, timed out
+        raise ApiError(0, {'error': 'lost the connection to the controller at %s (%s); whether the change '
+                                    'was applied is unknown: check with `dvsctl show tenants`'
+                                    % (args.api, str(e) or type(e).__name__)})
+    except ValueError:
+        raise ApiError(0, {'error': 'the controller at %s sent a reply that is not JSON' % args.api})
 
 
 def _fail(e: ApiError) -> int:

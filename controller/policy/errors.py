@@ -21,4 +21,7 @@ class PolicyError(Exception):
     def __init__(self, diags):
         # Sorted so output reads top to bottom like the file; duplicates add nothing.
         self.diags: list[Diag] = sorted(set(diags))
+        # A broken tenant file still names networks, VLANs and MACs: what of it is valid
+        # (a model.Tenant, set by tenant_parse) so checks across files can run alongside.
+        self.partial = None
         super().__init__('\n'.join(str(d) for d in self.diags))

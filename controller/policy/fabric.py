@@ -10,15 +10,15 @@ import re
 
 from controller.policy import model
 from controller.policy.values import NAME_RE, ipv4_network, named_entries  # noqa: F401 (NAME_RE re-exported)
-from controller.policy.yamlsource import Checker, YamlDoc, kind, load_yaml, parse_yaml
+from controller.policy.yamlsource import Checker, YamlDoc, excerpt, kind, load_yaml, parse_yaml
 
 TOP_KEYS = ('controller', 'underlay', 'native_vlan', 'learning', 'switches', 'links', 'hypervisors')
 MAX_DPID = 2**64 - 1
 # HOST is an IPv4 address or a DNS name; no IPv6 because model.ControllerSettings splits on ':'.
 _HOST = r'(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)'
 _ENDPOINTS = {
-    'openflow': (re.compile(rf'^tcp:{_HOST}:(?P<port>[0-9]{{1,5}})$'), 'tcp:HOST:PORT', model.DEFAULT_OPENFLOW),
-    'api': (re.compile(rf'^http://{_HOST}:(?P<port>[0-9]{{1,5}})$'), 'http://HOST:PORT', model.DEFAULT_API),
+    'openflow': (re.compile(rf'tcp:{_HOST}:(?P<port>[0-9]{{1,5}})\Z'), 'tcp:HOST:PORT', model.DEFAULT_OPENFLOW),
+    'api': (re.compile(rf'http://{_HOST}:(?P<port>[0-9]{{1,5}})\Z'), 'http://HOST:PORT', model.DEFAULT_API),
 }
 
 
@@ -90,7 +90,7 @@ def _controller(c, top) -> model.ControllerSettings:
     out = {}
     for key, (rx, shape, default) in _ENDPOINTS.items():
         path, v = ('controller', key), m.get(key, default)
-        match = rx.match(v) if isinstance(v, str) else None
+        match = rx.fullmatch(v) if isinstance(v, str) else None
         if not match:
             c.error(path, f'expected {shape} (e.g. {default}), got {kind(v)}')
         elif not 1 <= int(match['port']) <= 65535:
@@ -149,7 +149,7 @@ def _address(c, path, v):
         a = ipaddress.IPv4Address(v)
     except ValueError:
         hint = '; write the address without a prefix length' if '/' in v else ' (e.g. 172.16.1.11)'
-        c.error(path, f"'{v}' is not a valid IPv4 address{hint}")
+        c.error(path, f"{excerpt(v)} is not a valid IPv4 address{hint}")
         return None
     if a.is_multicast or a.is_unspecified or a.is_loopback or a == ipaddress.IPv4Address('255.255.255.255'):
         c.error(path, f'{a} is not a usable unicast address for a VTEP')
@@ -192,9 +192,9 @@ def _leaf(c, path, v, switches, top):
     elif v in switches:
         return v
     elif isinstance(top.get('hypervisors'), dict) and v in top['hypervisors']:
-        c.error(path, f"'{v}' is a hypervisor; `leaf:` must name a switch (known: {_known(switches)})")
+        c.error(path, f"{excerpt(v)} is a hypervisor; `leaf:` must name a switch (known: {_known(switches)})")
     else:
-        c.error(path, f"switch '{v}' is not defined in switches (known: {_known(switches)})")
+        c.error(path, f"switch {excerpt(v)} is not defined in switches (known: {_known(switches)})")
     return None
 
 
@@ -269,10 +269,10 @@ def _links(c, top, switches) -> tuple:
             elif end in switches:
                 continue
             elif end in hv_names:
-                c.error(p, f"'{end}' is a hypervisor; hypervisors attach to their leaf via `leaf:` "
+                c.error(p, f"{excerpt(end)} is a hypervisor; hypervisors attach to their leaf via `leaf:` "
                            'under hypervisors, not via links', at=p + (j,))
             else:
-                c.error(p, f"switch '{end}' is not defined in switches (known: {_known(switches)})", at=p + (j,))
+                c.error(p, f"switch {excerpt(end)} is not defined in switches (known: {_known(switches)})", at=p + (j,))
             ok = False
         if not ok:
             continue

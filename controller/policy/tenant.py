@@ -14,7 +14,7 @@ from controller.policy.tenant_checks import check_tenants
 from controller.policy.tenant_parse import TOP_KEYS, build_tenant, tenant_doc
 from controller.policy.yamlsource import YamlDoc, load_yaml, parse_yaml
 
-__all__ = ['parse_tenant', 'load_tenant', 'build_tenant', 'check_tenants', 'load_policy',
+__all__ = ['parse_tenant', 'load_tenant', 'build_tenant', 'check_tenants', 'check_together', 'load_policy',
            'tenant_doc', 'is_tenant_doc', 'TOP_KEYS']
 
 
@@ -29,21 +29,40 @@ def load_tenant(path) -> model.Tenant:
 
 
 def is_tenant_doc(doc: YamlDoc) -> bool:
-    """A YAML file with a top-level `tenant:` key is a tenant policy (else: a fabric)."""
-    return isinstance(doc.data, dict) and 'tenant' in doc.data
+    """A YAML mapping with a top-level key only tenant policies have (`tenant:`, `networks:`,
+    `workloads:`, `security:`) is a tenant policy; anything else is read as a fabric.  (A
+    tenant file that lost its `tenant:` line is still a tenant file with that one error.)"""
+    return isinstance(doc.data, dict) and any(k in doc.data for k in TOP_KEYS if isinstance(k, str))
 
 
 def load_policy(fabric: model.Fabric | None, paths) -> list[model.Tenant]:
     """Load every tenant file and check them together against the fabric.  One PolicyError
-    carries the problems of all files (a broken file is left out of the cross-file checks)."""
-    tenants, diags = [], []
+    carries the problems of all files."""
+    attempts = []
     for path in paths:
         try:
-            tenants.append(load_tenant(path))
+            attempts.append(load_tenant(path))
         except PolicyError as e:
-            diags += e.diags
+            attempts.append(e)
+    return check_together(fabric, attempts)
+
+
+def check_together(fabric: model.Fabric | None, attempts) -> list[model.Tenant]:
+    """attempts: per file, in order, its Tenant or the PolicyError parsing it raised.  The
+    checks across files run over the good tenants *and* what is valid of the broken ones, so a
+    clash is reported alongside a file's own errors; one PolicyError carries everything.
+    Returns the tenants when there is no problem at all."""
+    diags, tenants, checked = [], [], []
+    for a in attempts:
+        if isinstance(a, PolicyError):
+            diags += a.diags
+            if a.partial is not None:
+                checked.append(a.partial)
+        else:
+            tenants.append(a)
+            checked.append(a)
     try:
-        check_tenants(fabric, tenants)
+        check_tenants(fabric, checked)
     except PolicyError as e:
         diags += e.diags
     if diags:

@@ -7,19 +7,22 @@ The security section is parsed by tenant_security.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import weakref
 
 from controller.policy import model
+from controller.policy.errors import PolicyError
 from controller.policy.tenant_security import LABEL_RE, build_security
 from controller.policy.values import NAME_RE, NAME_RULE, ipv4_address, ipv4_network, known, mark_str, named_entries
-from controller.policy.yamlsource import Checker, YamlDoc, kind, path_str
+from controller.policy.yamlsource import Checker, YamlDoc, excerpt, kind, path_str
 
 TOP_KEYS = ('tenant', 'networks', 'workloads', 'security')
 # The tenant name goes into iface-ids (<tenant>/<workload>/nic<i>) and cookie descriptions.
-TENANT_RE = re.compile(r'^[a-z][a-z0-9-]{0,31}$')
-MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
+# \Z, not $: '$' also matches before a trailing newline ('acme\n' would run beside 'acme')
+TENANT_RE = re.compile(r'[a-z][a-z0-9-]{0,31}\Z')
+MAC_RE = re.compile(r'[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z')
 
 # id(Tenant) -> the YamlDoc it came from.  Tenant is frozen and unhashable (its Mapping
 # fields), so neither a field nor a WeakKeyDictionary can hold it; a finalizer drops the entry.
@@ -45,19 +48,39 @@ def build_tenant(doc: YamlDoc) -> model.Tenant:
         c.raise_if_errors()
     top = c.mapping((), doc.data, TOP_KEYS, required=('tenant', 'networks'))
     name = _tenant_name(c, top)
-    networks = _networks(c, top)
-    workloads, labels = _workloads(c, top, networks)
+    networks, shapes = _networks(c, top)
+    salvaged: dict = {}
+    workloads, labels = _workloads(c, top, networks, shapes, salvaged)
     security = build_security(c, top.get('security'), networks, workloads, labels)
-    c.raise_if_errors()
+    if c.diags:
+        e = PolicyError(c.diags)
+        e.partial = _partial(doc, name, networks, salvaged)
+        raise e
     tenant = model.Tenant(name, doc.file, model.frozen_map(networks), model.frozen_map(workloads), security)
+    _remember(tenant, doc)
+    return tenant
+
+
+def _partial(doc, name, networks, salvaged) -> model.Tenant | None:
+    """What of a broken tenant is valid -- its good networks, and each workload with its good
+    nics on them -- for the checks across files; None if it has no valid name."""
+    if not (isinstance(name, str) and TENANT_RE.fullmatch(name)):
+        return None
+    nets = {n: net for n, net in networks.items() if net is not None}
+    wls = {}
+    for w, wl in salvaged.items():
+        nics = tuple(n for n in wl.nics if n.network in nets)
+        if nics:
+            wls[w] = dataclasses.replace(wl, nics=nics)
+    tenant = model.Tenant(name, doc.file, model.frozen_map(nets), model.frozen_map(wls))
     _remember(tenant, doc)
     return tenant
 
 
 def _tenant_name(c, top):
     v = top.get('tenant')
-    if 'tenant' in top and c.string(('tenant',), v) is not None and not TENANT_RE.match(v):
-        c.error(('tenant',), f"invalid tenant name {v!r}: it starts with a lower-case letter and has at "
+    if 'tenant' in top and c.string(('tenant',), v) is not None and not TENANT_RE.fullmatch(v):
+        c.error(('tenant',), f"invalid tenant name {excerpt(v)}: it starts with a lower-case letter and has at "
                              "most 32 lower-case letters, digits or '-' (it goes into iface-ids and cookies)")
     return v
 
@@ -76,8 +99,8 @@ def _mac(c, path, v):
     if c.string(path, v) is None:
         return None
     mac = v.lower()
-    if not MAC_RE.match(mac):
-        c.error(path, f"'{v}' is not a MAC address: six hex pairs separated by ':', e.g. 02:00:0a:0a:00:0b")
+    if not MAC_RE.fullmatch(mac):
+        c.error(path, f"{excerpt(v)} is not a MAC address: six hex pairs separated by ':', e.g. 02:00:0a:0a:00:0b")
         return None
     if int(mac[:2], 16) & 1 or mac == '00:00:00:00:00:00':
         c.error(path, f'{mac} is not a unicast MAC address (the low bit of the first byte must be 0; '
@@ -88,15 +111,17 @@ def _mac(c, path, v):
 
 # --- networks ------------------------------------------------------------------------------------
 
-def _networks(c, top) -> dict:
-    """name -> model.Network, or None for a network whose entry is broken: it is still known, so
-    nics and rules naming it add no 'not defined' noise."""
+def _networks(c, top) -> tuple[dict, dict]:
+    """-> (name -> model.Network, or None for a network whose entry is broken: it is still known,
+    so nics and rules naming it add no 'not defined' noise;  name -> a Network with just its
+    subnet and gateway, whenever those are valid: nic addresses are checked against it even
+    when the network's VLAN is wrong)."""
     path = ('networks',)
     raw = top.get('networks')
     entries = named_entries(c, path, raw)
     if 'networks' in top and raw in (None, {}):
         c.error(path, 'define at least one network, e.g. users: {vlan: 10, subnet: 10.10.0.0/24}', key=True)
-    out, seen = {}, {'vlan': {}, 'vni': {}}
+    out, shapes, seen = {}, {}, {'vlan': {}, 'vni': {}}
     for name, entry in entries.items():
         p = path + (name,)
         out[name] = None
@@ -108,9 +133,11 @@ def _networks(c, top) -> dict:
         if net is not None:
             net = _check_subnet(c, p + ('subnet',), net, out)
         gw = _gateway(c, p + ('gateway',), m['gateway'], net) if 'gateway' in m else None
+        if net is not None:
+            shapes[name] = model.Network(name, net, gateway=gw)
         if seg is not None and net is not None and (gw is not None or 'gateway' not in m):
             out[name] = model.Network(name, net, gateway=gw, line=c.doc.key_mark(p)[0], **{seg[0]: seg[1]})
-    return out
+    return out, shapes
 
 
 def _segment(c, p, m, seen, name):
@@ -166,8 +193,9 @@ def _gateway(c, path, v, net):
 
 # --- workloads -----------------------------------------------------------------------------------
 
-def _workloads(c, top, networks):
-    """-> ({name: model.Workload or None if broken}, {label: first workload using it})."""
+def _workloads(c, top, networks, shapes, salvaged):
+    """-> ({name: model.Workload or None if broken}, {label: first workload using it});
+    salvaged gets every workload with just its valid nics (for tenant_parse._partial)."""
     path = ('workloads',)
     out, labels, macs, ips = {}, {}, {}, {}
     for name, entry in named_entries(c, path, top.get('workloads')).items():
@@ -182,7 +210,10 @@ def _workloads(c, top, networks):
         if nics == [] and 'nics' in m:
             c.error(p + ('nics',), 'a workload needs at least one nic, e.g. [{network: users, '
                                    'mac: "02:00:0a:0a:00:0b", ip: 10.10.0.11}]')
-        built = [_nic(c, p + ('nics', i), i, nic, networks, macs, ips) for i, nic in enumerate(nics or ())]
+        built = [_nic(c, p + ('nics', i), i, nic, networks, shapes, macs, ips) for i, nic in enumerate(nics or ())]
+        good = tuple(n for n in built if n is not None)
+        if good:
+            salvaged[name] = model.Workload(name, lbls or (), good, hv or None)
         if nics and lbls is not None and None not in built and hv is not False:
             out[name] = model.Workload(name, lbls, tuple(built), hv, line=c.doc.key_mark(p)[0])
     return out, labels
@@ -192,8 +223,8 @@ def _hypervisor(c, path, v):
     """The placement hint (checked against the fabric by tenant_checks); False when broken."""
     if c.string(path, v) is None:
         return False
-    if not NAME_RE.match(v):
-        c.error(path, f'invalid hypervisor name {v!r}: {NAME_RULE}')
+    if not NAME_RE.fullmatch(v):
+        c.error(path, f'invalid hypervisor name {excerpt(v)}: {NAME_RULE}')
         return False
     return v
 
@@ -206,8 +237,8 @@ def _labels(c, path, v, labels, workload):
     for i, item in enumerate(items):
         if c.string(path + (i,), item) is None:
             ok = False
-        elif not LABEL_RE.match(item):
-            c.error(path + (i,), f"invalid label {item!r}: a lower-case letter, then lower-case letters, "
+        elif not LABEL_RE.fullmatch(item):
+            c.error(path + (i,), f"invalid label {excerpt(item)}: a lower-case letter, then lower-case letters, "
                                  "digits, '_' or '-'")
             ok = False
         elif item in seen:
@@ -219,13 +250,15 @@ def _labels(c, path, v, labels, workload):
     return tuple(seen) if ok else None
 
 
-def _nic(c, p, index, v, networks, macs, ips):
+def _nic(c, p, index, v, networks, shapes, macs, ips):
     m = c.mapping(p, v, ('network', 'mac', 'ip'), required=('network', 'mac', 'ip'))
     if m is None:
         return None
     netname = m.get('network')
-    if 'network' in m and c.string(p + ('network',), netname) is not None and netname not in networks:
-        c.error(p + ('network',), f"network '{netname}' is not defined in networks (known: {known(networks)})")
+    if 'network' in m and c.string(p + ('network',), netname) is None:
+        netname = None
+    elif netname is not None and netname not in networks:
+        c.error(p + ('network',), f"network {excerpt(netname)} is not defined in networks (known: {known(networks)})")
         netname = None
     mac = _mac(c, p + ('mac',), m['mac']) if 'mac' in m else None
     if mac is not None:
@@ -235,7 +268,7 @@ def _nic(c, p, index, v, networks, macs, ips):
         else:
             macs[mac] = p + ('mac',)
     ip = ipv4_address(c, p + ('ip',), m['ip']) if 'ip' in m else None
-    net = networks.get(netname) if isinstance(netname, str) else None
+    net = shapes.get(netname) if isinstance(netname, str) else None
     if ip is not None and net is not None:
         ip = _nic_ip(c, p + ('ip',), ip, net, ips)
     if None in (netname, mac, ip):

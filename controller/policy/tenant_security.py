@@ -6,14 +6,14 @@ import re
 
 from controller.policy import model
 from controller.policy.values import NAME_RE, ipv4_network, known, mark_str
-from controller.policy.yamlsource import kind
+from controller.policy.yamlsource import excerpt, kind
 
-LABEL_RE = re.compile(r'^[a-z][a-z0-9_-]*$')
+LABEL_RE = re.compile(r'[a-z][a-z0-9_-]{0,63}\Z')
 DEFAULTS = ('deny', 'allow')
 PROTOS = ('tcp', 'udp', 'icmp', 'any')
 PORTED = ('tcp', 'udp')
 ENDPOINT_KEYS = ('label', 'workload', 'network', 'cidr')
-PORTS_RE = re.compile(r'^([0-9]{1,5})-([0-9]{1,5})$')
+PORTS_RE = re.compile(r'([0-9]{1,5})-([0-9]{1,5})\Z')
 
 
 def build_security(c, value, networks, workloads, labels) -> model.Security:
@@ -38,8 +38,8 @@ def _rule(c, p, v, names, networks, workloads, labels):
         return None
     name = m.get('name')
     if 'name' in m and c.string(p + ('name',), name) is not None:
-        if not NAME_RE.match(name):
-            c.error(p + ('name',), f"invalid rule name {name!r}: a name starts with a letter and has at "
+        if not NAME_RE.fullmatch(name):
+            c.error(p + ('name',), f"invalid rule name {excerpt(name)}: a name starts with a letter and has at "
                                    "most 32 letters, digits, '_' or '-'")
         elif name in names:
             c.error(p + ('name',), f"rule name '{name}' is already used by security.rules[{names[name][-2]}] "
@@ -73,17 +73,17 @@ def _endpoint(c, p, v, networks, workloads, labels):
     if c.string(q, ref) is None:
         return None
     if key == 'label':
-        if not LABEL_RE.match(ref):
-            c.error(q, f"invalid label {ref!r}: a lower-case letter, then lower-case letters, digits, '_' or '-'")
+        if not LABEL_RE.fullmatch(ref):
+            c.error(q, f"invalid label {excerpt(ref)}: a lower-case letter, then lower-case letters, digits, '_' or '-'")
             return None
         if ref not in labels:
-            c.error(q, f"label '{ref}' matches no workload (labels in use: {known(labels)})")
+            c.error(q, f"label {excerpt(ref)} matches no workload (labels in use: {known(labels)})")
             return None
     else:
         defined = networks if key == 'network' else workloads
         if ref not in defined:
             section = 'networks' if key == 'network' else 'workloads'
-            c.error(q, f"{key} '{ref}' is not defined in {section} (known: {known(defined)})")
+            c.error(q, f"{key} {excerpt(ref)} is not defined in {section} (known: {known(defined)})")
             return None
     return model.Endpoint(**{key: ref})
 
@@ -124,7 +124,7 @@ def _allow(c, p, v):
 
 
 def _ports(c, q, v, proto):
-    match = PORTS_RE.match(v) if isinstance(v, str) else None
+    match = PORTS_RE.fullmatch(v) if isinstance(v, str) else None
     if not match:
         hint = '; use `port:` for a single port' if isinstance(v, int) and not isinstance(v, bool) else ''
         c.error(q, f'expected a port range like "8000-8100", got {kind(v)}{hint}')

@@ -7,9 +7,10 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from controller.policy.yamlsource import kind
+from controller.policy.yamlsource import excerpt, kind
 
-NAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_-]{0,31}$')
+# \Z, not $: '$' also matches before a trailing newline, and 'acme\n' is not 'acme'.
+NAME_RE = re.compile(r'[A-Za-z][A-Za-z0-9_-]{0,31}\Z')
 NAME_RULE = "a name starts with a letter and has at most 32 letters, digits, '_' or '-'"
 
 
@@ -22,10 +23,10 @@ def named_entries(c, path, value) -> dict:
         return {}
     out = {}
     for name, entry in value.items():
-        if isinstance(name, str) and NAME_RE.match(name):
+        if isinstance(name, str) and NAME_RE.fullmatch(name):
             out[name] = entry
         else:
-            c.error(path, f'invalid name {name!r}: {NAME_RULE}', at=path + (name,), key=True)
+            c.error(path, f'invalid name {excerpt(name)}: {NAME_RULE}', at=path + (name,), key=True)
     return out
 
 
@@ -35,15 +36,15 @@ def ipv4_network(c, path, v, example='10.10.0.0/24'):
         c.error(path, f'expected an IPv4 network like {example}, got {kind(v)}')
         return None
     if '/' not in v:    # ipaddress would silently read it as a /32
-        c.error(path, f"'{v}' has no prefix length; write ADDRESS/LEN, e.g. {example}")
+        c.error(path, f"{excerpt(v)} has no prefix length; write ADDRESS/LEN, e.g. {example}")
         return None
     try:
         return ipaddress.IPv4Network(v)
     except ValueError:
         try:
-            c.error(path, f"'{v}' has host bits set; did you mean {ipaddress.IPv4Network(v, strict=False)}?")
+            c.error(path, f"{excerpt(v)} has host bits set; did you mean {ipaddress.IPv4Network(v, strict=False)}?")
         except ValueError:
-            c.error(path, f"'{v}' is not a valid IPv4 network (e.g. {example})")
+            c.error(path, f"{excerpt(v)} is not a valid IPv4 network (e.g. {example})")
     return None
 
 
@@ -55,7 +56,7 @@ def ipv4_address(c, path, v, example='10.10.0.11'):
         return ipaddress.IPv4Address(v)
     except ValueError:
         hint = '; write the address without a prefix length' if '/' in v else f' (e.g. {example})'
-        c.error(path, f"'{v}' is not a valid IPv4 address{hint}")
+        c.error(path, f"{excerpt(v)} is not a valid IPv4 address{hint}")
         return None
 
 

@@ -22,12 +22,42 @@ Mark = tuple  # (line, col), both 1-based
 
 _MAP, _SEQ = 'tag:yaml.org,2002:map', 'tag:yaml.org,2002:seq'
 _MERGE = 'tag:yaml.org,2002:merge'
+_SCALAR_TAGS = {'tag:yaml.org,2002:' + t for t in ('str', 'int', 'float', 'bool', 'null', 'timestamp', 'binary')}
+
+# Bounds on what one document may cost to read.  A policy file is small and shallow (a
+# 1000-workload tenant is ~150 KB, ~20,000 values, 6 levels deep); these stop hostile input --
+# deep nesting (libyaml's composer recurses in C: 40,000 levels segfault), alias bombs
+# ("billion laughs": a 518-byte file that expands to gigabytes) and huge strings.
+MAX_BYTES = 1 << 20             # characters of YAML text
+MAX_DEPTH = 32                  # nested mappings/lists
+MAX_VALUES = 200_000            # values after aliases are expanded
+MAX_STRING = 1024               # characters of one scalar (names are at most 32)
+EXCERPT = 40                    # characters of a bad value quoted in a message
+
+
+def tag_name(tag: str) -> str:
+    """'tag:yaml.org,2002:bool' -> '!!bool', as the operator wrote it."""
+    return '!!' + tag[len('tag:yaml.org,2002:'):] if tag.startswith('tag:yaml.org,2002:') else excerpt(tag)
+
+
+def excerpt(v, limit: int = EXCERPT) -> str:
+    """repr(v), cut to about `limit` characters: messages never echo a whole hostile value."""
+    if isinstance(v, str) and len(v) > limit:
+        return repr(v[:limit]) + '...'
+    r = repr(v)
+    return r if len(r) <= limit + 20 else r[:limit] + '...'
+
+
+def _short(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text if len(text) <= 80 else text[:77] + '...'
 
 
 def path_str(path: Path) -> str:
     """('switches', 'leaf1', 'dpid') -> 'switches.leaf1.dpid'; ('links', 1, 0) -> 'links[1][0]'."""
     out = ''
     for p in path:
+        p = p if isinstance(p, (int, bool)) or len(str(p)) <= EXCERPT else str(p)[:EXCERPT] + '...'
         out += f'[{p}]' if isinstance(p, int) and not isinstance(p, bool) else (f'.{p}' if out else str(p))
     return out
 
@@ -77,7 +107,7 @@ class _Builder:
         if isinstance(node, nodes.ScalarNode):
             return self.scalar(node)
         if node.tag not in (_MAP, _SEQ):
-            self.err(node, f'unsupported tag {node.tag!r}')
+            self.err(node, f'unsupported tag {tag_name(node.tag)}')
             return None
         self.stack.add(id(node))
         try:
@@ -88,12 +118,16 @@ class _Builder:
             self.stack.discard(id(node))
 
     def scalar(self, node):
+        if node.tag not in _SCALAR_TAGS:               # !!set/!!map on a scalar, !foo, !!python/...
+            self.err(node, f'unsupported tag {tag_name(node.tag)}')
+            return None
         try:
             return self.scalars.construct_object(node)
-        except yaml.constructor.ConstructorError as e:     # e.g. an unknown !tag
-            self.err(node, f'unsupported value: {e.problem}')
-        except ValueError as e:                            # e.g. 2024-13-01 looks like a date but is not
-            self.err(node, f'invalid value: {e}')
+        except Exception as e:                          # noqa: BLE001 - PyYAML raises anything here
+            # !!bool x (KeyError), !!timestamp x (AttributeError), !!int x (ValueError),
+            # !!binary x (ConstructorError), 2024-13-01 (ValueError: looks like a date but is not)
+            self.err(node, f'invalid {tag_name(node.tag)} value {excerpt(node.value)}'
+                           + (f': {_short(e)}' if isinstance(e, ValueError) else ''))
         return None
 
     def build_mapping(self, node, path: Path) -> dict:
@@ -113,7 +147,7 @@ class _Builder:
                 continue
             if key in seen:
                 line, col = seen[key]
-                self.err(knode, f'duplicate key {key!r} (first defined at {line}:{col})')
+                self.err(knode, f'duplicate key {excerpt(key)} (first defined at {line}:{col})')
                 continue                  # keep the first: the duplicate is the error
             seen[key] = _mark(knode.start_mark)
             self.doc.keys[path + (key,)] = seen[key]
@@ -131,14 +165,71 @@ def _offset_mark(text: str, offset: int) -> Mark:
 _LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
 
 
+def _too_big(file: str, m, message: str) -> PolicyError:
+    return PolicyError([Diag(file, *_mark(m), message)])
+
+
+def _check_bounds(text: str, file: str, loader) -> None:
+    """Walk the event stream (no recursion, no values built) and refuse a document that is too
+    deep, expands to too many values through aliases, or has a huge scalar -- before anything
+    is composed.  Raises PolicyError at the first offending place; YAMLError for bad syntax."""
+    ev = yaml.events
+    open_, anchors, values = [], {}, 0         # open collections' anchors; anchor -> values it expands to
+    counts: list[int] = []                      # values inside each open collection
+    for e in yaml.parse(text, Loader=loader):
+        n = 0
+        if isinstance(e, (ev.MappingStartEvent, ev.SequenceStartEvent)):
+            if len(open_) >= MAX_DEPTH:
+                raise _too_big(file, e.start_mark, f'nested more than {MAX_DEPTH} levels deep')
+            if e.anchor:
+                anchors[e.anchor] = None        # open: an alias to it now is recursive
+            open_.append(e.anchor)
+            counts.append(0)
+            n = 1
+        elif isinstance(e, (ev.MappingEndEvent, ev.SequenceEndEvent)):
+            anchor, inside = open_.pop(), counts.pop()
+            if anchor:
+                anchors[anchor] = inside + 1
+            if counts:
+                counts[-1] += inside
+            continue
+        elif isinstance(e, ev.ScalarEvent):
+            if len(e.value) > MAX_STRING:
+                raise _too_big(file, e.start_mark, f'a value of {len(e.value)} characters (at most {MAX_STRING})')
+            if e.anchor:
+                anchors[e.anchor] = 1
+            n = 1
+        elif isinstance(e, ev.AliasEvent):
+            if e.anchor in anchors and anchors[e.anchor] is None:
+                raise _too_big(file, e.start_mark, f'recursive alias *{excerpt(e.anchor)[1:-1]}')
+            n = anchors.get(e.anchor) or 1      # undefined: the composer reports it
+            if values + n > MAX_VALUES:
+                raise _too_big(file, e.start_mark, f'alias *{excerpt(e.anchor)[1:-1]} expands the document '
+                                                   f'to more than {MAX_VALUES} values (aliases are copied)')
+        if counts:
+            counts[-1] += n
+        values += n
+        if values > MAX_VALUES:
+            raise _too_big(file, e.start_mark, f'more than {MAX_VALUES} values in one document')
+
+
+def _compose(text: str, file: str, loader):
+    _check_bounds(text, file, loader)
+    return yaml.compose(text, Loader=loader)
+
+
 def parse_yaml(text: str, file: str) -> YamlDoc:
-    """Parse one YAML document; raise PolicyError on syntax errors and duplicate keys."""
+    """Parse one YAML document; raise PolicyError on syntax errors, duplicate keys and
+    documents beyond the bounds above (each at its FILE:LINE:COL)."""
     doc = YamlDoc(file, None)
+    if len(text) > MAX_BYTES:
+        raise PolicyError([Diag(file, *_offset_mark(text, MAX_BYTES),
+                                f'document too large: {len(text)} characters (at most {MAX_BYTES})')])
     try:
         try:
-            root = yaml.compose(text, Loader=_LOADER)
+            root = _compose(text, file, _LOADER)
         except yaml.MarkedYAMLError:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)   # re-raises with PyYAML's wording
+            root = _compose(text, file, yaml.SafeLoader)   # re-raises with PyYAML's wording
     except yaml.MarkedYAMLError as e:
         m = e.problem_mark or e.context_mark
         where = _mark(m) if m else (1, 1)
@@ -148,7 +239,7 @@ def parse_yaml(text: str, file: str) -> YamlDoc:
             # PyYAML phrases some errors as context + "but found ..."; keep them readable.
             msg = (f'{e.context} (at {at}), {e.problem}' if e.problem.startswith('but ')
                    else f'{e.problem} ({e.context} at {at})')
-        raise PolicyError([Diag(file, *where, f'YAML syntax error: {msg}')]) from None
+        raise PolicyError([Diag(file, *where, f'YAML syntax error: {_short_msg(msg)}')]) from None
     except yaml.reader.ReaderError as e:                 # e.g. a control character in the text
         raise PolicyError([Diag(file, *_offset_mark(text, e.position), f'YAML syntax error: {e.reason}')]) from None
     if root is None:                                     # empty file or only comments
@@ -158,6 +249,11 @@ def parse_yaml(text: str, file: str) -> YamlDoc:
     if b.diags:
         raise PolicyError(b.diags)
     return doc
+
+
+def _short_msg(msg: str) -> str:
+    """PyYAML quotes the offending token (an alias or tag name can be long): keep it short."""
+    return msg if len(msg) <= 200 else msg[:197] + '...'
 
 
 def load_yaml(path) -> YamlDoc:
@@ -185,8 +281,10 @@ def kind(v) -> str:
             datetime.datetime: 'timestamp'}.get(type(v), type(v).__name__)
     if isinstance(v, bool):
         return f'boolean {str(v).lower()}'       # as YAML spells it
-    if isinstance(v, (int, float, str, datetime.date)) and len(repr(v)) <= 40:
-        return f'{name} {v!r}' if isinstance(v, str) else f'{name} {v}'
+    if isinstance(v, str):
+        return f'{name} {excerpt(v)}'
+    if isinstance(v, (int, float, datetime.date)) and len(repr(v)) <= 40:
+        return f'{name} {v}'
     return name
 
 
@@ -214,9 +312,9 @@ class Checker:
             return None
         for k in value:
             if k not in allowed:
-                close = difflib.get_close_matches(str(k), allowed, n=1)
+                close = difflib.get_close_matches(str(k)[:64], allowed, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ''
-                self.error(path, f"unknown key {k!r} (allowed: {', '.join(sorted(allowed))}){hint}",
+                self.error(path, f"unknown key {excerpt(k)} (allowed: {', '.join(sorted(allowed))}){hint}",
                            at=path + (k,), key=True)
         for k in required:
             if k not in value:

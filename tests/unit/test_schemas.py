@@ -17,6 +17,13 @@ SCHEMAS = ROOT / 'schemas'
 EXAMPLES = sorted((ROOT / 'examples').rglob('*.yaml'))
 
 
+def _ecma(rx) -> str:
+    """The loader's pattern (anchored with \\Z, used with fullmatch) as JSON Schema writes it:
+    in ECMA-262 '$' matches only at the very end, as \\Z does in Python."""
+    assert rx.pattern.endswith('\\Z') and not rx.pattern.startswith('^'), rx.pattern
+    return '^' + rx.pattern[:-2] + '$'
+
+
 def _schema(name):
     return json.loads((SCHEMAS / f'{name}.schema.json').read_text())
 
@@ -36,8 +43,8 @@ def test_tenant_schema_keys_match_the_loader():
     s = _schema('tenant')
     d = s['$defs']
     assert _props(s) == set(tenant_parse.TOP_KEYS) and set(s['required']) == {'tenant', 'networks'}
-    assert s['properties']['tenant']['pattern'] == tenant_parse.TENANT_RE.pattern
-    assert d['name']['pattern'] == fabric.NAME_RE.pattern and d['label']['pattern'] == tenant_security.LABEL_RE.pattern
+    assert s['properties']['tenant']['pattern'] == _ecma(tenant_parse.TENANT_RE)
+    assert d['name']['pattern'] == _ecma(fabric.NAME_RE) and d['label']['pattern'] == _ecma(tenant_security.LABEL_RE)
     assert _props(d['network']) == {'vlan', 'vni', 'subnet', 'gateway'}
     assert _props(d['workload']) == {'hypervisor', 'labels', 'nics'}
     assert _props(d['nic']) == set(d['nic']['required']) == {'network', 'mac', 'ip'}
@@ -51,7 +58,7 @@ def test_tenant_schema_keys_match_the_loader():
 def test_fabric_schema_keys_match_the_loader():
     s = _schema('fabric')
     assert _props(s) == set(fabric.TOP_KEYS) and s['required'] == ['switches']
-    assert s['$defs']['name']['pattern'] == fabric.NAME_RE.pattern
+    assert s['$defs']['name']['pattern'] == _ecma(fabric.NAME_RE)
     assert _props(s['properties']['switches']['additionalProperties']) == {'dpid', 'rack_subnet'}
     assert _props(s['properties']['hypervisors']['additionalProperties']) == {'leaf', 'vtep', 'trunk_vlans', 'dpid'}
     assert s['$defs']['dpid']['maximum'] == fabric.MAX_DPID

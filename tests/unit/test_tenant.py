@@ -429,7 +429,10 @@ def test_validate_bad_tenant(tmp_path, capsys):
     assert dvsctl.main(['validate', str(ACME), str(bad), '--fabric', str(FABRIC)]) == 1
     out, err = capsys.readouterr()
     assert out == f'{ACME}: ok\n'
-    assert err == f"{bad}:7:64: workloads.web2.nics[0].ip: 10.10.1.12 is not inside subnet 10.10.0.0/24 of network 'users'\n"
+    # the clash with acme.yaml (same tenant name) is reported alongside the file's own error
+    assert err.splitlines() == [
+        f"{bad}:1:9: tenant: tenant 'acme' is already defined in {ACME}:4:9",
+        f"{bad}:7:64: workloads.web2.nics[0].ip: 10.10.1.12 is not inside subnet 10.10.0.0/24 of network 'users'"]
 
 
 def test_validate_cross_file(tmp_path, capsys):

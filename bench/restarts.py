@@ -1,0 +1,171 @@
+"""Measurement: packets lost by a 100 pps ping while one part of the fabric restarts (issue 7,
+part 6, the cases that need no code).  Prints JSON; never asserts.
+
+The example fabric and tenants (acme, globex) in a lab with the controller; web1 (hv1, leaf1)
+pings web2 (hv3, leaf2) at 100 pps across the spines.  Each case, on hv1, 2 s into the ping:
+
+  vswitchd_restart   hv1's ovs-vswitchd killed (SIGTERM) and started again: br-int comes back
+                     empty (fail_mode secure) until the controller reprograms it
+  ovsdb_restart      hv1's ovsdb-server killed and started again (vswitchd keeps forwarding)
+  ovsdb_cut          the controller's OVSDB session to hv1 cut for 5 s (the ptcp remote removed
+                     and added back inside hv1: established sessions close with it)
+  mgmt_down_10s      hv1's management link down for 10 s (its OpenFlow and OVSDB sessions)
+
+Per case: sent, received, lost, the longest run of lost pings in ms, and the flow changes the
+controller logged after the event (adds/deletes it had to make to resync).  The root OVS
+(every physical switch) is the machine's shared ovs-vswitchd, not started by this script, so
+it is not restarted here.
+
+  flock /tmp/opendvs-lab.lock .venv/bin/python bench/restarts.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mininet_topos import Lab                                                   # noqa: E402
+from mininet_topos import osutil                                               # noqa: E402
+from tests.support import ControllerProcess, free_port, wait_until             # noqa: E402
+
+FABRIC = ROOT / 'examples' / 'fabric.yaml'
+TENANTS = [str(ROOT / 'examples' / 'tenants' / t) for t in ('acme.yaml', 'globex.yaml')]
+HV, SRC, DST = 'hv1', 'web1', 'web2'
+PPS, SECONDS = 100, 30
+
+
+def _daemon_cmd(d: str, which: str, mgmt_ip: str) -> str:
+    """How the lab starts a hypervisor's daemon (mininet_topos/nodes.py _start_daemons)."""
+    if which == 'ovsdb-server':
+        return (f'ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock --remote=ptcp:6640:{mgmt_ip}'
+                f' --pidfile={d}/ovsdb-server.pid --unixctl={d}/ovsdb-server.ctl'
+                f' --log-file={d}/ovsdb-server.log --detach --no-chdir -vconsole:off')
+    return (f'OVS_RUNDIR={d} OVS_LOGDIR={d} OVS_DBDIR={d} ovs-vswitchd unix:{d}/db.sock --disable-system'
+            f' --pidfile={d}/ovs-vswitchd.pid --unixctl={d}/ovs-vswitchd.ctl'
+            f' --log-file={d}/ovs-vswitchd.log --detach --no-chdir -vconsole:off')
+
+
+def restart(lab, which: str) -> None:
+    info = lab.describe()['hypervisors'][HV]
+    d = info['rundir']
+    pid = osutil.read_pidfile(f'{d}/{which}.pid')
+    os.kill(pid, signal.SIGTERM)                 # a daemon this lab started, by its pid
+    wait_until(lambda: not Path('/proc/%d' % pid).exists(), 10, what=f'{which} {pid} gone')
+    rc, out = lab.exec(HV, _daemon_cmd(d, which, info['mgmt_ip']))
+    if rc:
+        raise RuntimeError(f'restarting {which}: {out}')
+    node = lab._node(HV)                  # so lab.down() stops the new daemons, not the old pids
+    node.daemon_pids = [osutil.read_pidfile(f'{d}/{p}.pid') for p in ('ovs-vswitchd', 'ovsdb-server')]
+    if which == 'ovsdb-server':
+        t0 = time.monotonic()
+        wait_until(lambda: ovsdb_sessions(lab) > 0, 60, what='the controller back on hv1 OVSDB')
+        EXTRA.update(ovsdb_reconnected_after_s=round(time.monotonic() - t0, 1))
+
+
+EXTRA: dict = {}       # what a case observed itself, merged into its result
+
+
+def ovsdb_sessions(lab) -> int:
+    """Established TCP sessions to hv1's OVSDB port (the controller's binding watcher)."""
+    out = lab.exec(HV, ['ss', '-tnH', 'state', 'established', '( sport = :6640 )'])[1]
+    return len([l for l in out.splitlines() if l.strip()])
+
+
+def ovsdb_cut(lab) -> None:
+    info = lab.describe()['hypervisors'][HV]
+    ctl, remote = f"{info['rundir']}/ovsdb-server.ctl", f"ptcp:6640:{info['mgmt_ip']}"
+    before = ovsdb_sessions(lab)
+    lab.exec(HV, ['ovs-appctl', '-t', ctl, 'ovsdb-server/remove-remote', remote])
+    time.sleep(5)
+    during = ovsdb_sessions(lab)
+    lab.exec(HV, ['ovs-appctl', '-t', ctl, 'ovsdb-server/add-remote', remote])
+    t0 = time.monotonic()
+    wait_until(lambda: ovsdb_sessions(lab) > 0, 60, what='the controller back on hv1 OVSDB')
+    EXTRA.update(ovsdb_sessions={'before': before, 'during_cut': during,
+                                 'reconnected_after_s': round(time.monotonic() - t0, 1)})
+
+
+def mgmt_down(lab) -> None:
+    ip = lab.mgmt_ip(HV)
+    out = lab.exec(HV, ['ip', '-o', '-4', 'addr', 'show'])[1]
+    dev = next(l.split()[1] for l in out.splitlines() if f' {ip}/' in l)
+    lab.exec(HV, ['ip', 'link', 'set', dev, 'down'])
+    time.sleep(10)
+    lab.exec(HV, ['ip', 'link', 'set', dev, 'up'])
+
+
+CASES = {
+    'vswitchd_restart': lambda lab: restart(lab, 'ovs-vswitchd'),
+    'ovsdb_restart': lambda lab: restart(lab, 'ovsdb-server'),
+    'ovsdb_cut': ovsdb_cut,
+    'mgmt_down_10s': mgmt_down,
+}
+
+
+def measure(lab, ctl, name, event) -> dict:
+    ip = lab.vms[DST].ip
+    count = PPS * SECONDS
+    ping = lab.popen(SRC, ['ping', '-n', '-i', str(1 / PPS), '-W', '1', '-c', str(count), ip],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log_before = len(ctl.text())
+    time.sleep(2)
+    t0 = time.monotonic()
+    event(lab)
+    event_s = time.monotonic() - t0
+    out, _ = ping.communicate(timeout=SECONDS + 60)
+    sent, received = map(int, re.search(r'(\d+) packets transmitted, (\d+) received', out).groups())
+    got = sorted({int(n) for n in re.findall(r'icmp_seq=(\d+) ttl', out)})
+    gaps = [b - a - 1 for a, b in zip([0] + got, got + [sent + 1])]
+    extra = dict(EXTRA)
+    EXTRA.clear()
+    hv_back = wait_until(lambda: _connected(ctl).get(HV), 60, what='%s connected again' % HV)
+    log = ctl.text()[log_before:]
+    changes = re.findall(r'switch ([0-9a-f]{16}): \+(\d+) -(\d+) flows', log)
+    return {'case': name, 'sent': sent, 'received': received, 'lost': sent - received,
+            'longest_outage_ms': max(gaps) * 1000 // PPS, 'event_s': round(event_s, 1),
+            'hv_connected_after': bool(hv_back),
+            'sessions': {k: log.count(v) for k, v in (('connected', '%s (' % HV), ('disconnected', 'disconnected'),
+                                                       ('taken_over', 'takes over'), ('refused', 'refused OpenFlow'),
+                                                       ('converge_failed', 'converging switch'))},
+            'flows_added': sum(int(a) for _, a, _ in changes), 'flows_deleted': sum(int(d) for *_, d in changes),
+            'flow_changes_after': ['%s +%s -%s' % c for c in changes], **extra}
+
+
+def _connected(ctl) -> dict:
+    r = ctl.dvsctl('show', 'switches', '--json')
+    return {s['name']: s['connected'] for s in json.loads(r.stdout)} if r.returncode == 0 else {}
+
+
+def main(cases=None) -> None:
+    work = Path(tempfile.mkdtemp(prefix='opendvs-restarts-'))
+    port = free_port()
+    ctl = ControllerProcess(FABRIC, work, ofp='0.0.0.0:%d' % port).start()
+    lab = Lab(str(FABRIC), ofp_port=port, tenants=TENANTS)
+    results = []
+    try:
+        r = ctl.dvsctl('apply', *TENANTS)
+        assert r.returncode == 0, r.stderr
+        lab.up(timeout=60)
+        wait_until(lambda: lab.ping(SRC, DST), 60, what='web1 reaches web2')
+        for name in cases or CASES:
+            results.append(measure(lab, ctl, name, CASES[name]))
+            wait_until(lambda: lab.ping(SRC, DST), 60, what='recovery after %s' % name)
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    finally:
+        lab.down()
+        ctl.stop()
+    print(json.dumps({'pps': PPS, 'seconds': SECONDS, 'path': f'{SRC}@{HV} -> {DST}', 'results': results},
+                     indent=1))
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:] or None)
