@@ -21,21 +21,26 @@ that running fabric, 20 times each (one event at a time, each on the previous on
 Times run from the first `ovs-vsctl` returning.  bind and move read the install moment from
 OVS's own flow `duration` (dump time minus age, ms resolution), like apply.py's
 install_times, so the polling that waits for completion does not decide the figure; unbind
-has no flow left to read, so its figure is the poll that first saw the last switch clear
-(an upper bound: one poll of one switch is ~5-10 ms).  Flow-mods are the controller's
+has no flow left to read, so its figure is the last deletion that `ovs-ofctl --timestamp
+monitor watch:` (started before the event, one per switch and MAC field, idle until a
+change) reported; the poll that first saw every switch clear is kept as polled_s (an upper
+bound, each switch is polled in turn).  Flow-mods are the controller's
 Prometheus counter opendvs_flow_mods_total{switch,command} scraped before the event and
 again once it has stopped moving.
 """
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
+import os
 import platform
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -51,6 +56,7 @@ from tests.support import ControllerProcess, free_port, wait_until              
 REPEAT = 20
 SIZES = (1000,)
 POLL_TIMEOUT = 30.0
+MONITOR = True                       # unbind: time deletions with ovs-ofctl monitor (else: polls)
 
 
 # ---- observing the switches --------------------------------------------------------------------
@@ -108,6 +114,77 @@ def fresh_installs(lab: Lab, switches: list[str], mac: str, t0: float) -> dict[s
         if fresh:
             out[sw] = now - min(fresh)
     return out
+
+
+class Monitors:
+    """`ovs-ofctl --timestamp monitor` on each switch, watching one MAC's flows (dl_dst on
+    every switch, dl_src too on the hypervisors): OVS reports each flow change as it happens,
+    with a ms timestamp, and nothing polls.  Ready once each has printed its initial flows."""
+
+    def __init__(self, lab: Lab, switches: list[str], mac: str, everything: tuple = ()):
+        """everything: switches whose every flow change is also recorded (see changes())."""
+        self.procs, self.lines = {}, {}
+        env = dict(os.environ, TZ='UTC')
+        watches = [(sw, field, 'watch:%s=%s' % (field, mac)) for sw in switches
+                   for field in (('dl_dst', 'dl_src') if sw in lab.fabric.hypervisors else ('dl_dst',))]
+        watches += [(sw, 'all', 'watch:!initial') for sw in everything]
+        for sw, field, watch in watches:
+            target = (lab.bridge(sw) if sw in lab.fabric.switches
+                      else 'unix:%s/br-int.mgmt' % lab._hv(sw).rundir)
+            if True:
+                key = (sw, field)
+                p = subprocess.Popen(['ovs-ofctl', '-O', 'OpenFlow14', '--timestamp', 'monitor', target,
+                                      watch], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env)
+                self.procs[key], self.lines[key] = p, []
+                threading.Thread(target=self._read, args=(p, self.lines[key]), daemon=True).start()
+
+    @staticmethod
+    def _read(p, into: list) -> None:
+        for line in p.stdout:
+            into.append(line)
+
+    def wait(self, pred, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            if any(p.poll() is not None for p in self.procs.values()):
+                return False
+            time.sleep(0.005)
+        return False
+
+    def ready(self) -> bool:
+        # the reply to the monitor request (its initial flows, maybe none) comes first
+        return self.wait(lambda: all(self.lines.values()))
+
+    def deleted(self) -> dict[str, float]:
+        """Per switch, the time of its last reported deletion of a priority-150 flow."""
+        out: dict[str, float] = {}
+        stamp = None
+        for (sw, field), lines in self.lines.items():
+            if field == 'all':
+                continue
+            for line in list(lines):
+                m = re.match(r'(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3}): ', line)
+                if m:
+                    stamp = calendar.timegm(time.strptime(m.group(1), '%Y-%m-%d %H:%M:%S')) + int(m.group(2)) / 1000
+                elif 'event=DELETED' in line and 'priority=%d' % P_KNOWN in line and stamp is not None:
+                    out[sw] = max(out.get(sw, 0.0), stamp)
+        return out
+
+    def changes(self) -> dict[str, list[str]]:
+        """The flow changes the `everything` watches saw, without counters."""
+        return {sw: [re.sub(r'\s*(duration|n_packets|n_bytes|idle_age|hard_age|idle_timeout|hard_timeout)=[^,\s]+,?',
+                            '', x).strip() for x in lines if 'event=' in x]
+                for (sw, field), lines in self.lines.items() if field == 'all'}
+
+    def stop(self) -> list[str]:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+            p.wait(5)
+        return [x for v in self.lines.values() for x in v]
 
 
 # ---- the controller's counters -----------------------------------------------------------------
@@ -183,10 +260,25 @@ def event(lab: Lab, ctl: ControllerProcess, kind: str, w: dict, where: dict) -> 
     else:                                          # unbind
         hv = where.pop(name)
         port = 'b' + name if hv == w['hv'] else 'm' + name
+        mon = Monitors(lab, physical + HVS, mac, everything=(hv,)) if MONITOR else None
+        if mon is not None and not mon.ready():
+            raise RuntimeError('ovs-ofctl monitor did not start: %s' % mon.stop()[-5:])
         lab.vsctl(hv, '--', 'del-port', 'br-int', port)
         t0 = time.time()
         want = {sw: (lambda a, f: not a) for sw in physical + HVS}
     done = wait_switches(lab, want, mac, t0)
+    if kind == 'unbind' and mon is not None:
+        mon.wait(lambda: set(mon.deleted()) >= set(done), 2)
+        seen = mon.deleted()
+        time.sleep(0.05)                           # the monitors' last lines (the wait above settled)
+        marks['hv_changes'] = mon.changes()
+        mon.stop()
+        marks['polled_s'] = round(max(done.values()) - t0, 4)
+        if set(seen) >= set(done):
+            done = seen
+            marks['method'] = 'ovs-ofctl monitor'
+        else:
+            marks['method'] = 'poll (monitor missed %s)' % sorted(set(done) - set(seen))
     mods = settled_mods(ctl.api_port, before)
     if kind == 'move':
         done.update(fresh_installs(lab, [sw for sw in physical + HVS if sw not in done], mac, t0))

@@ -150,7 +150,7 @@ def one_round(work: Path, old_venv: Path, new_venv: Path) -> dict:
         swaps = {}
         for dpid, add, delete in flow_lines(text):
             swaps.setdefault(names.get(dpid, dpid), []).append('+%d -%d' % (add, delete))
-        result.update(new_start_to_api_s=round(new.t0 - t_kill, 3),
+        result.update(kill_to_new_spawned_s=round(new.t0 - t_kill, 3),
                       kill_to_last_flows_line_s=round(last - t_kill, 3),
                       swaps=swaps, bundles_per_switch={k: len(v) for k, v in swaps.items()},
                       errors=[line for line in text.splitlines() if 'ERROR' in line or 'Traceback' in line][:20])
