@@ -18,7 +18,8 @@ that running fabric, 20 times each (one event at a time, each on the previous on
            installed after the event counts (the others are listed as unchanged)
   unbind   del-port of the nic: done when no switch holds a priority-150 flow for its MAC
 
-Times run from the first `ovs-vsctl` returning.  bind and move read the install moment from
+Times run from the first `ovs-vsctl` returning (bind, move), or from the call of the
+del-port (unbind: the controller often deletes entries before ovs-vsctl has returned).  bind and move read the install moment from
 OVS's own flow `duration` (dump time minus age, ms resolution), like apply.py's
 install_times, so the polling that waits for completion does not decide the figure; unbind
 has no flow left to read, so its figure is the last deletion that `ovs-ofctl --timestamp
@@ -264,8 +265,12 @@ def event(lab: Lab, ctl: ControllerProcess, kind: str, w: dict, where: dict) -> 
         mon = Monitors(lab, physical + HVS, mac, everything=(hv,)) if MONITOR else None
         if mon is not None and not mon.ready():
             raise RuntimeError('ovs-ofctl monitor did not start: %s' % mon.stop()[-5:])
-        lab.vsctl(hv, '--', 'del-port', 'br-int', port)
+        # ovs-vsctl returns once ovs-vswitchd has removed the port, and by then the controller
+        # has often already deleted the physical switches' entries (its port-status came
+        # first): time an unbind from the call
         t0 = time.time()
+        lab.vsctl(hv, '--', 'del-port', 'br-int', port)
+        marks['del_port_s'] = time.time() - t0
         want = {sw: (lambda a, f: not a) for sw in physical + HVS}
     done = wait_switches(lab, want, mac, t0)
     if kind == 'unbind' and mon is not None:
