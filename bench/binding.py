@@ -290,10 +290,31 @@ def event(lab: Lab, ctl: ControllerProcess, kind: str, w: dict, where: dict) -> 
         done.update(fresh_installs(lab, [sw for sw in physical + HVS if sw not in done], mac, t0))
         marks['unchanged'] = sorted(set(physical + HVS) - set(done))
         marks['lines'] = {sw: mac_lines(lab, sw, mac) for sw in physical + [old, new]}
-    return dict(marks, kind=kind, workload=name, s=round(max(done.values()) - t0, 4),
+    return dict(marks, kind=kind, workload=name, t0=t0, s=round(max(done.values()) - t0, 4),
                 per_switch_s={sw: round(t - t0, 4) for sw, t in sorted(done.items())},
                 flow_mods=sum(mods.values()),
                 flow_mods_by={'%s/%s' % k: v for k, v in sorted(mods.items())})
+
+
+_LOG = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ \S+ (.*)$', re.M)
+
+
+def controller_marks(text: str, events: list[dict]) -> None:
+    """From the controller's log (ms timestamps, this machine's clock): per event, when the
+    controller logged the nic's port going up or away, the hypervisor's new bindings, and
+    its first and last 'switch X: +A -D flows' line, in ms after the event's t0."""
+    lines = [(calendar.timegm(time.strptime(m.group(1), '%Y-%m-%d %H:%M:%S')) + int(m.group(2)) / 1000, m.group(3))
+             for m in _LOG.finditer(text)]
+    if time.localtime().tm_gmtoff:
+        lines = [(t - time.localtime().tm_gmtoff, s) for t, s in lines]
+    ends = [e['t0'] for e in events[1:]] + [float('inf')]
+    for e, end in zip(events, ends):
+        mine = [(t, s) for t, s in lines if e['t0'] - 0.5 <= t < end]
+        port = re.compile(r'port \d+ \([bm]%s\) ' % e['workload'])
+        first = lambda pred: next((round(1000 * (t - e['t0']), 1) for t, s in mine if pred(s)), None)  # noqa: E731
+        flows = [round(1000 * (t - e['t0']), 1) for t, s in mine if re.search(r'switch \w+: \+\d+ -\d+ flows', s)]
+        e['controller_ms'] = {'port': first(port.search), 'bindings': first(lambda s: ' bindings: ' in s),
+                              'first_flows': flows[0] if flows else None, 'last_flows': flows[-1] if flows else None}
 
 
 # ---- one size -----------------------------------------------------------------------------------
@@ -334,6 +355,10 @@ def measure(ctl, lab, work: Path, n: int, repeat: int) -> dict:
             events.append(event(lab, ctl, kind, w, where))
             print('%5d %-6s %-6s %6.1f ms %3d flow-mods' % (n, kind, w['name'], 1000 * events[-1]['s'],
                                                               events[-1]['flow_mods']), file=sys.stderr)
+    try:
+        controller_marks(ctl.text(), events)
+    except Exception as e:                          # an aid to reading the figures, not one of them
+        print('controller log marks: %r' % e, file=sys.stderr)
     out = {'apply_s': round(apply_s, 3)}
     for kind in ('bind', 'move', 'unbind'):
         mine = [e for e in events if e['kind'] == kind]
