@@ -33,4 +33,5 @@ integration: setup
 bench: setup
 	$(PY) bench/convergence.py
 	$(PY) bench/apply.py
+	$(PY) bench/binding.py
 	$(PY) bench/overlay.py
