@@ -35,3 +35,4 @@ bench: setup
 	$(PY) bench/apply.py
 	$(PY) bench/binding.py
 	$(PY) bench/overlay.py
+	$(PY) bench/compile.py
