@@ -343,15 +343,17 @@ class Controller:
             for d in self.inv.switches:
                 self._invalidate(d)
             deadline = time.monotonic() + timeout
+            mine = self._diffs[id(candidate)]
             while time.monotonic() < deadline:
                 target = self._generation
                 self._wake.notify_all()          # the worker bumps the generation when idle
                 while self._generation <= target and time.monotonic() < deadline:
                     self._wake.wait(deadline - time.monotonic())
-                if self.picture_complete() or time.monotonic() >= deadline:
+                # converges right after a (re)start keep what switches hold: wait for the one
+                # that applies this policy (the picture is whole at PICTURE_WAIT at the latest)
+                if all(d in mine or d not in self.conns for d in names) or time.monotonic() >= deadline:
                     break
                 self._wake.wait(min(TICK, max(0.0, deadline - time.monotonic())))
-            mine = self._diffs.get(id(candidate), {})
             failed = sorted(names[d] for d in names if d in self._retry or d in self._dirty or d not in mine)
             if failed:
                 raise RuntimeError('switches not converged (will keep retrying): %s' % ', '.join(failed))
@@ -496,7 +498,8 @@ class Controller:
                 d = self.rec.converge(conn, compiled.flows(), before_apply=self._register)
         with self.lock:
             self.last_diff[dpid] = d
-            self._diffs.setdefault(id(policy), {}).setdefault(dpid, d)
+            if not (settling or not complete):     # an apply reports the converge that did it
+                self._diffs.setdefault(id(policy), {}).setdefault(dpid, d)
 
     def _register(self, diff) -> None:
         """Before flows go out: their cookies have ids, and those ids are on disk."""

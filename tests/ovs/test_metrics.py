@@ -78,7 +78,7 @@ def test_traffic_moves_packet_ins_and_learned_macs(lab):
     # LLDP entry of classify as an action
     assert total(after, 'opendvs_packet_ins_total', table='learn', reason='no_match') == \
         total(after, 'opendvs_packet_ins_total', table='learn')
-    assert total(after, 'opendvs_packet_ins_total', table='classify', reason='action') > 0
+    assert total(after, 'opendvs_packet_ins_total', table='port_sec', reason='action') > 0
 
 
 def test_applies_and_api_requests_count_accepted_and_refused_pushes(lab, tmp_path):
