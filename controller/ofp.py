@@ -1,7 +1,9 @@
 """The only module that imports the OpenFlow framework.
 
 os-ken 4.2 by default; the same names exist in ryu, so `ryu-manager controller.ofp` (with
-OPENDVS_FABRIC set) loads the same app.  Everything else in opendvs speaks Flow values and
+OPENDVS_FABRIC set) loads the same app.  Every apps/ module gets an app class here too
+(capability(), _bind_capabilities()), so `ryu-manager controller.ofp apps.learning_switch
+apps.topology` runs just those capabilities on one core (README: Composing capabilities).  Everything else in opendvs speaks Flow values and
 plain calls; this module turns them into OpenFlow messages and os-ken events into calls on
 controller.core.Controller.
 """
