@@ -35,6 +35,30 @@ def run(fab, workdir, *args) -> ControllerProcess:
 
 
 def test_only_the_named_capabilities_program_the_fabric(fabric, tmp_path):
+    # none named: every app runs, and the leaves get the routed underlay's gateway flows
+    ctl = run(fabric, tmp_path / 'all')
+    try:
+        wait_until(lambda: all('underlay_routing' in apps_on(fabric, sw) for sw in ('leaf1', 'leaf2')), 40,
+                   what='underlay_routing flows on the leaves')
+        assert 'capabilities: learning_switch, topology, vlan_portgroups, vxlan_overlay, underlay_routing ' \
+               '(none named: all of them)' in ctl.text()
+        wait_until(lambda: fabric.ping('h1', '10.99.0.2'), 40, what='h1 pings h2 (every app)')
+    finally:
+        ctl.stop()
+
+    # restarted as a fabric-aware learning switch and nothing else: the other apps' flows go
+    ctl = run(fabric, tmp_path / 'l2', '--apps', 'apps.learning_switch,apps.topology')
+    try:
+        wait_until(lambda: all(apps_on(fabric, sw) == L2 for sw in SWITCHES), 40,
+                   what='learning_switch, topology and pipeline flows only')
+        wait_until(lambda: fabric.ping('h1', '10.99.0.2'), 40, what='h1 pings h2 (learning_switch, topology)')
+        assert fabric.ping('h2', '10.99.0.1')
+        assert all(apps_on(fabric, sw) == L2 for sw in SWITCHES)
+        assert 'capabilities: learning_switch, topology\n' in ctl.text()
+        assert 'Traceback' not in ctl.text()
+    finally:
+        ctl.stop()
+
     # topology alone: LLDP to the controller and the pipeline's misses, nothing forwards
     ctl = run(fabric, tmp_path / 'topology', '--apps', 'topology')
     try:
@@ -42,18 +66,6 @@ def test_only_the_named_capabilities_program_the_fabric(fabric, tmp_path):
                    what='topology and pipeline flows only, on every switch')
         assert 'capabilities: topology\n' in ctl.text()
         assert not fabric.ping('h1', '10.99.0.2', count=2)
-    finally:
-        ctl.stop()
-
-    # a fabric-aware learning switch and nothing else
-    ctl = run(fabric, tmp_path / 'l2', '--apps', 'apps.learning_switch,apps.topology')
-    try:
-        wait_until(lambda: fabric.ping('h1', '10.99.0.2'), 40, what='h1 pings h2 (learning_switch, topology)')
-        wait_until(lambda: all(apps_on(fabric, sw) == L2 for sw in SWITCHES), 20,
-                   what='learning_switch, topology and pipeline flows only')
-        assert fabric.ping('h2', '10.99.0.1')
-        assert 'capabilities: learning_switch, topology\n' in ctl.text()
-        assert 'Traceback' not in ctl.text()
     finally:
         ctl.stop()
 
@@ -65,16 +77,5 @@ def test_only_the_named_capabilities_program_the_fabric(fabric, tmp_path):
         assert 'loading app apps.topology' in ctl.text()
         wait_until(lambda: fabric.ping('h1', '10.99.0.2'), 40, what='h1 pings h2 (learning_switch)')
         assert all(apps_on(fabric, sw) == L2 for sw in SWITCHES)
-    finally:
-        ctl.stop()
-
-    # none named: every app runs, and the leaves get the routed underlay's gateway flows
-    ctl = run(fabric, tmp_path / 'all')
-    try:
-        wait_until(lambda: all('underlay_routing' in apps_on(fabric, sw) for sw in ('leaf1', 'leaf2')), 40,
-                   what='underlay_routing flows on the leaves')
-        assert 'capabilities: learning_switch, topology, vlan_portgroups, vxlan_overlay, underlay_routing ' \
-               '(none named: all of them)' in ctl.text()
-        assert fabric.ping('h1', '10.99.0.2')
     finally:
         ctl.stop()
