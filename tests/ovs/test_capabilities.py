@@ -5,7 +5,8 @@ spines, two leaves, a host on each leaf).
 `controller.ofp apps.learning_switch apps.topology`, see tests/ryu) gives a fabric-aware
 learning switch and nothing else: every flow on every switch is learning_switch's,
 topology's or a pipeline miss, and the hosts ping each other.  topology alone forwards
-nothing; the default (no --apps) adds the other apps' flows (the leaves' underlay gateway)."""
+nothing; the default (no --apps) adds the other apps' flows (the leaves' underlay gateway),
+and a restart with fewer apps removes them."""
 from __future__ import annotations
 
 import pytest
