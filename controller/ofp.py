@@ -1,11 +1,11 @@
 """The only module that imports the OpenFlow framework.
 
 os-ken 4.2 by default; the same names exist in ryu, so `ryu-manager controller.ofp` (with
-OPENDVS_FABRIC set) loads the same app.  Every apps/ module gets an app class here too
-(capability(), _bind_capabilities()), so `ryu-manager controller.ofp apps.learning_switch
-apps.topology` runs just those capabilities on one core (README: Composing capabilities).  Everything else in opendvs speaks Flow values and
+OPENDVS_FABRIC set) loads the same app.  Everything else in opendvs speaks Flow values and
 plain calls; this module turns them into OpenFlow messages and os-ken events into calls on
-controller.core.Controller.
+controller.core.Controller.  Every apps/ module gets an app class here too (capability(),
+_bind_capabilities()), so `ryu-manager controller.ofp apps.learning_switch apps.topology`
+runs just those capabilities on one core (README: Composing capabilities).
 """
 from __future__ import annotations
 
@@ -651,7 +651,8 @@ def _harden_framework() -> None:
 
 def _app(mgr):
     """The running OpenDVSApp (None before it has started its core)."""
-    return next((a for a in mgr.applications.values() if isinstance(a, OpenDVSApp) and a.core is not None), None)
+    return next((a for a in mgr.applications.values()
+                 if isinstance(a, OpenDVSApp) and a.core is not None), None)
 
 
 def load_running_policy(fabric_path: str, state_dir: str, api: tuple | None):
@@ -683,7 +684,7 @@ def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | Non
     try:        # a signal may arrive at any point here: everything below exits through finally
         cfg.CONF(args=['--ofp-listen-host', host, '--ofp-tcp-listen-port', str(port)],
                  project='os_ken', default_config_files=[])
-        mgr.load_apps([__name__] + ['apps.%s' % n.removeprefix('apps.') for n in apps])
+        mgr.load_apps([__name__] + ['apps.' + n.removeprefix('apps.') for n in apps])
         services = mgr.instantiate_apps(**mgr.create_contexts())
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})  # see controller_main
         hub.joinall(services)
