@@ -69,10 +69,14 @@ def hypervisor_port_role(name: str) -> str:
 
 
 class Controller:
-    def __init__(self, policy: Policy | Fabric, watch_bindings=None, state_dir=None):
+    def __init__(self, policy: Policy | Fabric, watch_bindings=None, state_dir=None, apps=None):
         """watch_bindings(name, address, on_change) -> watcher with stop(): follows a
         hypervisor's OVSDB bindings (controller.inventory.ovsdb.BindingWatcher); None in tests.
-        state_dir: where stable ids and the cookie registry persist (None: in memory)."""
+        state_dir: where stable ids and the cookie registry persist (None: in memory).
+        apps: the names of the apps that run (None: every app of APPS; their dependencies
+        are added, see controller.capabilities); self.apps are their modules."""
+        from controller import capabilities
+        self.apps = APPS if apps is None else load_apps(capabilities.resolve(apps))
         self.ids = idstore.IdStore(state_dir)
         self.cookies = cookies.Registry(self.ids)
         policy = policy if isinstance(policy, Policy) else Policy(policy)
@@ -127,7 +131,7 @@ class Controller:
         scratch (the full compile: dry runs, and the cross-check of the incremental one),
         each checked against its table declaration; a clash raises PipelineError."""
         with self.lock:
-            out = incremental.full(APPS, policy or self.policy, self.inv, dpid)
+            out = incremental.full(self.apps, policy or self.policy, self.inv, dpid)
         for f in out:
             tables.check(f)
         no_clash(out)
@@ -472,7 +476,7 @@ class Controller:
         if compiled is None:
             compiled, stale = incremental.Compiled(), ALL
         try:
-            incremental.compile_switch(APPS, policy, snap, dpid, compiled, stale, units)
+            incremental.compile_switch(self.apps, policy, snap, dpid, compiled, stale, units)
         except Exception:
             self._compiled.pop(dpid, None)     # start from scratch next time
             raise

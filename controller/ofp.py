@@ -3,7 +3,9 @@
 os-ken 4.2 by default; the same names exist in ryu, so `ryu-manager controller.ofp` (with
 OPENDVS_FABRIC set) loads the same app.  Everything else in opendvs speaks Flow values and
 plain calls; this module turns them into OpenFlow messages and os-ken events into calls on
-controller.core.Controller.
+controller.core.Controller.  Every apps/ module gets an app class here too (capability(),
+_bind_capabilities()), so `ryu-manager controller.ofp apps.learning_switch apps.topology`
+runs just those capabilities on one core (README: Composing capabilities).
 """
 from __future__ import annotations
 
@@ -30,13 +32,15 @@ except ImportError:                                     # pragma: no cover - ryu
     AppBase, FRAMEWORK = app_manager.RyuApp, 'ryu'
 
 from controller import admission, lifecycle, metrics
-from controller.core import Controller
+from controller.capabilities import Capabilities
+from controller.core import Controller, load_apps
 from controller.pipeline import actions, fields, tables
 from controller.pipeline.flow import CONTROLLER, IN_PORT, LOCAL, Flow
 
 LOG = logging.getLogger('opendvs.ofp')
 # Set by the launcher; under ryu-manager, OPENDVS_FABRIC / OPENDVS_STATE_DIR / OPENDVS_API are used.
 SETTINGS: dict = {'policy': None, 'state_dir': None, 'api': None}
+CONTEXT = 'opendvs'          # the app context the front end and the capability apps share
 REPLY_TIMEOUT = 10.0
 
 
@@ -475,10 +479,23 @@ def _safe(fn):
 
 
 class OpenDVSApp(AppBase):
+    """The OpenFlow front end: one core for every capability app loaded next to it (the
+    shared context says which; none named: all of them).  The core is built in start(),
+    once the framework has instantiated every app."""
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION, ofproto_v1_4.OFP_VERSION]
+    _CONTEXTS = {CONTEXT: Capabilities}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.capabilities = kwargs[CONTEXT]
+        self.core = self.service = self.api = None
+        self.conns: dict[int, OFSwitch] = {}     # id(datapath) -> OFSwitch
+
+    def start(self):
+        self._build()
+        return super().start()
+
+    def _build(self):
         from controller.api import server, service
         from controller.inventory.ovsdb import OVSDB_PORT, BindingWatcher
         from controller.policy.store import PolicyStore, ensure_token
@@ -491,16 +508,18 @@ class OpenDVSApp(AppBase):
 
         def watch(name, address, on_change):
             return BindingWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
-        self.core = Controller(policy, watch_bindings=watch, state_dir=state_dir)
+        running = self.capabilities.running()
+        LOG.info('capabilities: %s%s', ', '.join(running),
+                 '' if self.capabilities.named else ' (none named: all of them)')
+        self.core = Controller(policy, watch_bindings=watch, state_dir=state_dir, apps=running)
         self.core.start()
-        self.conns: dict[int, OFSwitch] = {}     # id(datapath) -> OFSwitch
-        self.api = None
         self.service = service.PolicyService(self.core, PolicyStore(state_dir))   # SIGHUP reloads through it
         if api:
             self.api = server.serve(self.service, ensure_token(state_dir), *api)
 
     def close(self):
-        self.core.stop()
+        if self.core is not None:
+            self.core.stop()
         if self.api is not None:
             self.api.shutdown()
         super().close()
@@ -566,6 +585,35 @@ class OpenDVSApp(AppBase):
             conn.deliver(ev.msg)
 
 
+def capability(module) -> type:
+    """The app class of one capability module (apps/<name>.py), as ryu-manager and
+    os-ken's AppManager find it: a subclass of the framework's app whose __module__ is that
+    module.  Instantiated, it names itself in the shared context; it needs the front end
+    (controller.ofp) and the apps its flows depend on (capabilities.REQUIRES), which the
+    framework loads by itself (the module's _REQUIRED_APP, set by _bind_capabilities) and logs."""
+    name = module.APP
+
+    def __init__(self, *args, **kwargs):
+        AppBase.__init__(self, *args, **kwargs)
+        kwargs[CONTEXT].add(name)
+    cls = type(''.join(w.title() for w in name.split('_')) + 'App', (AppBase,), {
+        '__init__': __init__, '__module__': module.__name__, '__doc__': 'opendvs capability %s' % name,
+        '_CONTEXTS': {CONTEXT: Capabilities}, 'OPENDVS_APP': name})
+    return cls
+
+
+def _bind_capabilities() -> None:
+    """Put each apps/ module's app class into that module, so `ryu-manager apps.<name>`
+    finds it there (apps/*.py stay free of framework imports), and what it requires (the
+    framework reads _REQUIRED_APP from the module)."""
+    from controller.capabilities import REQUIRES
+    for module in load_apps():
+        if not any(getattr(v, 'OPENDVS_APP', None) == module.APP for v in vars(module).values()):
+            cls = capability(module)
+            setattr(module, cls.__name__, cls)
+            module._REQUIRED_APP = [__name__] + ['apps.%s' % d for d in REQUIRES.get(module.APP, ())]
+
+
 def _name(port) -> str:
     n = port.name
     return n.decode(errors='replace') if isinstance(n, bytes) else n
@@ -602,8 +650,9 @@ def _harden_framework() -> None:
 
 
 def _app(mgr):
-    """The running OpenDVSApp (None before it is instantiated)."""
-    return next((a for a in mgr.applications.values() if isinstance(a, OpenDVSApp)), None)
+    """The running OpenDVSApp (None before it has started its core)."""
+    return next((a for a in mgr.applications.values()
+                 if isinstance(a, OpenDVSApp) and a.core is not None), None)
 
 
 def load_running_policy(fabric_path: str, state_dir: str, api: tuple | None):
@@ -617,8 +666,9 @@ def load_running_policy(fabric_path: str, state_dir: str, api: tuple | None):
     return policy, state_dir, api
 
 
-def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | None) -> None:
-    """Serve OpenFlow (and the API) until SIGINT/SIGTERM; never returns."""
+def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | None, apps=()) -> None:
+    """Serve OpenFlow (and the API) until SIGINT/SIGTERM; never returns.  apps: the
+    capabilities to run (names of apps/ modules; none: all), loaded as ryu-manager would."""
     from os_ken import cfg
     host, port = ofp
     SETTINGS.update(policy=policy, state_dir=state_dir, api=api)
@@ -634,7 +684,7 @@ def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | Non
     try:        # a signal may arrive at any point here: everything below exits through finally
         cfg.CONF(args=['--ofp-listen-host', host, '--ofp-tcp-listen-port', str(port)],
                  project='os_ken', default_config_files=[])
-        mgr.load_apps([__name__])
+        mgr.load_apps([__name__] + ['apps.' + n.removeprefix('apps.') for n in apps])
         services = mgr.instantiate_apps(**mgr.create_contexts())
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})  # see controller_main
         hub.joinall(services)
@@ -653,3 +703,6 @@ def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | Non
         finally:
             logging.shutdown()
             os._exit(code)      # os-ken's server/datapath threads are not daemons
+
+
+_bind_capabilities()

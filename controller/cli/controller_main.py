@@ -70,6 +70,17 @@ def _warn_if_exposed(ofp, api) -> None:
                     'every switch, in clear text; prefer 127.0.0.1 behind an SSH tunnel or a TLS proxy', *api)
 
 
+def _app_names(text: str) -> tuple[str, ...]:
+    """--apps: names of apps/ modules; an unknown one is a usage error naming the known."""
+    from controller.capabilities import CapabilityError, resolve
+    names = tuple(n.strip() for n in text.split(',') if n.strip())
+    try:
+        resolve(names)
+    except CapabilityError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return names
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog='opendvs-controller', description=__doc__)
     ap.add_argument('--fabric', required=True, help='fabric YAML file')
@@ -87,6 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument('--hypervisors-from', type=_sources, default='any', metavar='SOURCES',
                     help='where hypervisors may connect from: any (default), loopback or CIDR[,CIDR...] '
                          '(the management LAN)')
+    ap.add_argument('--apps', type=_app_names, default=(), metavar='APP[,APP...]',
+                    help='the capabilities to run, as ryu-manager names them: apps.learning_switch or '
+                         'learning_switch (default: all; an app\'s dependencies are added and logged)')
     args = ap.parse_args(argv)
     # SIGINT/SIGTERM mean a clean exit 0 at any time.  They are held back (blocked) while we
     # start up, because library code run then (python-ovs importing eventlet) has bare
@@ -131,7 +145,7 @@ def main(argv=None) -> int:
         logging.getLogger('opendvs').info(
             'OpenFlow on loopback only: switches in other namespaces (the lab\'s hypervisors) '
             'cannot connect; for them use --ofp 0.0.0.0:%d', ofp[1])
-    ofp_shim.run(policy, args.state_dir, ofp, api)
+    ofp_shim.run(policy, args.state_dir, ofp, api, apps=args.apps)
     return 0
 
 

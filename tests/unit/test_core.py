@@ -431,13 +431,13 @@ def test_two_flows_with_the_same_table_priority_and_match_but_other_actions_or_o
     other_actions = Flow.make('flood', flood.priority, flood.match_dict(), [('output', 3)], cookie=flood.cookie)
     other_owner = Flow.make('flood', flood.priority, flood.match_dict(), flood.actions,
                             cookie=cookies.make('learning_switch', 0, 'someone-else'))
-    apps = core.APPS
+    apps = ctl.apps
     for rogue in (other_actions, other_owner):
-        monkeypatch.setattr(core, 'APPS', apps + (_rogue(rogue),))
+        monkeypatch.setattr(ctl, 'apps', apps + (_rogue(rogue),))
         with pytest.raises(tables.PipelineError, match='clash'):
             ctl.desired(LEAF1)
     # the very same flow compiled twice is no clash
-    monkeypatch.setattr(core, 'APPS', apps + (_rogue(flood),))
+    monkeypatch.setattr(ctl, 'apps', apps + (_rogue(flood),))
     assert flood in ctl.desired(LEAF1)
     with pytest.raises(tables.PipelineError, match='clash'):
         core.no_clash([flood, other_actions])
