@@ -72,6 +72,10 @@ def to_actions(dp, actions) -> list:
             out.append(p.NXActionRegMove(src_field=a[1], dst_field=a[2], n_bits=_FIELD_BITS[a[1]]))
         elif a[0] == 'dec_ttl':
             out.append(p.OFPActionDecNwTtl())
+        elif a[0] == 'bundle':         # a bond: ('bundle', 'hrw' | 'active_backup', members)
+            out.append(_bundle_action(p, a[1], a[2]))
+        elif a[0] == 'resubmit':       # ('resubmit', in_port, table name)
+            out.append(p.NXActionResubmitTable(in_port=a[1], table_id=tables.table_id(a[2])))
         elif a[0] == 'multipath':      # ECMP: hash of the 5-tuple -> a link index 0..n-1 in a[2]
             out.append(p.NXActionMultipath(
                 fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4, basis=0,
@@ -80,6 +84,16 @@ def to_actions(dp, actions) -> list:
         else:
             raise ValueError('unknown action %r' % (a,))
     return out
+
+
+_BUNDLE_ALGS = {nicira_ext.NX_BD_ALG_HRW: 'hrw', nicira_ext.NX_BD_ALG_ACTIVE_BACKUP: 'active_backup'}
+
+
+def _bundle_action(p, algorithm: str, members):
+    alg = {v: k for k, v in _BUNDLE_ALGS.items()}[algorithm]
+    return p.NXActionBundle(algorithm=alg, fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4, basis=0,
+                            slave_type=nicira_ext.NXM_OF_IN_PORT, n_slaves=len(members), ofs_nbits=0,
+                            dst=0, slaves=list(members))
 
 
 def from_actions(dp, actions) -> tuple:
@@ -110,6 +124,10 @@ def from_actions(dp, actions) -> tuple:
             out.append(('dec_ttl',))
         elif isinstance(a, p.NXActionMultipath):
             out.append(('multipath', a.max_link + 1, a.dst))
+        elif isinstance(a, p.NXActionBundle):
+            out.append(('bundle', _BUNDLE_ALGS.get(a.algorithm, a.algorithm), tuple(a.slaves)))
+        elif isinstance(a, p.NXActionResubmitTable):
+            out.append(('resubmit', a.in_port, tables.table_name(a.table_id)))
         else:
             out.append(('unknown', str(a)))     # never equals a desired flow: gets replaced
         i += 1
@@ -315,7 +333,7 @@ class OpenDVSApp(AppBase):
 
         def watch(name, address, on_change):
             return BindingWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
-        self.core = Controller(policy, watch_bindings=watch)
+        self.core = _bonded_controller(policy, watch, SETTINGS.get('switch_ovsdb'))
         self.core.start()
         self.conns: dict[int, OFSwitch] = {}     # id(datapath) -> OFSwitch
         self.api = None
@@ -380,6 +398,19 @@ class OpenDVSApp(AppBase):
             conn.deliver(ev.msg)
 
 
+def _bonded_controller(policy, watch_bindings, switch_ovsdb):
+    """The core with bonded hypervisor uplinks (controller/bonds.py): bonds come from the
+    physical switches' OVSDB (`switch_ovsdb`, a remote; None: no bonds) and each hypervisor's."""
+    from controller.bonds import BondedController
+    from controller.inventory.bonds import BondWatcher
+    from controller.inventory.ovsdb import OVSDB_PORT
+
+    def uplinks(name, address, on_change):
+        return BondWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
+    switches = (lambda on_change: BondWatcher('switches', switch_ovsdb, on_change).start()) if switch_ovsdb else None
+    return BondedController(policy, watch_bindings=watch_bindings, switch_ovsdb=switches, watch_uplinks=uplinks)
+
+
 def _name(port) -> str:
     n = port.name
     return n.decode(errors='replace') if isinstance(n, bytes) else n
@@ -426,11 +457,12 @@ def load_running_policy(fabric_path: str, state_dir: str, api: tuple | None):
     return policy, state_dir, api
 
 
-def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | None) -> None:
+def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | None,
+        switch_ovsdb: str | None = None) -> None:
     """Serve OpenFlow (and the API) until SIGINT/SIGTERM; never returns."""
     from os_ken import cfg
     host, port = ofp
-    SETTINGS.update(policy=policy, state_dir=state_dir, api=api)
+    SETTINGS.update(policy=policy, state_dir=state_dir, api=api, switch_ovsdb=switch_ovsdb)
     _harden_framework()
 
     def _stop(signum, frame):

@@ -27,7 +27,7 @@ def serve(service, token: str, host: str, port: int) -> ThreadingHTTPServer:
 class _Handler(BaseHTTPRequestHandler):
     service = None
     token = ''
-    GET_VIEWS = {'tenants', 'networks', 'workloads', 'switches', 'tunnels'}
+    GET_VIEWS = {'tenants', 'networks', 'workloads', 'switches', 'tunnels', 'uplinks'}
 
     def log_message(self, fmt, *args):
         LOG.debug('%s ' + fmt, self.address_string(), *args)

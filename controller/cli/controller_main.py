@@ -41,6 +41,16 @@ def _exit_cleanly(signum, frame):
     raise SystemExit(0)
 
 
+DEFAULT_SWITCH_OVSDB = 'unix:/var/run/openvswitch/db.sock'
+
+
+def _switch_ovsdb(given: str | None) -> str | None:
+    if given is None:
+        path = DEFAULT_SWITCH_OVSDB.removeprefix('unix:')
+        return DEFAULT_SWITCH_OVSDB if os.path.exists(path) else None
+    return None if given == 'none' else given
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog='opendvs-controller', description=__doc__)
     ap.add_argument('--fabric', required=True, help='fabric YAML file')
@@ -51,6 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument('--no-api', action='store_true', help='do not serve the REST API')
     ap.add_argument('--state-dir', default='/var/lib/opendvs',
                     help='where accepted tenant policies and the API token are kept')
+    ap.add_argument('--switch-ovsdb', default=None, metavar='REMOTE',
+                    help='OVSDB of the physical switches, for their bonds (bonded hypervisor uplinks); '
+                         'default: %s when that socket exists; "none" to not read one' % DEFAULT_SWITCH_OVSDB)
     ap.add_argument('--log-level', default=os.environ.get('OPENDVS_LOG', 'INFO'))
     args = ap.parse_args(argv)
     # SIGINT/SIGTERM mean a clean exit 0 at any time.  They are held back (blocked) while we
@@ -82,7 +95,7 @@ def main(argv=None) -> int:
     from controller import ofp as ofp_shim
     logging.getLogger('opendvs').info('serving OpenFlow on %s:%d for %s with %d tenant(s)', ofp[0], ofp[1],
                                       fabric.source, len(policy.tenants))
-    ofp_shim.run(policy, args.state_dir, ofp, api)
+    ofp_shim.run(policy, args.state_dir, ofp, api, switch_ovsdb=_switch_ovsdb(args.switch_ovsdb))
     return 0
 
 

@@ -21,6 +21,7 @@ APPS = {
     'anycast_gateway': 0x05,
     'microseg': 0x06,
     'underlay_routing': 0x07,
+    'bonds': 0x08,                 # controller/bonds.py: a bond's members folded into one port
 }
 _APP_NAMES = {v: k for k, v in APPS.items()}
 APP_MASK = 0xff << 56

@@ -27,7 +27,7 @@ def _t(name, tid, owners, matches, doc):
 
 
 TABLES = (
-    _t('classify', 0, ['learning_switch', 'topology', 'underlay_routing', 'vxlan_overlay'],
+    _t('classify', 0, ['learning_switch', 'topology', 'underlay_routing', 'vxlan_overlay', 'bonds'],
        ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa', 'tunnel_id', 'tun_ipv4_src'],
        'admission: which ports take which VLANs; untagged frames get the native tag; LLDP to '
        'controller; routed underlay traffic (to the router MAC, ARP for a rack gateway) to l3'),

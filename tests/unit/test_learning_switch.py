@@ -227,8 +227,8 @@ def test_the_uplink_admits_the_hypervisors_trunk_vlans_in_use(fabric, policy):
 
 def test_the_uplink_follows_this_hypervisors_own_trunk_list():
     text = EXAMPLE_FABRIC.read_text().replace(
-        'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [10, 20, 30, 40]}',
-        'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [20]}')
+        'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [10, 20, 30, 40]',
+        'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [20]')
     fabric = parse_fabric(text)
     assert fabric.hypervisors['hv1'].trunk_vlans == (20,)
     inv, hv = hv_network(fabric)
