@@ -246,12 +246,14 @@ class BondedController(Controller):
 
     def flow_removed(self, dpid, flow):
         m = flow.match_dict()
-        if 'in_port' in m:
-            logical = self._logical(dpid, m['in_port'])
-            if logical != m['in_port']:
-                with self.lock:
-                    self.rec.removed(dpid, flow.key)
-                flow = dataclasses.replace(flow, match=tuple(sorted(dict(m, in_port=logical).items())))
+        if 'in_port' in m and any(m['in_port'] in g.members for g in self.lags_of(dpid)):
+            with self.lock:
+                if not any(f.key == flow.key for f in self.rec.installed(dpid) or ()):
+                    # our own delete of an entry re-keyed to a new anchor (OVS reports deletes
+                    # of SEND_FLOW_REM entries too): the MAC is still there, on the bond
+                    return
+                self.rec.removed(dpid, flow.key)
+            flow = dataclasses.replace(flow, match=tuple(sorted(dict(m, in_port=self._logical(dpid, m['in_port'])).items())))
         super().flow_removed(dpid, flow)
 
     def _logical(self, dpid: int, port: int) -> int:

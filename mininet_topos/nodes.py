@@ -197,7 +197,10 @@ class OVSHypervisor(Node):
 # Both ends of a bonded uplink: LACP (802.3ad) in active mode with fast (1 s) PDUs, so a
 # partner that stops answering is noticed in 3 s, and no fallback: a partner that does not
 # speak LACP leaves the bond down (and reported), never silently used as static ports.
-LACP_ARGS = ('lacp=active', 'other_config:lacp-time=fast', 'other_config:lacp-fallback-ab=false')
+# Rebalancing every second (OVS default: 10 s) moves hash buckets back onto a member that
+# came back up, so a restored cable carries traffic again within about a second.
+LACP_ARGS = ('lacp=active', 'other_config:lacp-time=fast', 'other_config:lacp-fallback-ab=false',
+             'other_config:bond-rebalance-interval=1000')
 
 
 def bond_args(bridge, bond, members, mode, lacp=True, extra=()) -> list:
