@@ -28,3 +28,4 @@ bench: setup
 	$(PY) bench/convergence.py
 	$(PY) bench/apply.py
 	$(PY) bench/overlay.py
+	$(PY) bench/bonds.py

@@ -134,8 +134,11 @@ class BondedController(Controller):
     physical switches' OVSDB; watch_uplinks(name, address, on_change) -> watcher follows a
     hypervisor's (both controller.inventory.bonds.BondWatcher; None in unit tests)."""
 
-    def __init__(self, policy, watch_bindings=None, switch_ovsdb=None, watch_uplinks=None):
+    def __init__(self, policy, watch_bindings=None, switch_ovsdb=None, watch_uplinks=None, ofp_port=None):
         super().__init__(policy, watch_bindings=watch_bindings)
+        # a bridge in the switches' OVSDB is ours when its dpid is in the fabric and, if it has
+        # controllers, one of them is our OpenFlow port (two labs may share one root OVS)
+        self.ofp_port = ofp_port
         self._watch_uplinks = watch_uplinks
         self._bond_watchers: dict[int, object] = {}
         self.switch_bonds: dict[int, dict[str, inv_bonds.Bond]] = {}   # physical dpid -> bonds
@@ -168,7 +171,8 @@ class BondedController(Controller):
         """The physical switches' OVSDB changed (BondWatcher thread)."""
         with self.lock:
             fabric_dpids = {s.dpid for s in self.fabric.switches.values()}
-            new = {dpid: bonds for dpid, bonds in by_bridge.values() if dpid in fabric_dpids}
+            new = {dpid: bonds for dpid, bonds, *targets in by_bridge.values()
+                   if dpid in fabric_dpids and self._ours(targets[0] if targets else ())}
             if new == self.switch_bonds:
                 return
             old_lags = {d: self.lags_of(d) for d in self.raw_ports}
@@ -178,9 +182,12 @@ class BondedController(Controller):
                 if self.lags_of(dpid) != old_lags[dpid]:
                     self._refold(dpid, old_lags[dpid])
 
+    def _ours(self, targets) -> bool:
+        return not (self.ofp_port and targets) or any(t.endswith(':%d' % self.ofp_port) for t in targets)
+
     def _hv_bonds_changed(self, dpid: int, by_bridge: dict) -> None:
         with self.lock:
-            self.hv_bonds[dpid] = {name: b for _, bonds in by_bridge.values() for name, b in bonds.items()}
+            self.hv_bonds[dpid] = {name: b for _, bonds, *_ in by_bridge.values() for name, b in bonds.items()}
 
     # ---- events: fold members into their bond -------------------------------------------
 

@@ -333,7 +333,7 @@ class OpenDVSApp(AppBase):
 
         def watch(name, address, on_change):
             return BindingWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
-        self.core = _bonded_controller(policy, watch, SETTINGS.get('switch_ovsdb'))
+        self.core = _bonded_controller(policy, watch, SETTINGS.get('switch_ovsdb'), SETTINGS.get('ofp_port'))
         self.core.start()
         self.conns: dict[int, OFSwitch] = {}     # id(datapath) -> OFSwitch
         self.api = None
@@ -398,7 +398,7 @@ class OpenDVSApp(AppBase):
             conn.deliver(ev.msg)
 
 
-def _bonded_controller(policy, watch_bindings, switch_ovsdb):
+def _bonded_controller(policy, watch_bindings, switch_ovsdb, ofp_port=None):
     """The core with bonded hypervisor uplinks (controller/bonds.py): bonds come from the
     physical switches' OVSDB (`switch_ovsdb`, a remote; None: no bonds) and each hypervisor's."""
     from controller.bonds import BondedController
@@ -408,7 +408,8 @@ def _bonded_controller(policy, watch_bindings, switch_ovsdb):
     def uplinks(name, address, on_change):
         return BondWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
     switches = (lambda on_change: BondWatcher('switches', switch_ovsdb, on_change).start()) if switch_ovsdb else None
-    return BondedController(policy, watch_bindings=watch_bindings, switch_ovsdb=switches, watch_uplinks=uplinks)
+    return BondedController(policy, watch_bindings=watch_bindings, switch_ovsdb=switches, watch_uplinks=uplinks,
+                            ofp_port=ofp_port)
 
 
 def _name(port) -> str:
@@ -462,7 +463,7 @@ def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | Non
     """Serve OpenFlow (and the API) until SIGINT/SIGTERM; never returns."""
     from os_ken import cfg
     host, port = ofp
-    SETTINGS.update(policy=policy, state_dir=state_dir, api=api, switch_ovsdb=switch_ovsdb)
+    SETTINGS.update(policy=policy, state_dir=state_dir, api=api, switch_ovsdb=switch_ovsdb, ofp_port=port)
     _harden_framework()
 
     def _stop(signum, frame):

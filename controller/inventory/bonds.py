@@ -61,8 +61,9 @@ def _lacp_word(bond: Bond, m: Member) -> str:
     return 'current' if m.lacp_current else ('no-partner' if m.link_up else 'down')
 
 
-def read_bonds(idl) -> dict[str, tuple[int | None, dict[str, Bond]]]:
-    """bridge name -> (its datapath id, {bond name: Bond}) for every bridge with a bond."""
+def read_bonds(idl) -> dict[str, tuple[int | None, dict[str, Bond], tuple[str, ...]]]:
+    """bridge name -> (its datapath id, {bond name: Bond}, its controller targets) for every
+    bridge with a bond."""
     out = {}
     for br in idl.tables['Bridge'].rows.values():
         bonds = {}
@@ -77,7 +78,8 @@ def read_bonds(idl) -> dict[str, tuple[int | None, dict[str, Bond]]]:
                                     _one(port.lacp) or 'off', members)
         if bonds:
             dpid = _one(br.datapath_id)
-            out[br.name] = (int(dpid, 16) if dpid else None, bonds)
+            targets = tuple(sorted(c.target for c in br.controller))
+            out[br.name] = (int(dpid, 16) if dpid else None, bonds, targets)
     return out
 
 
@@ -106,7 +108,8 @@ class BondWatcher:
 
     def _watch(self) -> None:
         helper = ovs.db.idl.SchemaHelper(schema_json=_fetch_schema(self.remote))
-        helper.register_columns('Bridge', ['name', 'ports', 'datapath_id'])
+        helper.register_columns('Bridge', ['name', 'ports', 'datapath_id', 'controller'])
+        helper.register_columns('Controller', ['target'])
         helper.register_columns('Port', ['name', 'interfaces', 'bond_mode', 'lacp'])
         helper.register_columns('Interface', ['name', 'ofport', 'link_state', 'lacp_current'])
         idl = ovs.db.idl.Idl(self.remote, helper)

@@ -27,6 +27,7 @@ hypervisors:
   hv1: {{leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [10], uplinks: 2}}
   hv2: {{leaf: leaf2, vtep: 172.16.2.11, trunk_vlans: [10]}}
   hv3: {{leaf: leaf1, vtep: 172.16.1.13, trunk_vlans: [10], uplinks: 2, bond: lacp}}
+  hv4: {{leaf: leaf2, vtep: 172.16.2.14, trunk_vlans: [10], uplinks: 2, bond: active-backup}}
 '''
 LEARNED_SRC = 0x0101                      # cookie bits 63..48: learning_switch, learned source
 
@@ -41,7 +42,7 @@ def env(tmp_path_factory):
     lab = Lab(str(fabric), ofp_port=port, vms_per_hypervisor=1)
     try:
         lab.up(timeout=60)
-        wait_until(lambda: lab.ping('hv2vm1', 'hv1vm1') and lab.ping('hv2vm1', 'hv3vm1'), 40,
+        wait_until(lambda: all(lab.ping('hv2vm1', vm) for vm in ('hv1vm1', 'hv3vm1', 'hv4vm1')), 40,
                    what='VMs reach each other across the racks')
         wait_until(lambda: uplink(ctl, 'hv1')['status'] == 'ok', 20, what='hv1 bond ok')
         lab.popen('hv1vm1', ['iperf3', '-s', '-p', '5201'], stdout=subprocess.DEVNULL,
@@ -191,3 +192,29 @@ def test_a_partner_without_lacp_is_reported_and_not_used(env):
         osutil.run(['ovs-vsctl', 'set', 'port', bond, 'lacp=active'])
     wait_until(lambda: uplink(ctl, 'hv3')['status'] == 'ok', 20, what='hv3 bond renegotiated')
     wait_until(lambda: lab.ping('hv2vm1', 'hv3vm1'), 20, what='hv3 reachable again')
+
+
+def test_an_active_backup_bond_without_lacp_fails_over_too(env):
+    lab, ctl = env
+    row = uplink(ctl, 'hv4')
+    assert (row['status'], row['bond'], row['leaf_bond']['lacp'], row['hv_bond']['mode']) == (
+        'ok', 'active-backup', 'off', 'active-backup')
+    for member in (0, 1):
+        pinger = lab.popen('hv1vm1', ['ping', '-n', '-i', '0.01', '-c', '300', '-W', '1', lab.vms['hv4vm1'].ip],
+                           stdout=subprocess.PIPE, text=True)
+        try:
+            base = sum(map(sum, member_counters(lab, 'hv4').values()))
+            wait_until(lambda: sum(map(sum, member_counters(lab, 'hv4').values())) > base + 100, 10,
+                       what='pings flowing over the bond')
+            lab.set_link('hv4', 'leaf2', up=False, member=member)
+            out, _ = pinger.communicate(timeout=30)
+            sent, received = ping_counts(out)
+            assert sent == 300 and sent - received <= 3, out[-300:]
+            assert uplink(ctl, 'hv4')['status'] == 'degraded'
+        finally:
+            if pinger.poll() is None:
+                pinger.kill()
+                pinger.communicate()
+            lab.set_link('hv4', 'leaf2', up=True, member=member)
+        wait_until(lambda: uplink(ctl, 'hv4')['status'] == 'ok', 20, what='hv4 bond whole again')
+        wait_until(lambda: lab.ping('hv1vm1', 'hv4vm1'), 10, what='hv4 reachable after the restore')

@@ -157,6 +157,17 @@ def test_a_bond_learned_after_the_switch_connected_is_folded_then(fabric):
     ctl.stop()
 
 
+def test_bonds_of_another_lab_with_the_same_dpids_are_not_ours(fabric):
+    ctl = BondedController(Policy(fabric), ofp_port=6653)
+    ctl.switch_up(FakeSwitch(LEAF1), [(3, 'tu1', True), (4, 'tu1m1', True)])
+    ctl.switch_bonds_changed({'xleaf1': (LEAF1, {'xb1': leaf_bond()}, ('tcp:127.0.0.1:7000',))})
+    assert sorted(ctl.inv.switches[LEAF1].ports) == [3, 4]
+    ctl.switch_bonds_changed({'xleaf1': (LEAF1, {'xb1': leaf_bond()}, ('tcp:127.0.0.1:7000',)),
+                              'tleaf1': (LEAF1, {'tb1': leaf_bond()}, ('tcp:127.0.0.1:6653',))})
+    assert sorted(ctl.inv.switches[LEAF1].ports) == [3]
+    ctl.stop()
+
+
 def test_the_uplinks_view_reports_both_ends(bonded):
     ctl, leaf, hv = bonded
     hv_end = Bond('br-phy', 'bond0', 'balance-tcp', 'active', (Member('phy0', 1, True, True), Member('phy1', 2, True, True)))
