@@ -253,14 +253,16 @@ class BondedController(Controller):
 
     def flow_removed(self, dpid, flow):
         m = flow.match_dict()
-        if 'in_port' in m and any(m['in_port'] in g.members for g in self.lags_of(dpid)):
+        lag = next((g for g in self.lags_of(dpid) if m.get('in_port') in g.members), None)
+        if lag is not None:
             with self.lock:
-                if not any(f.key == flow.key for f in self.rec.installed(dpid) or ()):
-                    # our own delete of an entry re-keyed to a new anchor (OVS reports deletes
-                    # of SEND_FLOW_REM entries too): the MAC is still there, on the bond
-                    return
                 self.rec.removed(dpid, flow.key)
-            flow = dataclasses.replace(flow, match=tuple(sorted(dict(m, in_port=self._logical(dpid, m['in_port'])).items())))
+            if m['in_port'] != lag.anchor:
+                # keyed to an earlier anchor: our own delete when the anchor moved (OVS reports
+                # deletes of SEND_FLOW_REM entries too, possibly before the bundle's commit reply).
+                # The MAC is still on the bond, in the entry keyed to the new anchor.
+                return
+            flow = dataclasses.replace(flow, match=tuple(sorted(dict(m, in_port=lag.logical).items())))
         super().flow_removed(dpid, flow)
 
     def _logical(self, dpid: int, port: int) -> int:

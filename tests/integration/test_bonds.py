@@ -175,21 +175,29 @@ def test_a_member_cut_loses_at_most_3_pings_and_no_tcp_stream(env, member):
     spread_check(lab, rounds=3)                               # restored: traffic spreads again
 
 
-def test_a_partner_without_lacp_is_reported_and_not_used(env):
+@pytest.mark.parametrize('end', ['leaf', 'hypervisor'])
+def test_a_partner_without_lacp_is_reported_and_not_used(env, end):
     lab, ctl = env
-    bond = lab.leaf_bond('hv3')
+    if end == 'leaf':
+        def set_lacp(mode):
+            osutil.run(['ovs-vsctl', 'set', 'port', lab.leaf_bond('hv3'), 'lacp=%s' % mode])
+        silent = 'phy0, phy1'                     # the hypervisor's members hear no LACP
+    else:
+        def set_lacp(mode):
+            lab.vsctl('hv3', 'set', 'port', 'bond0', 'lacp=%s' % mode)
+        silent = ', '.join(m for m, _ in lab.uplink_members('hv3'))   # the leaf's members hear none
     assert uplink(ctl, 'hv3')['status'] == 'ok'
-    osutil.run(['ovs-vsctl', 'set', 'port', bond, 'lacp=off'])    # the leaf end misconfigured
+    set_lacp('off')                                # one end misconfigured: a static bond
     try:
         row = wait_until(lambda: (lambda r: r if r['status'] == 'no-lacp-partner' else None)(uplink(ctl, 'hv3')),
                          20, what='hv3 reported without an LACP partner')
-        assert 'no LACP from the partner on phy0, phy1' in row['problems'], row
+        assert 'no LACP from the partner on %s' % silent in row['problems'], row
         assert any('lacp=off' in p for p in row['problems']), row
         assert not lab.ping('hv2vm1', 'hv3vm1', count=2)        # not silently used as two ports
         assert uplink(ctl, 'hv1')['status'] == 'ok'             # the other bond is not affected
         assert lab.ping('hv2vm1', 'hv1vm1')
     finally:
-        osutil.run(['ovs-vsctl', 'set', 'port', bond, 'lacp=active'])
+        set_lacp('active')
     wait_until(lambda: uplink(ctl, 'hv3')['status'] == 'ok', 20, what='hv3 bond renegotiated')
     wait_until(lambda: lab.ping('hv2vm1', 'hv3vm1'), 20, what='hv3 reachable again')
 

@@ -228,8 +228,10 @@ def test_our_own_delete_of_a_re_keyed_learned_entry_forgets_no_mac(bonded):
     learned = next(f for f in ctl.desired(LEAF1) if f.table == 'learn' and f.match_dict().get('eth_src') == MAC_A)
     ctl.rec._installed[LEAF1] = ctl.desired(LEAF1)
     ctl.port_status(LEAF1, 'modify', 3, 'tu1', False)             # anchor moves: the entry is re-keyed
-    ctl.rec._installed[LEAF1] = ctl.desired(LEAF1)                # ... and the reconciler did it
-    ctl.flow_removed(LEAF1, learned)                               # OVS reports our delete
+    ctl.flow_removed(LEAF1, learned)                               # OVS reports our delete (even before
+    assert ctl.inv.macs[LEAF1] == {(1, MAC_A): 3}                  # the reconciler heard the commit)
+    ctl.rec._installed[LEAF1] = ctl.desired(LEAF1)
+    ctl.flow_removed(LEAF1, learned)
     assert ctl.inv.macs[LEAF1] == {(1, MAC_A): 3}
     moved = next(f for f in ctl.desired(LEAF1) if f.table == 'learn' and f.match_dict().get('eth_src') == MAC_A)
     assert moved.match_dict()['in_port'] == 4
