@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def main() -> int:
     finally:
         lab.down()
         ctl.stop()
+    shutil.rmtree(work, ignore_errors=True)          # kept (with the controller log) on failure
     result = {'benchmark': 'bonds', 'fabric': str(FABRIC.relative_to(ROOT)), 'rate_pps': int(1 / INTERVAL),
               'pings_per_run': COUNT, 'lost_pings_member_cut': stats(cut),
               'lost_pings_member_restore': stats(restore),
