@@ -7,8 +7,13 @@ bond.  So the controller presents the bond to the core and apps as ONE port -- i
 member's number, the *logical port* -- and rewrites each compiled flow for the switch:
 
   in_port=logical       ->  in_port=anchor (the lowest member that is up); the other members
-                            are folded into it by a classify flow `in_port=m -> resubmit(anchor, classify)`,
-                            so learning, LLDP and packet-ins see one port
+                            are folded into it by a classify flow `in_port=m ->
+                            set_field:anchor->in_port, resubmit(,classify)`, so the whole
+                            pipeline (learning, flood split horizon, LLDP and packet-ins) sees
+                            one port.  Not `resubmit(anchor,classify)`: OVS restores the real
+                            in_port before running the matched flow's actions, so every later
+                            table would see the member (a learn miss -- a packet-in -- for every
+                            frame, and floods reflected into the bond)
   output:logical        ->  bundle(symmetric_l4, hrw | active_backup, members): the switch
                             picks a live member itself (LACP-aware: a member LACP has not
                             enabled is not live), so a member cut needs no controller
@@ -30,7 +35,7 @@ import logging
 from controller.core import Controller
 from controller.inventory import bonds as inv_bonds
 from controller.pipeline import cookies
-from controller.pipeline.flow import Flow
+from controller.pipeline.flow import IN_PORT, Flow
 
 LOG = logging.getLogger('opendvs.bonds')
 APP = 'bonds'
@@ -102,7 +107,8 @@ def expand(flows, lags) -> set[Flow]:
     for g in lags:
         for member in g.members:
             if member != g.anchor:
-                out.add(Flow.make('classify', P_FOLD, {'in_port': member}, [('resubmit', g.anchor, 'classify')],
+                out.add(Flow.make('classify', P_FOLD, {'in_port': member},
+                                  [('set_field', 'in_port', g.anchor), ('resubmit', IN_PORT, 'classify')],
                                   cookie=cookies.make(APP, 1, '%s/%d' % (g.name, member))))
     return out
 
