@@ -75,7 +75,8 @@ def to_actions(dp, actions) -> list:
         elif a[0] == 'bundle':         # a bond: ('bundle', 'hrw' | 'active_backup', members)
             out.append(_bundle_action(p, a[1], a[2]))
         elif a[0] == 'resubmit':       # ('resubmit', in_port or 'in_port' (the current one), table name)
-            out.append(p.NXActionResubmitTable(in_port=special.get(a[1], a[1]), table_id=tables.table_id(a[2])))
+            out.append(p.NXActionResubmitTable(in_port=_NX_IN_PORT if a[1] == IN_PORT else a[1],
+                                               table_id=tables.table_id(a[2])))
         elif a[0] == 'multipath':      # ECMP: hash of the 5-tuple -> a link index 0..n-1 in a[2]
             out.append(p.NXActionMultipath(
                 fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4, basis=0,
@@ -86,6 +87,7 @@ def to_actions(dp, actions) -> list:
     return out
 
 
+_NX_IN_PORT = 0xfff8           # resubmit's port is 16 bits (OpenFlow 1.0 numbering): OFPP_IN_PORT there
 _BUNDLE_ALGS = {nicira_ext.NX_BD_ALG_HRW: 'hrw', nicira_ext.NX_BD_ALG_ACTIVE_BACKUP: 'active_backup'}
 
 
@@ -127,7 +129,8 @@ def from_actions(dp, actions) -> tuple:
         elif isinstance(a, p.NXActionBundle):
             out.append(('bundle', _BUNDLE_ALGS.get(a.algorithm, a.algorithm), tuple(a.slaves)))
         elif isinstance(a, p.NXActionResubmitTable):
-            out.append(('resubmit', special.get(a.in_port, a.in_port), tables.table_name(a.table_id)))
+            out.append(('resubmit', IN_PORT if a.in_port == _NX_IN_PORT else a.in_port,
+                        tables.table_name(a.table_id)))
         else:
             out.append(('unknown', str(a)))     # never equals a desired flow: gets replaced
         i += 1
