@@ -108,7 +108,7 @@ def expand(flows, lags) -> set[Flow]:
         for member in g.members:
             if member != g.anchor:
                 out.add(Flow.make('classify', P_FOLD, {'in_port': member},
-                                  [('set_field', 'in_port', g.anchor), ('resubmit', IN_PORT, 'classify')],
+                                  [('set_in_port', g.anchor), ('resubmit', IN_PORT, 'classify')],
                                   cookie=cookies.make(APP, 1, '%s/%d' % (g.name, member))))
     return out
 

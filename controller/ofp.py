@@ -74,6 +74,8 @@ def to_actions(dp, actions) -> list:
             out.append(p.OFPActionDecNwTtl())
         elif a[0] == 'bundle':         # a bond: ('bundle', 'hrw' | 'active_backup', members)
             out.append(_bundle_action(p, a[1], a[2]))
+        elif a[0] == 'set_in_port':    # an OVS extension: OXM in_port is read-only, NXM in_port is not
+            out.append(p.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(0, 15), dst='in_port_nxm', value=a[1]))
         elif a[0] == 'resubmit':       # ('resubmit', in_port or 'in_port' (the current one), table name)
             out.append(p.NXActionResubmitTable(in_port=_NX_IN_PORT if a[1] == IN_PORT else a[1],
                                                table_id=tables.table_id(a[2])))
@@ -128,6 +130,8 @@ def from_actions(dp, actions) -> tuple:
             out.append(('multipath', a.max_link + 1, a.dst))
         elif isinstance(a, p.NXActionBundle):
             out.append(('bundle', _BUNDLE_ALGS.get(a.algorithm, a.algorithm), tuple(a.slaves)))
+        elif isinstance(a, (p.NXActionRegLoad, p.NXActionRegLoad2)) and a.dst == 'in_port_nxm':
+            out.append(('set_in_port', a.value))
         elif isinstance(a, p.NXActionResubmitTable):
             out.append(('resubmit', IN_PORT if a.in_port == _NX_IN_PORT else a.in_port,
                         tables.table_name(a.table_id)))

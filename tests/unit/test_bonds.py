@@ -36,7 +36,7 @@ def test_the_other_members_are_folded_into_the_anchor_for_the_whole_pipeline():
     # the in_port itself is rewritten: resubmit(3,...) would only look up as port 3 (OVS puts the
     # real in_port back for the actions), and later tables would see member 4 again
     assert {(f.match_dict()['in_port'], f.actions) for f in out} == {
-        (4, (('set_field', 'in_port', 3), ('resubmit', IN_PORT, 'classify')))}
+        (4, (('set_in_port', 3), ('resubmit', IN_PORT, 'classify')))}
     for f in out:
         tables.check(f)                                    # bonds may write classify
         assert cookies.app_of(f.cookie) == 'bonds' and f.priority > 1000   # ahead of LLDP
@@ -219,7 +219,7 @@ def test_bundle_and_resubmit_round_trip_through_the_codec():
     from os_ken.ofproto import ofproto_v1_4, ofproto_v1_4_parser
     dp = types.SimpleNamespace(ofproto=ofproto_v1_4, ofproto_parser=ofproto_v1_4_parser)
     acts = (('bundle', 'hrw', (3, 4)), ('bundle', 'active_backup', (5, 6, 7)), ('resubmit', 3, 'classify'),
-            ('set_field', 'in_port', 3), ('resubmit', IN_PORT, 'classify'))
+            ('set_in_port', 3), ('resubmit', IN_PORT, 'classify'))
     encoded = ofp.to_actions(dp, acts)
     for a in encoded:                                   # what goes on the wire must serialise
         a.serialize(bytearray(), 0)
