@@ -8,7 +8,7 @@ member's number, the *logical port* -- and rewrites each compiled flow for the s
 
   in_port=logical       ->  in_port=anchor (the lowest member that is up); the other members
                             are folded into it by a classify flow `in_port=m ->
-                            set_field:anchor->in_port, resubmit(,classify)`, so the whole
+                            load:anchor->NXM_OF_IN_PORT[], resubmit(,classify)`, so the whole
                             pipeline (learning, flood split horizon, LLDP and packet-ins) sees
                             one port.  Not `resubmit(anchor,classify)`: OVS restores the real
                             in_port before running the matched flow's actions, so every later
