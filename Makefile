@@ -36,3 +36,4 @@ bench: setup
 	$(PY) bench/binding.py
 	$(PY) bench/overlay.py
 	$(PY) bench/compile.py
+	$(PY) bench/bonds.py

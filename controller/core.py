@@ -104,6 +104,7 @@ class Controller:
         self._stale_units: dict[int, set] = {}         # dpid -> {(app name, unit key)}
         self._compiled: dict[int, incremental.Compiled] = {}
         self._tree: set = set()
+        self._rewritten: set[int] = set()              # switches last converged through rewrite()
         self._stopped = False
         metrics.watch(self)                    # /metrics reads switches, flows, bindings, MACs at scrape time
         self._threads = [threading.Thread(target=self._guard(self._work), name='converge', daemon=True),
@@ -136,6 +137,17 @@ class Controller:
             tables.check(f)
         no_clash(out)
         return out
+
+    # ---- hook for subclasses that rewrite a switch's flows (controller/bonds.py) -------------
+
+    def bonded(self, dpid: int) -> bool:
+        """True when rewrite() changes this switch's flows: it is then converged from its
+        whole rewritten set, not by the incremental delta."""
+        return False
+
+    def rewrite(self, dpid: int, flows) -> set[Flow]:
+        """The compiled flows of one switch as they go to it (default: unchanged)."""
+        return flows
 
     # ---- what an event makes stale --------------------------------------------------------
 
@@ -490,9 +502,16 @@ class Controller:
                 self.rec.load(conn)            # forgotten after a failure: what to keep is on the switch
             have = self.rec.installed(dpid) or set()
             keys = {f.key for f in have}
-            desired = have | {f for f in compiled.flows() if f.key not in keys
+            desired = have | {f for f in self.rewrite(dpid, compiled.flows()) if f.key not in keys
                               and cookies.app_of(f.cookie) == topology.APP}
             d = self.rec.converge(conn, desired, before_apply=self._register, in_sync=False)
+        elif self.bonded(dpid) or dpid in self._rewritten:
+            # rewritten flows (or rewritten last time): no delta, the whole set
+            if self.bonded(dpid):
+                self._rewritten.add(dpid)
+            else:
+                self._rewritten.discard(dpid)
+            d = self.rec.converge(conn, self.rewrite(dpid, compiled.flows()), before_apply=self._register)
         else:
             try:
                 if not self.rec.in_sync(dpid):

@@ -161,6 +161,10 @@ def to_actions(dp, actions) -> list:
             out.append(p.NXActionRegMove(src_field=sf, dst_field=df, n_bits=n, src_ofs=so, dst_ofs=do))
         elif kind == 'dec_ttl':          # NXActionDecTtl is refused in OF1.2+
             out.append(p.OFPActionDecNwTtl())
+        elif kind == 'bundle':         # a bond: ('bundle', 'hrw' | 'active_backup', members)
+            out.append(_bundle_action(p, a[1], a[2]))
+        elif kind == 'set_in_port':    # an OVS extension: OXM in_port is read-only, NXM in_port is not
+            out.append(p.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(0, 15), dst='in_port_nxm', value=a[1]))
         elif kind == 'multipath':      # ECMP: hash of the 5-tuple -> a link index 0..n-1 in a[2]
             out.append(p.NXActionMultipath(
                 fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4, basis=0,
@@ -179,6 +183,16 @@ def to_actions(dp, actions) -> list:
         else:
             raise ValueError('unknown action %r' % (a,))
     return out
+
+
+_BUNDLE_ALGS = {nicira_ext.NX_BD_ALG_HRW: 'hrw', nicira_ext.NX_BD_ALG_ACTIVE_BACKUP: 'active_backup'}
+
+
+def _bundle_action(p, algorithm: str, members):
+    alg = {v: k for k, v in _BUNDLE_ALGS.items()}[algorithm]
+    return p.NXActionBundle(algorithm=alg, fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4, basis=0,
+                            slave_type=nicira_ext.NXM_OF_IN_PORT, n_slaves=len(members), ofs_nbits=0,
+                            dst=0, slaves=list(members))
 
 
 def _sub(name, ofs, n) -> str:
@@ -243,6 +257,10 @@ def _from_action(dp, a, nxt):
         return actions.set_field(_user_field(a.key), a.value), 1
     if isinstance(a, p.NXActionRegLoad2):
         return actions.set_field(_user_field(a.dst), a.value, a.mask), 1
+    if isinstance(a, p.NXActionBundle):
+        return actions.bundle(_BUNDLE_ALGS.get(a.algorithm, a.algorithm), tuple(a.slaves)), 1
+    if isinstance(a, (p.NXActionRegLoad, p.NXActionRegLoad2)) and a.dst == 'in_port_nxm':
+        return actions.set_in_port(a.value), 1
     if isinstance(a, p.NXActionRegLoad):
         ofs, n = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3f) + 1
         return actions.load(_sub(a.dst, ofs, n), a.value), 1
@@ -511,7 +529,8 @@ class OpenDVSApp(AppBase):
         running = self.capabilities.running()
         LOG.info('capabilities: %s%s', ', '.join(running),
                  '' if self.capabilities.named else ' (none named: all of them)')
-        self.core = Controller(policy, watch_bindings=watch, state_dir=state_dir, apps=running)
+        self.core = _bonded_controller(policy, watch, SETTINGS.get('switch_ovsdb'), SETTINGS.get('ofp_port'),
+                                       state_dir=state_dir, apps=running)
         self.core.start()
         self.service = service.PolicyService(self.core, PolicyStore(state_dir))   # SIGHUP reloads through it
         if api:
@@ -614,6 +633,20 @@ def _bind_capabilities() -> None:
             module._REQUIRED_APP = [__name__] + ['apps.%s' % d for d in REQUIRES.get(module.APP, ())]
 
 
+def _bonded_controller(policy, watch_bindings, switch_ovsdb, ofp_port=None, state_dir=None, apps=None):
+    """The core with bonded hypervisor uplinks (controller/bonds.py): bonds come from the
+    physical switches' OVSDB (`switch_ovsdb`, a remote; None: no bonds) and each hypervisor's."""
+    from controller.bonds import BondedController
+    from controller.inventory.bonds import BondWatcher
+    from controller.inventory.ovsdb import OVSDB_PORT
+
+    def uplinks(name, address, on_change):
+        return BondWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
+    switches = (lambda on_change: BondWatcher('switches', switch_ovsdb, on_change).start()) if switch_ovsdb else None
+    return BondedController(policy, watch_bindings=watch_bindings, switch_ovsdb=switches, watch_uplinks=uplinks,
+                            ofp_port=ofp_port, state_dir=state_dir, apps=apps)
+
+
 def _name(port) -> str:
     n = port.name
     return n.decode(errors='replace') if isinstance(n, bytes) else n
@@ -666,12 +699,14 @@ def load_running_policy(fabric_path: str, state_dir: str, api: tuple | None):
     return policy, state_dir, api
 
 
-def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | None, apps=()) -> None:
+def run(policy, state_dir: str, ofp: tuple[str, int], api: tuple[str, int] | None, apps=(),
+        switch_ovsdb: str | None = None) -> None:
     """Serve OpenFlow (and the API) until SIGINT/SIGTERM; never returns.  apps: the
-    capabilities to run (names of apps/ modules; none: all), loaded as ryu-manager would."""
+    capabilities to run (names of apps/ modules; none: all), loaded as ryu-manager would;
+    switch_ovsdb: the physical switches' OVSDB, for their bonds."""
     from os_ken import cfg
     host, port = ofp
-    SETTINGS.update(policy=policy, state_dir=state_dir, api=api)
+    SETTINGS.update(policy=policy, state_dir=state_dir, api=api, switch_ovsdb=switch_ovsdb, ofp_port=port)
     _harden_framework()
 
     def _stop(signum, frame):

@@ -297,6 +297,25 @@ class Lab:
                 return link.port_a
         raise LabError(f'hypervisor {hv} has no uplink')            # unreachable: plan has one
 
+    def leaf_ports(self, hv) -> list[int]:
+        """OpenFlow port numbers of each of hv's uplinks on its leaf, member 0 first (a
+        bonded hv's members are separate OpenFlow ports there; leaf_port() is member 0's)."""
+        self._hv(hv)
+        return [link.port_a for link in self._uplinks(hv)]
+
+    def uplink_members(self, hv) -> list[tuple[str, str]]:
+        """(leaf end, hv end) interface names of each of hv's uplinks, member 0 first."""
+        self._hv(hv)
+        return [(link.intf_a, link.intf_b) for link in self._uplinks(hv)]
+
+    def leaf_bond(self, hv) -> str | None:
+        """The leaf-side bond Port of a bonded hv (on the root OVS), else None."""
+        return self._hv(hv).leaf_bond
+
+    def _uplinks(self, hv):
+        return sorted((link for link in self.plan.links if link.kind == 'uplink' and link.b == hv),
+                      key=lambda link: link.member)
+
     def bridge(self, switch) -> str:
         return self._switch(switch).bridge
 
@@ -379,12 +398,13 @@ class Lab:
 
     # --- changing the lab -------------------------------------------------------------------
 
-    def set_link(self, a, b, up: bool):
+    def set_link(self, a, b, up: bool, member: int | None = None):
         """Take a fabric cable (two switches) or a hv uplink (hv, leaf) down or up, on both
-        ends, so both OVS instances see their port go down."""
-        links = self.plan.find_links(a, b)
+        ends, so both OVS instances see their port go down.  A bonded hv has several uplinks:
+        all of them, or only member `member` (0 is phy0)."""
+        links = [link for link in self.plan.find_links(a, b) if member in (None, link.member)]
         if not links:
-            raise LabError(f'no link between {a} and {b}')
+            raise LabError(f'no link between {a} and {b}' + (f' (member {member})' if member is not None else ''))
         for link in links:
             node_a = self.plan.switches[link.a].bridge
             node_b = (self.plan.switches[link.b].bridge if link.kind == 'fabric' else link.b)

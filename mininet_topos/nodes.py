@@ -11,7 +11,8 @@ from mininet.util import errRun
 
 from mininet_topos import osutil
 from mininet_topos.errors import LabError
-from mininet_topos.plan import HV_UPLINK, INT_PATCH, OF_PROTOCOLS, OVSDB_PORT, PHY_PATCH, TUNNEL_PORT
+from mininet_topos.plan import (HV_BOND, HV_UPLINK, INT_PATCH, OF_PROTOCOLS, OVSDB_PORT, PHY_PATCH,
+                                TUNNEL_PORT)
 
 SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 
@@ -162,8 +163,9 @@ class OVSHypervisor(Switch):
         sh(self,
            'sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1',
            # af_packet does not steal frames from the hv kernel: keep its IP stack off the uplink
-           f'sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.{HV_UPLINK}.rp_filter=1'
-           f' net.ipv4.conf.{HV_UPLINK}.arp_ignore=1',
+           'sysctl -qw net.ipv4.conf.all.rp_filter=1 ' + ' '.join(
+               f'net.ipv4.conf.{i}.rp_filter=1 net.ipv4.conf.{i}.arp_ignore=1'
+               for i in self.hv.uplink_intfs),
            f'rm -rf {d}', f'mkdir -p {d}',
            f'ovsdb-tool create {d}/conf.db {SCHEMA}',
            f'ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock'
@@ -189,8 +191,7 @@ class OVSHypervisor(Switch):
                 # it learns which leaf port each hypervisor hangs off
                 'other_config:forward-bpdu=true',
                 '--', 'set', 'interface', 'br-phy', f'mtu_request={mtu}',
-                '--', 'add-port', 'br-phy', HV_UPLINK, '--', 'set', 'interface', HV_UPLINK,
-                f'mtu_request={mtu}',
+                *_uplink_args(hv, mtu),
                 *_patch('br-phy', PHY_PATCH, INT_PATCH),
                 '--', 'add-br', 'br-int', '--', 'set', 'bridge', 'br-int', 'datapath_type=netdev',
                 'fail_mode=secure', f'protocols={OF_PROTOCOLS}',
@@ -223,6 +224,43 @@ class OVSHypervisor(Switch):
         osutil.stop_pids([p for p in self.daemon_pids if p])
         self.daemon_pids = []
         super().terminate()
+
+
+# Both ends of a bonded uplink: LACP (802.3ad) in active mode with fast (1 s) PDUs, so a
+# partner that stops answering is noticed in 3 s, and no fallback: a partner that does not
+# speak LACP leaves the bond down (and reported), never silently used as static ports.
+# Rebalancing every second (OVS default: 10 s) moves hash buckets back onto a member that
+# came back up, so a restored cable carries traffic again within about a second.
+LACP_ARGS = ('lacp=active', 'other_config:lacp-time=fast', 'other_config:lacp-fallback-ab=false',
+             'other_config:bond-rebalance-interval=1000')
+
+
+def bond_args(bridge, bond, members, mode, lacp=True, extra=()) -> list:
+    """ovs-vsctl args adding `members` to `bridge` as one bond Port `bond`."""
+    args = ['--', 'add-bond', bridge, bond, *members, f'bond_mode={mode}']
+    args += list(LACP_ARGS) if lacp else ['lacp=off']
+    return args + list(extra)
+
+
+def _uplink_args(hv, mtu) -> list:
+    """br-phy's uplink: phy0, or with several cables the bond bond0 of phy0..phy<n-1>.
+
+    balance-tcp on the hypervisor: it hashes L3/L4 (recirculation, which the userspace
+    datapath supports), so VXLAN between two VTEPs -- one source MAC, one IP pair, but an
+    outer UDP source port per inner flow -- spreads over the members.  balance-slb hashes
+    the source MAC and VLAN only: every tunnel packet leaves br-phy with the VTEP's MAC, so
+    all overlay traffic would ride one member."""
+    intfs = hv.uplink_intfs
+    if len(intfs) == 1:
+        args = ['--', 'add-port', 'br-phy', HV_UPLINK]
+    elif hv.bond == 'lacp':
+        args = bond_args('br-phy', HV_BOND, intfs, 'balance-tcp')
+    else:                           # active-backup: no LACP; phy0 is the active member when up
+        args = bond_args('br-phy', HV_BOND, intfs, 'active-backup', lacp=False,
+                         extra=[f'other_config:bond-primary={HV_UPLINK}'])
+    for i in intfs:
+        args += ['--', 'set', 'interface', i, f'mtu_request={mtu}']
+    return args
 
 
 def _patch(bridge, name, peer):
@@ -268,10 +306,12 @@ class PhysicalSwitch(OVSSwitch):
     """A leaf or spine: a netdev bridge on the root OVS, secure, with the fabric's dpid,
     fixed OpenFlow port numbers and the underlay MTU on every port."""
 
-    def __init__(self, name, target=None, mtu=None, desc=None, **params):
+    def __init__(self, name, target=None, mtu=None, desc=None, bonds=None, **params):
         params.update(failMode='secure', datapath='user', protocols=OF_PROTOCOLS,
                       inNamespace=False)
         self.target, self.mtu, self.desc = target, mtu, desc or name
+        # bond Port name -> (member intf names, 'lacp' | 'active-backup'): a bonded hv's uplinks
+        self.bonds = dict(bonds or {})
         super().__init__(name, **params)
 
     def start(self, controllers):
@@ -281,9 +321,18 @@ class PhysicalSwitch(OVSSwitch):
                 f'other_config:datapath-id={self.dpid}', 'other_config:disable-in-band=true',
                 f'other_config:dp-desc={self.desc}',
                 '--', 'set-controller', br, self.target]
+        bonded = {m for members, _ in self.bonds.values() for m in members}
+        for bond, (members, kind) in self.bonds.items():
+            # The leaf's end of a bonded hv: OVS runs LACP for it, but in a secure bridge the
+            # members stay separate OpenFlow ports; the controller treats them as one
+            # (controller/bonds.py).  bond_mode only steers NORMAL, which this bridge never uses.
+            args += bond_args(br, bond, members, 'balance-tcp' if kind == 'lacp' else 'active-backup',
+                              lacp=kind == 'lacp')
         for intf in self.intfList():
             if self.ports[intf]:                       # port 0 is Mininet's 'lo' placeholder
-                args += ['--', 'add-port', br, intf.name, '--', 'set', 'interface', intf.name,
+                if intf.name not in bonded:
+                    args += ['--', 'add-port', br, intf.name]
+                args += ['--', 'set', 'interface', intf.name,
                          f'ofport_request={self.ports[intf]}', f'mtu_request={self.mtu}']
         self.vsctl(*args)     # queued: batchStartup runs every switch in one ovs-vsctl
 

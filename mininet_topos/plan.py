@@ -9,6 +9,8 @@ teardown can be checked by name; Linux interface names are at most 15 characters
     <P><switch>        OVS bridge of a physical switch (<P>s<i> if that is too long)
     <P>l<i>a, <P>l<i>b  veth ends of fabric link i (a on the first switch of the pair)
     <P>u<k>            leaf end of hypervisor k's uplink        (hv end: phy0, in the hv)
+    <P>u<k>m<j>        leaf end of its j-th extra uplink (j>=1)  (hv end: phy<j>); with
+                       `uplinks: 2+` they form the bond <P>b<k> on the leaf and bond0 on br-phy
     <P>m<k>            root end of hypervisor k's mgmt veth     (hv end: mgmt0, 169.254.N.10+k)
     <P>mgmt            Linux bridge of the management LAN       (169.254.N.1/24)
 
@@ -34,6 +36,7 @@ IFNAMSIZ = 15                 # Linux interface names: 15 characters + NUL
 OVSDB_PORT = 6640
 VM_MTU = 1500
 HV_UPLINK = 'phy0'
+HV_BOND = 'bond0'             # br-phy's bond of phy0..phy<n-1> when a hv has several uplinks
 HV_MGMT = 'mgmt0'
 INT_PATCH = 'int-to-phy'      # the controller recognises a hv's uplink by this name
 TUNNEL_PORT = 'vxlan0'        # br-int's VXLAN port (remote_ip=flow, key=flow); 'vxlan*' is a tunnel
@@ -116,6 +119,7 @@ class LinkPlan:
     intf_b: str
     port_a: int                      # OpenFlow port number on a's bridge
     port_b: int | None               # on b's bridge (None: the hv's br-phy numbers it)
+    member: int = 0                  # an uplink's index among its hv's uplinks (phy<member>)
 
     def joins(self, x: str, y: str) -> bool:
         return {x, y} == {self.a, self.b}
@@ -134,6 +138,14 @@ class HypervisorPlan:
     uplink_mac: str
     rundir: str
     controller: str
+    uplinks: int = 1                 # cables to the leaf; 2+ are one bond on both ends
+    bond: str = 'lacp'               # 'lacp' | 'active-backup' (fabric `bond:`)
+    leaf_bond: str | None = None     # the leaf-side bond's Port name (<P>b<k>), when bonded
+
+    @property
+    def uplink_intfs(self) -> tuple[str, ...]:
+        """The hv ends of its uplinks, inside the hv: phy0, phy1, ..."""
+        return tuple(hv_uplink(j) for j in range(self.uplinks))
 
     @property
     def ovsdb(self) -> str:
@@ -332,8 +344,10 @@ def _links(fabric, prefix) -> tuple[LinkPlan, ...]:
     links = [LinkPlan('fabric', a, b, f'{prefix}l{i}a', f'{prefix}l{i}b', take(a), take(b))
              for i, (a, b) in enumerate(fabric.links)]
     for k, hv in enumerate(fabric.hypervisors.values(), start=1):
-        links.append(LinkPlan('uplink', hv.leaf, hv.name, f'{prefix}u{k}', HV_UPLINK,
-                              take(hv.leaf), None))
+        for j in range(hv.uplinks):
+            leaf_end = f'{prefix}u{k}' + (f'm{j}' if j else '')
+            links.append(LinkPlan('uplink', hv.leaf, hv.name, leaf_end, hv_uplink(j),
+                                  take(hv.leaf), None, j))
     for link in links:
         for name in (link.intf_a, link.intf_b):
             if len(name) > IFNAMSIZ:
@@ -355,8 +369,21 @@ def _hypervisors(fabric, prefix, octet, port, links, workdir) -> dict[str, Hyper
             gateway=next(own.hosts()),
             mgmt_ip=f'169.254.{octet}.{10 + k}', mgmt_root_intf=f'{prefix}m{k}',
             uplink_mac=f'0e:00:00:00:{k >> 8:02x}:{k & 0xff:02x}',
-            rundir=f'{workdir}/{hv.name}', controller=f'tcp:169.254.{octet}.1:{port}')
+            rundir=f'{workdir}/{hv.name}', controller=f'tcp:169.254.{octet}.1:{port}',
+            uplinks=hv.uplinks, bond=hv.bond,
+            leaf_bond=f'{prefix}b{k}' if hv.uplinks > 1 else None)
     return out
+
+
+def hv_uplink(j: int) -> str:
+    return f'phy{j}'
+
+
+def member_mac(base: str, j: int) -> str:
+    """The MAC of a hv's j-th uplink: member 0 keeps the hv's uplink_mac."""
+    parts = base.split(':')
+    parts[3] = f'{j:02x}'
+    return ':'.join(parts)
 
 
 def _rack_networks(fabric) -> dict[str, ipaddress.IPv4Network]:

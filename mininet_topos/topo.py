@@ -23,7 +23,7 @@ try:         # under mn an exception here would start its machine-wide clean-up:
 
     from mininet_topos import osutil
     from mininet_topos.nodes import LabIntf, MgmtBridge, OVSHypervisor, PhysicalSwitch, VMHost
-    from mininet_topos.plan import HV_MGMT, VM_MTU, build_plan
+    from mininet_topos.plan import HV_MGMT, VM_MTU, build_plan, member_mac
 except Exception as _e:                               # noqa: BLE001
     raise SystemExit(f'opendvs topo: cannot load the lab: {type(_e).__name__}: {_e}') from None
 
@@ -39,7 +39,8 @@ class OpendvsTopo(Topo):
         self.addSwitch(plan.mgmt_bridge, cls=MgmtBridge, gateway=f'{plan.mgmt_gateway}/24')
         for sw in plan.switches.values():
             self.addSwitch(sw.bridge, cls=PhysicalSwitch, dpid=f'{sw.dpid:016x}',
-                           target=sw.controller, mtu=plan.underlay_mtu, desc=sw.name)
+                           target=sw.controller, mtu=plan.underlay_mtu, desc=sw.name,
+                           bonds=leaf_bonds(plan, sw.name))
         for link in plan.links:
             self._underlay(plan, link)
         for hv in plan.hypervisors.values():
@@ -61,11 +62,21 @@ class OpendvsTopo(Topo):
         else:
             hv = plan.hypervisors[link.b]
             self._veth(a, hv.name, link.intf_a, link.intf_b, port1=link.port_a,
-                       addr2=hv.uplink_mac, params1=mtu, params2=mtu)
+                       addr2=member_mac(hv.uplink_mac, link.member), params1=mtu, params2=mtu)
 
     def _veth(self, node1, node2, name1, name2, **opts):
         self.addLink(node1, node2, intfName1=name1, intfName2=name2, cls=Link, intf=LabIntf,
                      **opts)
+
+
+def leaf_bonds(plan, switch) -> dict:
+    """The bonds on one leaf's bridge: <P>b<k> -> (its member intfs, the fabric's bond kind)."""
+    out = {}
+    for hv in plan.hypervisors.values():
+        if hv.leaf == switch and hv.leaf_bond:
+            members = [link.intf_a for link in plan.links if link.kind == 'uplink' and link.b == hv.name]
+            out[hv.leaf_bond] = (members, hv.bond)
+    return out
 
 
 def make_topo(fabric=None, prefix=None, vms=None, ofp_port=None, workdir=None, tenants=None):

@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
     token = ''
     timeout = IO_TIMEOUT                 # socket timeout, set by StreamRequestHandler.setup()
     deadline = REQUEST_DEADLINE
-    GET_VIEWS = {'tenants', 'networks', 'workloads', 'switches', 'tunnels', 'flows'}
+    GET_VIEWS = {'tenants', 'networks', 'workloads', 'switches', 'tunnels', 'flows', 'uplinks'}
 
     def setup(self):
         super().setup()

@@ -184,6 +184,12 @@ class PolicyService:
                                for p in sorted(sw.ports.values(), key=lambda p: p.no)]}
                     for sw in sorted(core.inv.switches.values(), key=lambda s: s.name)]
 
+    def uplinks(self) -> list[dict]:
+        """Per hypervisor: its uplinks, bonded or not, with both ends' member and LACP state
+        (controller/bonds.py); a core without bond support reports nothing."""
+        view = getattr(self.core, 'uplinks', None)
+        return view() if view is not None else []
+
     def flows(self, switch: str | None = None) -> list[dict]:
         core = self.core
         with core.lock:

@@ -81,6 +81,16 @@ def _app_names(text: str) -> tuple[str, ...]:
     return names
 
 
+DEFAULT_SWITCH_OVSDB = 'unix:/var/run/openvswitch/db.sock'
+
+
+def _switch_ovsdb(given: str | None) -> str | None:
+    if given is None:
+        path = DEFAULT_SWITCH_OVSDB.removeprefix('unix:')
+        return DEFAULT_SWITCH_OVSDB if os.path.exists(path) else None
+    return None if given == 'none' else given
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog='opendvs-controller', description=__doc__)
     ap.add_argument('--fabric', required=True, help='fabric YAML file')
@@ -91,6 +101,9 @@ def main(argv=None) -> int:
     ap.add_argument('--no-api', action='store_true', help='do not serve the REST API')
     ap.add_argument('--state-dir', default='/var/lib/opendvs',
                     help='where accepted tenant policies and the API token are kept')
+    ap.add_argument('--switch-ovsdb', default=None, metavar='REMOTE',
+                    help='OVSDB of the physical switches, for their bonds (bonded hypervisor uplinks); '
+                         'default: %s when that socket exists; "none" to not read one' % DEFAULT_SWITCH_OVSDB)
     ap.add_argument('--log-level', default=os.environ.get('OPENDVS_LOG', 'INFO'))
     ap.add_argument('--physical-from', type=_sources, default='loopback', metavar='SOURCES',
                     help='where physical switches may connect from: loopback (default: the lab\'s root OVS '
@@ -145,7 +158,7 @@ def main(argv=None) -> int:
         logging.getLogger('opendvs').info(
             'OpenFlow on loopback only: switches in other namespaces (the lab\'s hypervisors) '
             'cannot connect; for them use --ofp 0.0.0.0:%d', ofp[1])
-    ofp_shim.run(policy, args.state_dir, ofp, api, apps=args.apps)
+    ofp_shim.run(policy, args.state_dir, ofp, api, apps=args.apps, switch_ovsdb=_switch_ovsdb(args.switch_ovsdb))
     return 0
 
 

@@ -131,6 +131,8 @@ SHOW = {
     'switches': ('/v1/switches', ['name', 'dpid', 'kind', 'connected', 'flows', 'ports']),
     'flows': ('/v1/flows', ['switch', 'flow', 'owner']),
     'tunnels': ('/v1/tunnels', ['hypervisor', 'vtep', 'vnis', 'remote_macs']),
+    'uplinks': ('/v1/uplinks', ['hypervisor', 'leaf', 'uplinks', 'bond', 'status', 'leaf_port', 'members',
+                                'problems']),
 }
 
 
@@ -149,7 +151,8 @@ def _cell(value) -> str:
     return '-' if value is None else str(value)
 
 
-@command('show', 'show what runs: tenants, networks, workloads (and where bound), switches, flows, tunnels',
+@command('show', 'show what runs: tenants, networks, workloads (and where bound), switches, flows, tunnels, '
+         'uplinks (bonds and LACP)',
          _show_arguments)
 def cmd_show(args) -> int:
     path, columns = SHOW[args.what]

@@ -15,6 +15,8 @@ Normal forms (a[0] is the kind):
   ('move', src, dst)                    subfields, e.g. 'reg0[0..15]', whole fields bare
   ('dec_ttl',)  ('ct_clear',)
   ('multipath', n_links, dst_field)
+  ('bundle', algorithm, members)        a bond: 'hrw' or 'active_backup' over a tuple of ports
+  ('set_in_port', port)                 NXM load of in_port (16 bits; OXM in_port is read-only)
   ('group', id)  ('meter', id)          meter is an instruction: it must come first
   ('write_metadata', value, mask)       an instruction: it runs after the actions, so it must
                                         come last (use set_field metadata to set it earlier)
@@ -91,6 +93,17 @@ def ct_clear() -> tuple:
 
 def multipath(n_links: int, dst: str) -> tuple:
     return ('multipath', n_links, dst)
+
+
+def bundle(algorithm: str, members) -> tuple:
+    """Output to one member of a bond: 'hrw' (hash of the symmetric L4 fields) or
+    'active_backup' (the first member that is up)."""
+    return ('bundle', algorithm, tuple(members))
+
+
+def set_in_port(port: int) -> tuple:
+    """Rewrite in_port (an NXM register load, 16 bits): folds bond members into one port."""
+    return ('set_in_port', port)
 
 
 def group(group_id: int) -> tuple:
@@ -316,6 +329,24 @@ def _c_multipath(n, dst):
     F.bits(dst)
 
 
+BUNDLE_ALGORITHMS = ('hrw', 'active_backup')
+
+
+def _c_bundle(algorithm, members):
+    if algorithm not in BUNDLE_ALGORITHMS:
+        raise ActionError('bundle algorithm is one of %s, not %r' % (', '.join(BUNDLE_ALGORITHMS), algorithm))
+    if not isinstance(members, tuple) or not members:
+        raise ActionError('bundle members are a non-empty tuple of ports, not %r' % (members,))
+    for m in members:
+        _int(m, 1, 0xfeff, 'bundle member port')
+    if len(set(members)) != len(members):
+        raise ActionError('bundle members repeat a port: %r' % (members,))
+
+
+def _c_set_in_port(port):
+    _int(port, 1, 0xfeff, 'set_in_port port (16 bits, NXM)')
+
+
 def _c_group(gid):
     _int(gid, 0, 0xffffff00, 'group id')
 
@@ -445,6 +476,7 @@ def _c_spec(spec):
 _CHECKS = {
     'output': _c_output, 'output_reg': _c_output_reg, 'push_vlan': _c_push_vlan, 'pop_vlan': _c_none, 'set_field': _c_set_field,
     'move': _c_move, 'dec_ttl': _c_none, 'ct_clear': _c_none, 'multipath': _c_multipath,
+    'bundle': _c_bundle, 'set_in_port': _c_set_in_port,
     'group': _c_group, 'meter': _c_meter, 'write_metadata': _c_write_metadata,
     'resubmit': _c_resubmit, 'conjunction': _c_conjunction, 'ct': _c_ct, 'learn': _c_learn,
 }

@@ -32,6 +32,7 @@ APPS = {
     'anycast_gateway': 0x05,
     'microseg': 0x06,
     'underlay_routing': 0x07,
+    'bonds': 0x08,                 # controller/bonds.py: a bond's members folded into one port
     'pipeline': 0x0f,            # generated miss flows (tables.miss_flows)
 }
 _APP_NAMES = {v: k for k, v in APPS.items()}

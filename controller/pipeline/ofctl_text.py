@@ -173,6 +173,9 @@ _FORMAT = {
     'dec_ttl': lambda: 'dec_ttl',
     'ct_clear': lambda: 'ct_clear',
     'multipath': lambda n, dst: 'multipath(symmetric_l4,0,hash_threshold,%d,0,%s)' % (n, sub(dst + '[0..15]')),
+    'bundle': lambda alg, members: 'bundle(symmetric_l4,0,%s,ofport,members:%s)' % (
+        alg, ','.join(str(m) for m in members)),
+    'set_in_port': lambda port: 'load:%#x->NXM_OF_IN_PORT[]' % port,
     'group': lambda gid: 'group:%d' % gid,
     'meter': lambda mid: 'meter:%d' % mid,
     'write_metadata': lambda v, m: 'write_metadata:%#x' % v + ('' if m == ALL64 else '/%#x' % m),

@@ -49,11 +49,11 @@ _ARP_REWRITE = ('eth_src', 'eth_dst', 'arp_op', 'arp_sha', 'arp_tha', 'arp_spa',
 
 TABLES = (
     _t('port_sec', 0,
-       {'topology': (1000, 1000), 'underlay_routing': (500, 500), 'vxlan_overlay': (200, 200),
-        'learning_switch': (100, 100)},
+       {'bonds': (2000, 2000), 'topology': (1000, 1000), 'underlay_routing': (500, 500),
+        'vxlan_overlay': (200, 200), 'learning_switch': (100, 100)},
        ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa', 'tunnel_id', 'tun_ipv4_src'],
-       ('vlan_vid',) + _ARP_REWRITE, ['classify', 'l3'], ('drop',),
-       'admission per port: the VLANs a port takes (untagged frames get their VLAN tag), LLDP to '
+       ('vlan_vid', 'in_port') + _ARP_REWRITE, ['classify', 'l3'], ('drop',),
+       'admission per port (a bond\'s members folded into one port first): the VLANs a port takes (untagged frames get their VLAN tag), LLDP to '
        'the controller, tunnel traffic from member VTEPs, routed underlay frames to l3 and the '
        'rack gateway ARP responder'),
     _t('classify', 10,
@@ -93,7 +93,9 @@ TABLES = (
        [R.OUT_PORT, 'vlan_vid'], ['vlan_vid', 'tunnel_id'], ['flood'], ('drop',),
        'emission: the out-port as it carries the frame (tag popped on access ports, VNI on the '
        'tunnel, tagged on trunks); the flood out-port goes to flood'),
-    _t('flood', 90, {'learning_switch': (100, 100), 'vxlan_overlay': (100, 110)},
+    # learning_switch up to 101: controller/bonds.py adds a split-horizon copy of a flood flow
+    # that reaches a bond, one priority up, for frames from that bond (same cookie)
+    _t('flood', 90, {'learning_switch': (100, 101), 'vxlan_overlay': (100, 110)},
        ['vlan_vid', 'in_port'], ['vlan_vid', 'tunnel_id', 'tun_ipv4_dst'], [], ('drop',),
        'BUM delivery per VLAN: the loop-free flood tree, local members, head-end replication'),
 )
@@ -162,6 +164,8 @@ def _written(action: tuple) -> str | None:
         return 'vlan_vid'
     if action[0] == 'multipath':
         return action[2]
+    if action[0] == 'set_in_port':     # controller/bonds.py folds a bond's members in port_sec
+        return 'in_port'
     return None
 
 

@@ -5,6 +5,7 @@ See examples/fabric.yaml for the schema.
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 
@@ -165,7 +166,8 @@ def _hypervisors(c, top, switches, dpids) -> dict:
         if name in switches:
             line, col = c.doc.key_mark(('switches', name))
             c.error(p, f"name '{name}' is already used by a switch (switches.{name} at {line}:{col})", key=True)
-        m = c.mapping(p, entry, ('leaf', 'vtep', 'trunk_vlans', 'dpid'), required=('leaf', 'vtep'))
+        m = c.mapping(p, entry, ('leaf', 'vtep', 'trunk_vlans', 'dpid', 'uplinks', 'bond'),
+                      required=('leaf', 'vtep'))
         if m is None:
             continue
         leaf = _leaf(c, p + ('leaf',), m['leaf'], switches, top) if 'leaf' in m else None
@@ -181,9 +183,29 @@ def _hypervisors(c, top, switches, dpids) -> dict:
             claim = (c.doc.key_mark(p), dpid, f"hypervisor '{name}'", p, True)
         if dpid is not None:
             dpids.append(claim)
-        if None not in (leaf, vtep, vlans, dpid):
-            out[name] = model.Hypervisor(name, leaf, vtep, vlans, dpid)
+        uplinks, bond = _uplinks(c, p, m)
+        if None not in (leaf, vtep, vlans, dpid, uplinks, bond):
+            out[name] = model.Hypervisor(name, leaf, vtep, vlans, dpid, uplinks, bond)
     return out
+
+
+def _uplinks(c, p, m):
+    """-> (uplinks, bond): how many cables go to the leaf and how they are bonded.  Two or
+    more cables are always one bond (an EtherChannel, never independent ports: nothing runs
+    STP); `bond` says which kind, and only makes sense with more than one cable."""
+    uplinks = c.integer(p + ('uplinks',), m['uplinks'], 1, model.MAX_UPLINKS) if 'uplinks' in m else 1
+    if 'bond' not in m:
+        return uplinks, model.BOND_MODES[0]
+    bond = m['bond']
+    if bond not in model.BOND_MODES:
+        close = difflib.get_close_matches(str(bond), model.BOND_MODES, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ''
+        c.error(p + ('bond',), f"expected one of {', '.join(model.BOND_MODES)}, got {kind(bond)}{hint}")
+        return uplinks, None
+    if uplinks == 1:
+        c.error(p + ('bond',), 'a bond needs at least two uplinks; add `uplinks: 2` (or drop `bond:`)')
+        return uplinks, None
+    return uplinks, bond
 
 
 def _leaf(c, path, v, switches, top):

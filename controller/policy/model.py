@@ -10,6 +10,8 @@ from typing import Mapping
 
 DEFAULT_OPENFLOW = 'tcp:127.0.0.1:6653'
 DEFAULT_API = 'http://127.0.0.1:8080'
+BOND_MODES = ('lacp', 'active-backup')     # a hypervisor's bonded uplinks; the first is the default
+MAX_UPLINKS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,12 @@ class Hypervisor:
     vtep: ipaddress.IPv4Address
     trunk_vlans: tuple[int, ...]
     dpid: int                                   # datapath id of its br-int
+    uplinks: int = 1                            # cables to its leaf; 2+ are one bond
+    bond: str = BOND_MODES[0]                   # 'lacp' (802.3ad, both ends negotiate) or 'active-backup'
+
+    @property
+    def bonded(self) -> bool:
+        return self.uplinks > 1
 
 
 @dataclasses.dataclass(frozen=True)

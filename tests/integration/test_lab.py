@@ -177,13 +177,18 @@ def test_fabric_cables_and_uplinks_have_fixed_port_numbers(lab):
         if link.kind == 'fabric':
             ends.append((link.b, link.intf_b, link.port_b))
         for switch, intf, port in ends:
-            assert lab.vsctl(switch, 'port-to-br', intf).strip() == lab.bridge(switch)
+            assert lab.vsctl(switch, 'iface-to-br', intf).strip() == lab.bridge(switch)
             assert vsctl_get('interface', intf, 'ofport') == str(port)
     for spine in ('spine1', 'spine2'):
         for leaf in ('leaf1', 'leaf2'):
             assert len(plan.find_links(spine, leaf)) == 1
+    # hv1 is dual-homed (examples/fabric.yaml): its two cables come first, as one bond
     ports = lab.ofctl('leaf1', 'dump-ports-desc')
-    assert f'3({lab.prefix}u1)' in ports and f'4({lab.prefix}u2)' in ports
+    p = lab.prefix
+    assert f'3({p}u1)' in ports and f'4({p}u1m1)' in ports and f'5({p}u2)' in ports
+    assert lab.leaf_ports('hv1') == [3, 4] and lab.leaf_port('hv2') == 5
+    assert lab.vsctl('leaf1', 'port-to-br', lab.leaf_bond('hv1')).strip() == lab.bridge('leaf1')
+    assert lab.leaf_bond('hv2') is None
 
 
 def test_each_hypervisor_runs_its_own_ovs_with_br_int_and_br_phy(lab):
@@ -198,7 +203,13 @@ def test_each_hypervisor_runs_its_own_ovs_with_br_int_and_br_phy(lab):
         assert vsctl_get('bridge', 'br-phy', 'fail_mode', db=db) == 'standalone'
         assert lab.vsctl(name, 'get-controller', 'br-phy').strip() == ''
         assert vsctl_get('interface', 'int-to-phy', 'options:peer', db=db) == 'phy-to-int'
-        assert set(lab.vsctl(name, 'list-ports', 'br-phy').split()) == {'phy0', 'phy-to-int'}
+        if hv.uplinks == 1:
+            assert set(lab.vsctl(name, 'list-ports', 'br-phy').split()) == {'phy0', 'phy-to-int'}
+        else:                                   # hv1: a bond of phy0 and phy1
+            assert set(lab.vsctl(name, 'list-ports', 'br-phy').split()) == {'bond0', 'phy-to-int'}
+            assert {'phy0', 'phy1', 'phy-to-int'} <= set(lab.vsctl(name, 'list-ifaces', 'br-phy').split())
+            assert vsctl_get('port', 'bond0', 'bond_mode', db=db) == 'balance-tcp'
+            assert vsctl_get('port', 'bond0', 'lacp', db=db) == 'active'
         rc, out = lab.exec(name, 'ip -4 -o addr show dev br-phy')
         assert rc == 0 and f'{hv.vtep}/24' in out
 

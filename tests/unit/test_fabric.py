@@ -37,7 +37,7 @@ CASES = [
     ('switches:\n  s: {dpid: 1, dpdi: 2}\n', "2:16: switches.s: unknown key 'dpdi' (allowed: dpid, rack_subnet)"),
     (BASE + 'underlay: {mtu: 9000, vxlan: true}\n', "4:23: underlay: unknown key 'vxlan' (allowed: mtu)"),
     (BASE + 'controller: {ofp: "tcp:1.2.3.4:6653"}\n', "4:14: controller: unknown key 'ofp' (allowed: api, openflow)"),
-    (BASE + HV + ', vlans: [10]}\n', "5:41: hypervisors.hv1: unknown key 'vlans' (allowed: dpid, leaf, trunk_vlans, vtep)"),
+    (BASE + HV + ', vlans: [10]}\n', "5:41: hypervisors.hv1: unknown key 'vlans' (allowed: bond, dpid, leaf, trunk_vlans, uplinks, vtep)"),
     (BASE + 'underlay: {mtu: 9k}\n', "4:17: underlay.mtu: expected an integer in 1280..9216, got string '9k'"),
     (BASE + 'underlay: [9000]\n', '4:11: underlay: expected a mapping, got list'),
     ('switches: [spine1]\n', '1:11: switches: expected a mapping of NAME: {...}, got list'),
@@ -125,6 +125,18 @@ CASES = [
     (BASE + HV + ', trunk_vlans: [10, 20, 10]}\n', '5:63: hypervisors.hv1.trunk_vlans[2]: VLAN 10 is listed twice (first at trunk_vlans[0])'),
     (BASE + HV + ', trunk_vlans: [on]}\n', '5:55: hypervisors.hv1.trunk_vlans[0]: expected an integer in 1..4094, got boolean true'),
     (BASE + HV + ', trunk_vlans: 10}\n', '5:54: hypervisors.hv1.trunk_vlans: expected a list, got integer 10'),
+    # hypervisors: bonded uplinks
+    (BASE + HV + ', uplinks: 0}\n', '5:50: hypervisors.hv1.uplinks: 0 is out of range 1..8'),
+    (BASE + HV + ', uplinks: 9}\n', '5:50: hypervisors.hv1.uplinks: 9 is out of range 1..8'),
+    (BASE + HV + ', uplinks: "2"}\n', "5:50: hypervisors.hv1.uplinks: expected an integer in 1..8, got string '2'"),
+    (BASE + HV + ', uplinks: [a, b]}\n', '5:50: hypervisors.hv1.uplinks: expected an integer in 1..8, got list'),
+    (BASE + HV + ', uplinks: 2, bond: lacpp}\n',
+     "5:59: hypervisors.hv1.bond: expected one of lacp, active-backup, got string 'lacpp'; did you mean 'lacp'?"),
+    (BASE + HV + ', uplinks: 2, bond: balance-tcp}\n',
+     "5:59: hypervisors.hv1.bond: expected one of lacp, active-backup, got string 'balance-tcp'"),
+    (BASE + HV + ', bond: lacp}\n',
+     '5:47: hypervisors.hv1.bond: a bond needs at least two uplinks; add `uplinks: 2` (or drop `bond:`)'),
+    (BASE + HV + ', uplinks: 1, bond: active-backup}\n', '5:59: hypervisors.hv1.bond: a bond needs at least two uplinks'),
 ]
 
 
@@ -176,6 +188,20 @@ def test_example_fabric():
     assert f.switch_by_dpid(0x202).name == 'leaf2'
     assert f.all_vlans() == (1, 10, 20, 30, 40)
     assert f.controller.ofp_port == 6653 and f.underlay_mtu == 9000
+
+
+def test_bonded_uplinks():
+    f = parse_fabric(BASE + HV + ', uplinks: 2}\n  hv2: {leaf: leaf1, vtep: 172.16.1.12, uplinks: 3, '
+                     'bond: active-backup}\n  hv3: {leaf: leaf1, vtep: 172.16.1.13}\n')
+    hv1, hv2, hv3 = (f.hypervisors[h] for h in ('hv1', 'hv2', 'hv3'))
+    assert (hv1.uplinks, hv1.bond, hv1.bonded) == (2, 'lacp', True)          # LACP unless told
+    assert (hv2.uplinks, hv2.bond, hv2.bonded) == (3, 'active-backup', True)
+    assert (hv3.uplinks, hv3.bond, hv3.bonded) == (1, 'lacp', False)         # one cable: no bond
+
+
+def test_bond_errors_are_all_reported():
+    diags = _errors(BASE + HV + ', uplinks: 0, bond: x}\n  hv2: {leaf: leaf1, vtep: 172.16.1.12, bond: lacp}\n')
+    assert [(d.line, d.col) for d in diags] == [(5, 50), (5, 59), (6, 47)]
 
 
 def test_role_from_hypervisor_without_rack_subnet():

@@ -371,8 +371,8 @@ def test_a_hypervisor_with_no_vm_on_a_vlan_neither_admits_nor_floods_it(fabric, 
 
 def test_the_uplink_follows_this_hypervisors_own_trunk_list():
     text = EXAMPLE_FABRIC.read_text().replace(
-        'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [10, 20, 30, 40]}',
-        'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [20]}')
+        'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [10, 20, 30, 40]',
+        'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [20]')
     fabric = parse_fabric(text)
     assert fabric.hypervisors['hv1'].trunk_vlans == (20,)
     inv, hv = hv_network(fabric)                             # a VM on VLAN 10 and one on VLAN 20

@@ -46,8 +46,8 @@ def test_a_fabric_change_that_fits_is_planned_with_the_same_tenants():
      {LEAF1: ('leaf1', 'physical')}, 'leaf1 (0000000000000201) is connected but not in the new fabric'),
     (('spine1: {dpid: 0x101}', 'spine1: {dpid: 0x301}\n  spineX: {dpid: 0x101}'),
      {SPINE1: ('spine1', 'physical')}, 'the new fabric makes its dpid switch spineX'),
-    (('hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [10, 20, 30, 40]}',
-      'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [20, 30, 40]}'), {},
+    (('hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [10, 20, 30, 40]',
+      'hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [20, 30, 40]'), {},
      "the running tenants do not fit the new fabric: "),
     (('native_vlan: 1', 'native_vlan: 10'), {}, "VLAN 10 is the fabric's native VLAN"),
 ])

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from controller.policy import fabric, tenant_parse, tenant_security
+from controller.policy import fabric, model, tenant_parse, tenant_security
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / 'schemas'
@@ -60,7 +60,10 @@ def test_fabric_schema_keys_match_the_loader():
     assert _props(s) == set(fabric.TOP_KEYS) and s['required'] == ['switches']
     assert s['$defs']['name']['pattern'] == _ecma(fabric.NAME_RE)
     assert _props(s['properties']['switches']['additionalProperties']) == {'dpid', 'rack_subnet'}
-    assert _props(s['properties']['hypervisors']['additionalProperties']) == {'leaf', 'vtep', 'trunk_vlans', 'dpid'}
+    assert _props(s['properties']['hypervisors']['additionalProperties']) == {'leaf', 'vtep', 'trunk_vlans', 'dpid',
+                                                                                'uplinks', 'bond'}
+    hv = s['properties']['hypervisors']['additionalProperties']['properties']
+    assert hv['bond']['enum'] == list(model.BOND_MODES) and hv['uplinks']['maximum'] == model.MAX_UPLINKS
     assert s['$defs']['dpid']['maximum'] == fabric.MAX_DPID
 
 
@@ -116,6 +119,8 @@ def test_fabric_schema_refuses_bad_ones():
                 {'switches': {'s': {'dpid': 1}}, 'links': [['s']]},
                 {'switches': {'s': {'dpid': 1}}, 'hypervisors': {'h': {'leaf': 's'}}},
                 {'switches': {'s': {'dpid': 1}}, 'hypervisors': {'h': {'leaf': 's', 'vtep': '1.2.3.4', 'trunk_vlans': [5, 5]}}},
+                {'switches': {'s': {'dpid': 1}}, 'hypervisors': {'h': {'leaf': 's', 'vtep': '1.2.3.4', 'uplinks': 0}}},
+                {'switches': {'s': {'dpid': 1}}, 'hypervisors': {'h': {'leaf': 's', 'vtep': '1.2.3.4', 'bond': 'slb'}}},
                 {'switches': {'s': {'dpid': 1}}, 'underlay': {'mtu': 100}},
                 {'switches': {'s': {'dpid': 1}}, 'controller': {'openflow': '127.0.0.1:6653'}}]:
         assert not v.is_valid(bad), bad

@@ -77,9 +77,11 @@ def test_physical_switches_and_hypervisors_send_lldp_to_the_controller(fabric):
     assert (f.table, f.match_dict(), f.actions) == (
         'port_sec', {'eth_type': 0x88cc, 'eth_dst': '01:80:c2:00:00:0e'}, (('output', 'controller'),))
     assert f.goto is None                               # never admitted into a VLAN
-    # ahead of VLAN admission, the routed underlay and tunnel admission
-    others = [hi for app, (_, hi) in tables.BY_NAME['port_sec'].bands.items() if app != topology.APP]
+    # ahead of VLAN admission, the routed underlay and tunnel admission; only a bond's fold
+    # (controller/bonds.py) comes first, and it just rewrites in_port and resubmits to port_sec
+    others = [hi for app, (_, hi) in tables.BY_NAME['port_sec'].bands.items() if app not in (topology.APP, 'bonds')]
     assert others and f.priority > max(others)
+    assert tables.BY_NAME['port_sec'].bands['bonds'][0] > f.priority
     tables.check(f)
     # a hypervisor's br-int hears its leaf the same way (and LLDP is never learned or flooded)
     assert topology.compile_flows(policy, inv, hv.dpid) == {f}

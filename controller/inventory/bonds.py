@@ -1,0 +1,176 @@
+"""Bonds as OVSDB describes them: which Ports are bonds, their members, link and LACP state.
+
+A BondWatcher keeps a python-ovs IDL replica of one ovsdb-server's Bridge/Port/Interface
+tables and reports every bond (a Port with two or more Interfaces) whenever one changes:
+
+- the physical switches' OVSDB (the root OVS in the lab, unix:/var/run/openvswitch/db.sock):
+  the leaf end of each bonded hypervisor; its members are separate OpenFlow ports there,
+  and controller/bonds.py makes them one;
+- each hypervisor's OVSDB (tcp:<mgmt ip>:6640, the one BindingWatcher follows): br-phy's end.
+
+Both feed `dvsctl show uplinks` through uplink_status().
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+import ovs.db.idl
+import ovs.poller
+
+from controller.inventory.ovsdb import _fetch_schema, _one
+
+LOG = logging.getLogger('opendvs.bonds')
+DEFAULT_SWITCH_OVSDB = 'unix:/var/run/openvswitch/db.sock'
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    name: str
+    ofport: int | None
+    link_up: bool
+    lacp_current: bool | None        # None: LACP is off on this bond
+
+
+@dataclasses.dataclass(frozen=True)
+class Bond:
+    bridge: str
+    name: str
+    mode: str                        # bond_mode (balance-tcp, balance-slb, active-backup)
+    lacp: str                        # active | passive | off
+    members: tuple[Member, ...]
+
+    @property
+    def ofports(self) -> tuple[int, ...]:
+        return tuple(sorted(m.ofport for m in self.members if m.ofport and m.ofport > 0))
+
+    def usable(self, m: Member) -> bool:
+        """A member that may carry traffic: link up and, with LACP, a current partner."""
+        return m.link_up and (self.lacp == 'off' or bool(m.lacp_current))
+
+    def as_dict(self) -> dict:
+        return {'bridge': self.bridge, 'name': self.name, 'mode': self.mode, 'lacp': self.lacp,
+                'members': [{'name': m.name, 'ofport': m.ofport, 'link': 'up' if m.link_up else 'down',
+                             'lacp': _lacp_word(self, m)} for m in self.members]}
+
+
+def _lacp_word(bond: Bond, m: Member) -> str:
+    if bond.lacp == 'off':
+        return 'off'
+    return 'current' if m.lacp_current else ('no-partner' if m.link_up else 'down')
+
+
+def read_bonds(idl) -> dict[str, tuple[int | None, dict[str, Bond], tuple[str, ...]]]:
+    """bridge name -> (its datapath id, {bond name: Bond}, its controller targets) for every
+    bridge with a bond."""
+    out = {}
+    for br in idl.tables['Bridge'].rows.values():
+        bonds = {}
+        for port in br.ports:
+            if len(port.interfaces) < 2:
+                continue
+            members = tuple(sorted(
+                (Member(i.name, _one(i.ofport), _one(i.link_state) == 'up',
+                        None if (port.lacp or ['off'])[0] == 'off' else bool(_one(i.lacp_current)))
+                 for i in port.interfaces), key=lambda m: m.name))
+            bonds[port.name] = Bond(br.name, port.name, _one(port.bond_mode) or 'active-backup',
+                                    _one(port.lacp) or 'off', members)
+        if bonds:
+            dpid = _one(br.datapath_id)
+            targets = tuple(sorted(c.target for c in br.controller))
+            out[br.name] = (int(dpid, 16) if dpid else None, bonds, targets)
+    return out
+
+
+class BondWatcher:
+    """Follow one OVSDB; call on_change({bridge: (dpid, {bond: Bond})}) after every change."""
+
+    def __init__(self, name: str, remote: str, on_change):
+        self.name, self.remote, self.on_change = name, remote, on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='bonds-%s' % name, daemon=True)
+
+    def start(self) -> 'BondWatcher':
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._watch()
+            except Exception as e:
+                LOG.warning('%s: OVSDB %s: %s; retrying', self.name, self.remote, e)
+                self._stop.wait(2.0)
+
+    def _watch(self) -> None:
+        helper = ovs.db.idl.SchemaHelper(schema_json=_fetch_schema(self.remote))
+        helper.register_columns('Bridge', ['name', 'ports', 'datapath_id', 'controller'])
+        helper.register_columns('Controller', ['target'])
+        helper.register_columns('Port', ['name', 'interfaces', 'bond_mode', 'lacp'])
+        helper.register_columns('Interface', ['name', 'ofport', 'link_state', 'lacp_current'])
+        idl = ovs.db.idl.Idl(self.remote, helper)
+        seen, last = None, None
+        try:
+            while not self._stop.is_set():
+                idl.run()
+                if idl.has_ever_connected() and idl.change_seqno != seen:
+                    seen = idl.change_seqno
+                    now = read_bonds(idl)
+                    if now != last:
+                        last = now
+                        self.on_change(now)
+                poller = ovs.poller.Poller()
+                idl.wait(poller)
+                poller.timer_wait(500)
+                poller.block()
+        finally:
+            idl.close()
+
+
+# ---- what `dvsctl show uplinks` says about one hypervisor --------------------------------
+
+OK, DEGRADED, DOWN, NO_LACP, MISCONFIGURED, UNKNOWN, SINGLE = (
+    'ok', 'degraded', 'down', 'no-lacp-partner', 'misconfigured', 'unknown', 'single')
+
+
+def uplink_status(declared: int, kind: str, leaf: Bond | None, hv: Bond | None) -> tuple[str, list[str]]:
+    """(status, problems) of a hypervisor's uplink bond from both ends' OVSDB views.
+
+    ok: every declared member usable on both ends; degraded: some but not all; down: none;
+    no-lacp-partner: links are up but an end hears no LACP from the other (the other end does
+    not speak LACP, or is not a bond): the bond is not used, and says so."""
+    if declared < 2:
+        return SINGLE, []
+    problems = []
+    if hv is None:
+        problems.append('br-phy has no bond (its OVSDB is unread or it is cabled as one port)')
+    if leaf is None:
+        problems.append('no bond found on the leaf port LLDP found it on')
+    if hv is None or leaf is None:
+        return (UNKNOWN if hv is None and leaf is None else MISCONFIGURED), problems
+    want_lacp = kind == 'lacp'
+    for end, b in (('leaf', leaf), ('hypervisor', hv)):
+        if (b.lacp != 'off') != want_lacp:
+            problems.append('%s bond %s has lacp=%s, the fabric says bond: %s' % (end, b.name, b.lacp, kind))
+        if len(b.members) != declared:
+            problems.append('%s bond %s has %d members, the fabric says uplinks: %d'
+                            % (end, b.name, len(b.members), declared))
+    silent = [m.name for b in (leaf, hv) for m in b.members
+              if b.lacp != 'off' and m.link_up and not m.lacp_current]
+    if silent:
+        problems.append('no LACP from the partner on %s' % ', '.join(silent))
+    usable = min(sum(map(leaf.usable, leaf.members)), sum(map(hv.usable, hv.members)))
+    if usable == 0:
+        status = NO_LACP if silent else DOWN
+    elif usable < declared or problems:
+        status = DEGRADED
+    else:
+        status = OK
+    down = [m.name for b in (leaf, hv) for m in b.members if not m.link_up]
+    if down:
+        problems.append('link down: %s' % ', '.join(down))
+    return status, problems

@@ -1,0 +1,272 @@
+"""Bonded hypervisor uplinks: a leaf's bond members folded into one port for the core, the
+flow rewrite for them, and the status `dvsctl show uplinks` reports."""
+import time
+import types
+
+import pytest
+
+from apps import topology
+from controller import bonds
+from controller.bonds import BondedController, Lag, expand, fold_ports
+from controller.inventory import bonds as inv_bonds
+from controller.inventory.bonds import Bond, Member, uplink_status
+from controller.inventory.model import EDGE, FABRIC, HYPERVISOR, LinkEnd
+from controller.pipeline import cookies, incremental, tables
+from controller.pipeline.flow import IN_PORT, Flow, vid
+from controller.policy.model import Policy
+from tests.unit.builders import LEAF1, SPINE1, FakeSwitch, by_table, make_tenant
+
+MAC_A = '02:00:00:00:00:0a'
+
+
+def lag(up=(3, 4)):
+    return Lag('b1', (3, 4), frozenset(up))
+
+
+# ---- the flow rewrite ------------------------------------------------------------------------
+
+def test_output_to_a_bond_becomes_a_bundle_over_its_members():
+    f = Flow.make('l2', 100, {'vlan_vid': vid(10), 'eth_dst': MAC_A}, [('output', 3)], cookie=cookies.make('learning_switch'))
+    out = expand({f}, [lag()])
+    assert [g.actions for g in out if g.table == 'l2'] == [(('bundle', 'hrw', (3, 4)),)]
+
+
+def test_the_other_members_are_folded_into_the_anchor_for_the_whole_pipeline():
+    out = expand(set(), [lag()])
+    # the in_port itself is rewritten: resubmit(3,...) would only look up as port 3 (OVS puts the
+    # real in_port back for the actions), and later tables would see member 4 again
+    assert {(f.match_dict()['in_port'], f.actions) for f in out} == {
+        (4, (('set_in_port', 3), ('resubmit', 'port_sec')))}
+    for f in out:
+        assert f.table == 'port_sec'                       # first: every later stage sees the anchor
+        tables.check(f)                                    # bonds may write port_sec (and in_port there)
+        assert cookies.app_of(f.cookie) == 'bonds' and f.priority > 1000   # ahead of LLDP
+
+
+def test_a_bond_whose_first_member_is_down_is_anchored_on_the_next():
+    g = lag(up=(4,))
+    assert g.logical == 3 and g.anchor == 4
+    f = Flow.make('classify', 100, {'in_port': 3, 'vlan_vid': 0}, [('push_vlan', 1)], goto='learn',
+                  cookie=cookies.make('learning_switch'))
+    arp = Flow.make('classify', 500, {'in_port': 3, 'eth_type': 0x0806}, [('output', IN_PORT)],
+                    cookie=cookies.make('underlay_routing'))
+    out = expand({f, arp}, [g])
+    assert {x.match_dict()['in_port'] for x in by_table(out, 'classify') if cookies.app_of(x.cookie) != 'bonds'} == {4}
+    assert [x.actions for x in out if x.priority == 500] == [(('output', IN_PORT),)]   # replies leave by the anchor
+    assert {x.match_dict()['in_port'] for x in out if cookies.app_of(x.cookie) == 'bonds'} == {3}
+
+
+def test_a_flood_never_goes_back_into_the_bond_it_came_from():
+    c = cookies.make('learning_switch')
+    f = Flow.make('flood', 100, {'vlan_vid': vid(1)}, [('output', 1), ('pop_vlan',), ('output', 3), ('output', 5)], cookie=c)
+    only_bond = Flow.make('flood', 100, {'vlan_vid': vid(10)}, [('pop_vlan',), ('output', 3)], cookie=c)
+    out = by_table(expand({f, only_bond}, [lag()]), 'flood')
+    got = {(x.priority, tuple(sorted(x.match_dict().items())), x.actions) for x in out}
+    bundle = ('bundle', 'hrw', (3, 4))
+    assert got == {
+        (100, (('vlan_vid', vid(1)),), (('output', 1), ('pop_vlan',), bundle, ('output', 5))),
+        (101, (('in_port', 3), ('vlan_vid', vid(1))), (('output', 1), ('pop_vlan',), ('output', 5))),
+        (100, (('vlan_vid', vid(10)),), (('pop_vlan',), bundle)),
+        (101, (('in_port', 3), ('vlan_vid', vid(10))), ()),             # nowhere else to go: drop
+    }
+    for x in out:
+        tables.check(x)
+
+
+def test_no_bonds_changes_nothing():
+    f = Flow.make('l2', 100, {'vlan_vid': vid(10)}, [('output', 3)], cookie=cookies.make('learning_switch'))
+    assert expand({f}, []) == {f}
+
+
+def test_fold_ports_shows_one_port_up_while_any_member_is():
+    ports = [(1, 'l1', True), (3, 'u1', False), (4, 'u1m1', True), (5, 'e', True)]
+    assert fold_ports(ports, [lag()]) == [(1, 'l1', True), (3, 'u1', True), (5, 'e', True)]
+    down = [(3, 'u1', False), (4, 'u1m1', False)]
+    assert fold_ports(down, [lag()]) == [(3, 'u1', False)]
+
+
+# ---- the controller: members are no port events for the core ------------------------------------
+
+def leaf_bond(up=(True, True), lacp='active'):
+    return Bond('tleaf1', 'tb1', 'balance-tcp', lacp, (Member('tu1', 3, up[0], True), Member('tu1m1', 4, up[1], True)))
+
+
+@pytest.fixture
+def bonded(fabric):
+    ctl = BondedController(Policy(fabric).with_tenants([make_tenant('acme', {'users': 10})]))
+    ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': leaf_bond()})})
+    leaf = FakeSwitch(LEAF1)
+    ctl.switch_up(leaf, [(1, 'l1', True), (2, 'l2', True), (3, 'tu1', True), (4, 'tu1m1', True), (5, 'e', True)])
+    spine = FakeSwitch(SPINE1)
+    ctl.switch_up(spine, [(1, 's1', True)])
+    ctl.packet_in(LEAF1, 1, 0, topology.lldp_frame(SPINE1, 1))
+    ctl.packet_in(SPINE1, 1, 0, topology.lldp_frame(LEAF1, 1))
+    hv = fabric.hypervisors['hv1'].dpid
+    ctl.switch_up(FakeSwitch(hv), [(1, 'int-to-phy', True)])
+    ctl.packet_in(LEAF1, 4, 0, topology.lldp_frame(hv, 1))          # its LLDP came in on the 2nd member
+    with ctl.lock:
+        topology.classify_ports(ctl.fabric, ctl.inv, time.monotonic() + topology.DISCOVERY_WINDOW)
+        ctl._topology_changed()
+    yield ctl, leaf, hv
+    ctl.stop()
+
+
+def test_the_core_sees_a_bond_as_one_hypervisor_port(bonded):
+    ctl, leaf, hv = bonded
+    ports = ctl.inv.switches[LEAF1].ports
+    assert sorted(ports) == [1, 2, 3, 5]                                   # member 4 folded into 3
+    assert ports[3].role == HYPERVISOR and ports[1].role == FABRIC and ports[5].role == EDGE
+    assert ctl.inv.hv_ports == {LinkEnd(LEAF1, 3): hv}                     # LLDP: which port (bond)
+
+
+def test_a_member_flapping_keeps_the_tree_and_the_learned_macs(bonded):
+    ctl, leaf, hv = bonded
+    assert ctl.packet_in(LEAF1, 4, tables.table_id('learn'), _frame(MAC_A, 10)) is None
+    assert ctl.inv.macs[LEAF1] == {(10, MAC_A): 3}                         # learned on the bond
+    tree, macs, roles = set(ctl._tree), dict(ctl.inv.macs[LEAF1]), _roles(ctl)
+    before = ctl.desired(LEAF1)
+    for no in (3, 4):
+        ctl.port_status(LEAF1, 'modify', no, 'x', False)
+        assert ctl.inv.switches[LEAF1].ports[3].up                       # the other member is up
+        assert (ctl._tree, ctl.inv.macs[LEAF1], _roles(ctl)) == (tree, macs, roles)
+        ctl.port_status(LEAF1, 'modify', no, 'x', True)
+        assert (ctl._tree, ctl.inv.macs[LEAF1], _roles(ctl)) == (tree, macs, roles)
+    assert ctl.desired(LEAF1) == before
+
+
+def test_the_first_member_down_moves_the_anchor_and_both_down_is_a_port_down(bonded):
+    ctl, leaf, hv = bonded
+    ctl.port_status(LEAF1, 'modify', 3, 'tu1', False)
+    flows = ctl.desired(LEAF1)
+    assert {f.match_dict()['in_port'] for f in by_table(flows, 'port_sec')
+            if cookies.app_of(f.cookie) == 'learning_switch' and 'in_port' in f.match_dict()} >= {4}
+    assert not any(f.match_dict().get('in_port') == 3 and cookies.app_of(f.cookie) != 'bonds' for f in flows)
+    ctl.port_status(LEAF1, 'modify', 4, 'tu1m1', False)
+    assert not ctl.inv.switches[LEAF1].ports[3].up                       # the whole bond is down now
+
+
+def test_packet_outs_to_the_bond_leave_by_a_live_member(bonded):
+    ctl, leaf, hv = bonded
+    ctl.port_status(LEAF1, 'modify', 3, 'tu1', False)
+    ctl.conns[LEAF1].packet_out(3, b'x')
+    assert leaf.sent == [(4, b'x')]
+
+
+def test_a_bond_learned_after_the_switch_connected_is_folded_then(fabric):
+    ctl = BondedController(Policy(fabric))
+    ctl.switch_up(FakeSwitch(LEAF1), [(3, 'tu1', True), (4, 'tu1m1', True)])
+    assert sorted(ctl.inv.switches[LEAF1].ports) == [3, 4]
+    ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': leaf_bond()}), 'other': (0x999, {})})
+    assert sorted(ctl.inv.switches[LEAF1].ports) == [3]
+    ctl.stop()
+
+
+def test_bonds_of_another_lab_with_the_same_dpids_are_not_ours(fabric):
+    ctl = BondedController(Policy(fabric), ofp_port=6653)
+    ctl.switch_up(FakeSwitch(LEAF1), [(3, 'tu1', True), (4, 'tu1m1', True)])
+    ctl.switch_bonds_changed({'xleaf1': (LEAF1, {'xb1': leaf_bond()}, ('tcp:127.0.0.1:7000',))})
+    assert sorted(ctl.inv.switches[LEAF1].ports) == [3, 4]
+    ctl.switch_bonds_changed({'xleaf1': (LEAF1, {'xb1': leaf_bond()}, ('tcp:127.0.0.1:7000',)),
+                              'tleaf1': (LEAF1, {'tb1': leaf_bond()}, ('tcp:127.0.0.1:6653',))})
+    assert sorted(ctl.inv.switches[LEAF1].ports) == [3]
+    ctl.stop()
+
+
+def test_the_uplinks_view_reports_both_ends(bonded):
+    ctl, leaf, hv = bonded
+    hv_end = Bond('br-phy', 'bond0', 'balance-tcp', 'active', (Member('phy0', 1, True, True), Member('phy1', 2, True, True)))
+    ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end})})
+    row = next(r for r in ctl.uplinks() if r['hypervisor'] == 'hv1')
+    assert (row['status'], row['leaf_port'], row['leaf_bond']['name'], row['hv_bond']['name']) == ('ok', 3, 'tb1', 'bond0')
+    assert row['members'] == ['tu1:up/current', 'tu1m1:up/current', 'phy0:up/current', 'phy1:up/current']
+    assert next(r for r in ctl.uplinks() if r['hypervisor'] == 'hv2')['status'] == 'single'
+
+
+# ---- status ------------------------------------------------------------------------------------
+
+def hv_end(up=(True, True), current=(True, True), lacp='active'):
+    return Bond('br-phy', 'bond0', 'balance-tcp', lacp,
+                tuple(Member('phy%d' % i, i + 1, u, c if lacp != 'off' else None) for i, (u, c) in enumerate(zip(up, current))))
+
+
+def test_uplink_status():
+    assert uplink_status(1, 'lacp', None, None) == ('single', [])
+    assert uplink_status(2, 'lacp', leaf_bond(), hv_end()) == ('ok', [])
+    status, problems = uplink_status(2, 'lacp', leaf_bond(up=(False, True)), hv_end(up=(False, True), current=(False, True)))
+    assert status == 'degraded' and 'link down: tu1, phy0' in problems
+    # the leaf end does not speak LACP: the hypervisor's members hear nobody and stay unused
+    status, problems = uplink_status(2, 'lacp', leaf_bond(lacp='off'), hv_end(current=(False, False)))
+    assert status == 'no-lacp-partner'
+    assert 'no LACP from the partner on phy0, phy1' in problems
+    assert any('lacp=off' in p for p in problems)
+    assert uplink_status(2, 'lacp', None, hv_end())[0] == 'misconfigured'
+    assert uplink_status(2, 'lacp', leaf_bond(up=(False, False)), hv_end(up=(False, False), current=(False, False)))[0] == 'down'
+
+
+def _roles(ctl):
+    return {(d, p.no): p.role for d, sw in ctl.inv.switches.items() for p in sw.ports.values()}
+
+
+def _frame(src, vlan, dst='ff:ff:ff:ff:ff:ff'):
+    import struct
+    mac = lambda m: bytes.fromhex(m.replace(':', ''))   # noqa: E731
+    return mac(dst) + mac(src) + struct.pack('!HHH', 0x8100, vlan, 0x0800) + bytes(46)
+
+
+# ---- the OpenFlow codec round-trips the new actions -------------------------------------------
+
+def test_bundle_and_resubmit_round_trip_through_the_codec():
+    ofp = pytest.importorskip('controller.ofp')
+    from os_ken.ofproto import ofproto_v1_4, ofproto_v1_4_parser
+    dp = types.SimpleNamespace(ofproto=ofproto_v1_4, ofproto_parser=ofproto_v1_4_parser)
+    acts = (('bundle', 'hrw', (3, 4)), ('bundle', 'active_backup', (5, 6, 7)),
+            ('set_in_port', 3), ('resubmit', 'port_sec'))
+    encoded = ofp.to_actions(dp, acts)
+    for a in encoded:                                   # what goes on the wire must serialise
+        a.serialize(bytearray(), 0)
+    assert ofp.from_actions(dp, encoded) == acts
+
+
+assert bonds.APP in cookies.APPS and inv_bonds.OK == 'ok'
+
+
+def test_our_own_delete_of_a_re_keyed_learned_entry_forgets_no_mac(bonded):
+    ctl, leaf, hv = bonded
+    ctl.packet_in(LEAF1, 4, tables.table_id('learn'), _frame(MAC_A, 1))
+    learned = next(f for f in ctl.desired(LEAF1) if f.table == 'learn' and f.match_dict().get('eth_src') == MAC_A)
+    ctl.rec._installed[LEAF1] = {f.key: f for f in ctl.desired(LEAF1)}
+    ctl.port_status(LEAF1, 'modify', 3, 'tu1', False)             # anchor moves: the entry is re-keyed
+    ctl.flow_removed(LEAF1, learned)                               # OVS reports our delete (even before
+    assert ctl.inv.macs[LEAF1] == {(1, MAC_A): 3}                  # the reconciler heard the commit)
+    ctl.rec._installed[LEAF1] = {f.key: f for f in ctl.desired(LEAF1)}
+    ctl.flow_removed(LEAF1, learned)
+    assert ctl.inv.macs[LEAF1] == {(1, MAC_A): 3}
+    moved = next(f for f in ctl.desired(LEAF1) if f.table == 'learn' and f.match_dict().get('eth_src') == MAC_A)
+    assert moved.match_dict()['in_port'] == 4
+    ctl.flow_removed(LEAF1, moved)                                 # a real idle timeout: forgotten
+    assert ctl.inv.macs[LEAF1] == {}
+
+
+def test_the_worker_converges_a_bonded_switch_with_its_rewritten_flows(bonded, monkeypatch):
+    """Core v2 compiles incrementally and never calls desired(): the rewrite goes through
+    Controller.rewrite()/bonded(), and the switch ends up with the same flows as desired()."""
+    ctl, leaf, hv = bonded
+    monkeypatch.setattr(ctl, 'settling', lambda dpid: False)
+    monkeypatch.setattr(ctl, 'picture_complete', lambda: True)
+    assert ctl.bonded(LEAF1) and not ctl.bonded(SPINE1)
+    ctl.rec.load(leaf)
+    ctl._converge(ctl.conns[LEAF1])
+    folds = {f for f in leaf.flows if cookies.app_of(f.cookie) == 'bonds'}
+    assert {(f.table, f.match_dict()['in_port'], f.actions) for f in folds} == {
+        ('port_sec', 4, (('set_in_port', 3), ('resubmit', 'port_sec')))}
+    assert leaf.flows == ctl.desired(LEAF1)
+    assert any(('bundle', 'hrw', (3, 4)) in f.actions for f in leaf.flows)
+    assert not any(('output', 3) in f.actions for f in leaf.flows)      # the bond is never one member
+    for f in leaf.flows:
+        tables.check(f)                                                 # the rewrite stays in its bands
+    ctl.port_status(LEAF1, 'modify', 3, 'tu1', False)                   # the anchor moves to member 4
+    assert ctl._stale.get(LEAF1) is incremental.ALL                     # the whole switch is recompiled
+    ctl._converge(ctl.conns[LEAF1])
+    assert leaf.flows == ctl.desired(LEAF1)
+    assert {f.match_dict()['in_port'] for f in leaf.flows if cookies.app_of(f.cookie) == 'bonds'} == {3}
+    assert not any(f.match_dict().get('in_port') == 3 for f in leaf.flows if cookies.app_of(f.cookie) != 'bonds')
