@@ -518,19 +518,22 @@ class OpenDVSApp(AppBase):
         from controller.inventory.ovsdb import OVSDB_PORT, BindingWatcher
         from controller.policy.store import PolicyStore, ensure_token
         policy, state_dir, api = SETTINGS['policy'], SETTINGS['state_dir'], SETTINGS['api']
+        switch_ovsdb, ofp_port = SETTINGS.get('switch_ovsdb'), SETTINGS.get('ofp_port')
         if policy is None:                       # loaded by ryu-manager / osken tooling
-            from controller.cli.controller_main import parse_hostport    # OPENDVS_API is HOST:PORT
+            from controller.cli.controller_main import _switch_ovsdb, parse_hostport    # OPENDVS_API is HOST:PORT
             policy, state_dir, api = load_running_policy(
                 os.environ['OPENDVS_FABRIC'], os.environ.get('OPENDVS_STATE_DIR', '/var/lib/opendvs'),
                 parse_hostport(os.environ['OPENDVS_API']) if os.environ.get('OPENDVS_API') else None)
+            # the switches' OVSDB (their bonds), as opendvs-controller's --switch-ovsdb default
+            switch_ovsdb = _switch_ovsdb(os.environ.get('OPENDVS_SWITCH_OVSDB'))
+            ofp_port = _framework_ofp_port()
 
         def watch(name, address, on_change):
             return BindingWatcher(name, 'tcp:%s:%d' % (address, OVSDB_PORT), on_change).start()
         running = self.capabilities.running()
         LOG.info('capabilities: %s%s', ', '.join(running),
                  '' if self.capabilities.named else ' (none named: all of them)')
-        self.core = _bonded_controller(policy, watch, SETTINGS.get('switch_ovsdb'), SETTINGS.get('ofp_port'),
-                                       state_dir=state_dir, apps=running)
+        self.core = _bonded_controller(policy, watch, switch_ovsdb, ofp_port, state_dir=state_dir, apps=running)
         self.core.start()
         self.service = service.PolicyService(self.core, PolicyStore(state_dir))   # SIGHUP reloads through it
         if api:
@@ -645,6 +648,15 @@ def _bonded_controller(policy, watch_bindings, switch_ovsdb, ofp_port=None, stat
     switches = (lambda on_change: BondWatcher('switches', switch_ovsdb, on_change).start()) if switch_ovsdb else None
     return BondedController(policy, watch_bindings=watch_bindings, switch_ovsdb=switches, watch_uplinks=uplinks,
                             ofp_port=ofp_port, state_dir=state_dir, apps=apps)
+
+
+def _framework_ofp_port() -> int | None:
+    """The OpenFlow port ryu-manager / osken listens on (--ofp-tcp-listen-port), if set."""
+    try:
+        from os_ken import cfg
+    except ImportError:                                 # pragma: no cover - ryu
+        from ryu import cfg
+    return getattr(cfg.CONF, 'ofp_tcp_listen_port', None)
 
 
 def _name(port) -> str:
