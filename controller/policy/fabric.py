@@ -13,7 +13,7 @@ from controller.policy import model
 from controller.policy.values import NAME_RE, ipv4_network, named_entries  # noqa: F401 (NAME_RE re-exported)
 from controller.policy.yamlsource import Checker, YamlDoc, excerpt, kind, load_yaml, parse_yaml
 
-TOP_KEYS = ('controller', 'underlay', 'native_vlan', 'learning', 'switches', 'links', 'hypervisors')
+TOP_KEYS = ('controller', 'underlay', 'native_vlan', 'gateway_mac', 'learning', 'switches', 'links', 'hypervisors')
 MAX_DPID = 2**64 - 1
 # HOST is an IPv4 address or a DNS name; no IPv6 because model.ControllerSettings splits on ':'.
 _HOST = r'(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)'
@@ -45,6 +45,7 @@ def build_fabric(doc: YamlDoc) -> model.Fabric:
     mtu = _section_int(c, top, 'underlay', 'mtu', 1280, 9216, 9000)
     native_vlan = _int(c, ('native_vlan',), top, 1, 4094, 1)
     learning = _learning(c, top)
+    gateway_mac = _gateway_mac(c, top)
     switches, dpids = _switches(c, top)
     hypervisors = _hypervisors(c, top, switches, dpids)
     links = _links(c, top, switches)
@@ -57,7 +58,7 @@ def build_fabric(doc: YamlDoc) -> model.Fabric:
     return model.Fabric(
         source=doc.file, controller=controller, underlay_mtu=mtu, native_vlan=native_vlan,
         learning=learning, switches=model.frozen_map(built), links=links,
-        hypervisors=model.frozen_map(hypervisors))
+        hypervisors=model.frozen_map(hypervisors), gateway_mac=gateway_mac)
 
 
 # --- scalar sections ---------------------------------------------------------------------------
@@ -67,6 +68,13 @@ def _int(c, path, parent, lo, hi, default):
         return default
     v = c.integer(path, parent[path[-1]], lo, hi)
     return default if v is None else v
+
+
+def _gateway_mac(c, top) -> str:
+    if 'gateway_mac' not in top:
+        return model.DEFAULT_GATEWAY_MAC
+    from controller.policy.tenant_parse import _mac
+    return _mac(c, ('gateway_mac',), top['gateway_mac']) or model.DEFAULT_GATEWAY_MAC
 
 
 def _section_int(c, top, section, key, lo, hi, default):

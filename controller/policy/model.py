@@ -12,6 +12,10 @@ DEFAULT_OPENFLOW = 'tcp:127.0.0.1:6653'
 DEFAULT_API = 'http://127.0.0.1:8080'
 BOND_MODES = ('lacp', 'active-backup')     # a hypervisor's bonded uplinks; the first is the default
 MAX_UPLINKS = 8
+# The anycast gateway's router MAC: one for the whole fabric, like an EVPN fabric's
+# anycast-gateway MAC, so a VM keeps its gateway's ARP entry wherever it moves, and every
+# network's gateway answers with it (tenants are kept apart by their VRF, not by the MAC).
+DEFAULT_GATEWAY_MAC = '02:d5:00:00:00:01'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Fabric:
     switches: Mapping[str, Switch]
     links: tuple[tuple[str, str], ...]           # physical switch pairs, each sorted by name
     hypervisors: Mapping[str, Hypervisor]
+    gateway_mac: str = DEFAULT_GATEWAY_MAC      # the anycast gateway's MAC (apps/anycast_gateway.py)
 
     def switch_by_dpid(self, dpid: int):
         """The Switch or Hypervisor whose (br-int) datapath id is dpid, or None."""

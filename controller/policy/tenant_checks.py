@@ -100,6 +100,9 @@ def _workloads(w, i, t, fabric, claims) -> None:
         for nic in wl.nics:
             p = ('workloads', wl.name, 'nics', nic.index)
             _claim(w, i, p + ('mac',), f'MAC {nic.mac}', ('mac', nic.mac), claims)
+            if fabric is not None and nic.mac == fabric.gateway_mac:
+                w.error(i, p + ('mac',), f'{nic.mac} is the anycast gateway MAC of the fabric '
+                                         f'(gateway_mac in {fabric.source}): a VM cannot use it')
             vlan = t.networks[nic.network].vlan
             if hv is not None and vlan is not None and vlan not in hv.trunk_vlans:
                 allowed = ', '.join(map(str, hv.trunk_vlans)) or 'none'

@@ -32,7 +32,7 @@ CASES = [
     ('- switches\n', '1:1: a fabric file is a mapping with keys'),
     ('', "1:1: missing required key 'switches'"),
     # unknown keys and wrong types, at every level
-    (BASE + 'switchs: {}\n', "4:1: unknown key 'switchs' (allowed: controller, hypervisors, learning, "
+    (BASE + 'switchs: {}\n', "4:1: unknown key 'switchs' (allowed: controller, gateway_mac, hypervisors, learning, "
                              "links, native_vlan, switches, underlay); did you mean 'switches'?"),
     ('switches:\n  s: {dpid: 1, dpdi: 2}\n', "2:16: switches.s: unknown key 'dpdi' (allowed: dpid, rack_subnet)"),
     (BASE + 'underlay: {mtu: 9000, vxlan: true}\n', "4:23: underlay: unknown key 'vxlan' (allowed: mtu)"),
