@@ -144,7 +144,8 @@ def test_routes_needs_one_tenant_and_only_routes_takes_one(capsys):
     assert e.value.code == 2 and 'usage: dvsctl show' in err and 'name a tenant: dvsctl show routes TENANT' in err
     with pytest.raises(SystemExit) as e:
         dvsctl.main(['show', 'tenants', 'acme', '--token', TOKEN])
-    assert e.value.code == 2 and "only `show routes` takes a TENANT (got 'acme' after tenants)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "only `show routes` takes a TENANT (got 'acme' after tenants)" in err
 
 
 def test_the_api_path(api):
