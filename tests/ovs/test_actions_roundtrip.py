@@ -212,8 +212,7 @@ def test_a_routing_hypervisors_whole_flow_set_goes_through_the_codec_and_reads_b
     """The anycast gateway's matches (masked tag, nw_ttl, ICMP, ARP with registers) as os-ken
     encodes them: OVS checks prerequisites in OXM order, which ovs-ofctl would hide."""
     from apps import anycast_gateway
-    from tests.ovs.test_routing_pipeline import world
-    from tests.unit.builders import switch_flows
+    from tests.unit.builders import routing_world as world, switch_flows
     br, osk = switch
     sh('ovs-ofctl -O OpenFlow14 add-meter %s meter=%d,pktps,band=type=drop,rate=100' % (br, anycast_gateway.METER),
        check=False)
