@@ -91,9 +91,12 @@ TABLES = (
        ['vlan_vid', 'eth_dst'], [R.OUT_PORT, 'tun_ipv4_dst'], ['acl_out'], ('flood', 'acl_out'),
        'destination MAC -> out-port (bound nics, learned MACs, remote overlay members with their '
        'VTEP); a miss sets the flood out-port'),
-    _t('acl_out', 70, {}, [R.OUT_PORT, R.TENANT, R.ZONE, 'eth_type', 'ip_proto', 'ipv4_dst'],
+    _t('acl_out', 70, {'microseg': (100, 300)},
+       [R.OUT_PORT, R.TENANT, R.ZONE, 'eth_type', 'eth_dst', 'ip_proto', 'ipv4_src', 'ipv4_dst', 'tcp_dst', 'udp_dst',
+        'ct_state', 'ct_mark', 'conj_id'],
        [], ['output'], ('goto', 'output'),
-       'egress security rules for the destination (microsegmentation issue)'),
+       'the tenant\'s security rules where the destination is, stateful (conntrack in the tenant\'s zone, '
+       'conjunctions): apps/microseg.py'),
     _t('output', 80,
        {'learning_switch': (100, 110), 'vxlan_overlay': (150, 150), 'underlay_routing': (120, 120),
         PIPELINE: (1, 1)},

@@ -8,7 +8,7 @@ from controller.inventory.model import (FABRIC, PENDING, TUNNEL, UPLINK, VM, Bin
 from controller.pipeline import registers, tables
 from controller.pipeline.flow import UNTAGGED, Flow, vid
 from controller.policy.fabric import parse_fabric
-from controller.policy.model import Network, Nic, Policy, Tenant, Workload, frozen_map
+from controller.policy.model import Network, Nic, Policy, Security, Tenant, Workload, frozen_map
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE_FABRIC = ROOT / 'examples' / 'fabric.yaml'
@@ -73,7 +73,7 @@ def cabled_mesh(fabric, edge_ports: int = 2):
     return inv, ends
 
 
-def make_tenant(name, networks, workloads=None):
+def make_tenant(name, networks, workloads=None, security=None):
     """A Tenant built by hand.  networks: {name: vlan} (an int) or {name: {'vni': n}}, with
     'routed': True for a network with a gateway (its subnet's first address; without one a
     network is an L2 island); workloads: {name: [(network, mac), ...]} (nic i is the i-th pair)."""
@@ -86,7 +86,8 @@ def make_tenant(name, networks, workloads=None):
     for j, (wl, nics) in enumerate((workloads or {}).items()):
         wls[wl] = Workload(wl, (), tuple(
             Nic(i, net, mac.lower(), nets[net].subnet[10 + j]) for i, (net, mac) in enumerate(nics)))
-    return Tenant(name, '%s.yaml' % name, frozen_map(nets), frozen_map(wls))
+    # no `security:` section unless given: open inside (apps/microseg.py compiles nothing)
+    return Tenant(name, '%s.yaml' % name, frozen_map(nets), frozen_map(wls), security or Security(default='allow'))
 
 
 # a hypervisor br-int as the lab builds it: uplink patch port 1, VM ports 2 and 3, tunnel 4
