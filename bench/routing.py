@@ -27,6 +27,7 @@ JSON (and writes bench/results/routing.json); never asserts on time.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -124,6 +125,45 @@ def routing_flows(lab, hv: str) -> dict:
             'all': sum('cookie=' in line for line in lab.ofctl(hv, 'dump-flows').splitlines())}
 
 
+def diagnose(lab, ctl, failed: list[str]) -> Path:
+    """Save what a failed pair needs looking at: every bridge's flows, the VMs' neighbours and
+    routes, ofproto/trace of the first failed pair's ARP and ICMP on its source hv, the
+    controller's log and `dvsctl show routes rt`."""
+    from bench.apply import run_dvsctl
+    out = RESULTS / 'routing-diag'
+    out.mkdir(parents=True, exist_ok=True)
+    for node in ('hv1', 'hv2', 'hv3', 'hv4', 'leaf1', 'leaf2', 'spine1', 'spine2'):
+        try:
+            (out / ('%s.flows' % node)).write_text(lab.ofctl(node, '--names', 'dump-flows'))
+        except Exception as e:            # a diagnosis must not hide the failure
+            (out / ('%s.flows' % node)).write_text(repr(e))
+    (out / 'vms.txt').write_text('\n'.join('== %s\n%s' % (vm, lab.exec(vm, 'ip -4 addr; ip route; ip neigh')[1])
+                                           for vm in lab.vms))
+    src, _, dst = failed[0].partition(' -> ')
+    vm, peer = lab.vms[src], lab.vms[dst]
+    port = lab.vm_ofport(src)
+    same = ipaddress.ip_address(peer.ip) in ipaddress.ip_interface(vm.cidr).network
+    # ARP for the peer (same subnet) or for the gateway; ICMP to the peer's MAC or the gateway MAC
+    arp_for, to_mac = (peer.ip, peer.mac) if same else (vm.gateway, lab.fabric.gateway_mac)
+    flows = {'arp': 'in_port=%d,arp,dl_src=%s,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_spa=%s,arp_tpa=%s'
+                    % (port, vm.mac, vm.ip, arp_for),
+             'icmp': 'in_port=%d,icmp,dl_src=%s,dl_dst=%s,nw_src=%s,nw_dst=%s,nw_ttl=64,icmp_type=8'
+                     % (port, vm.mac, to_mac, vm.ip, peer.ip)}
+    for name, f in flows.items():
+        try:
+            text = lab.appctl(vm.hypervisor, 'ofproto/trace', 'br-int', f)
+        except Exception as e:
+            text = repr(e)
+        (out / ('trace-%s-%s.txt' % (vm.hypervisor, name))).write_text(f + '\n\n' + text)
+    (out / 'controller.log').write_text(ctl.log_path.read_text(errors='replace'))
+    try:
+        (out / 'show-routes.txt').write_text(run_dvsctl(ctl, 'show', 'routes', 'rt')[1])
+    except Exception as e:
+        (out / 'show-routes.txt').write_text(repr(e))
+    (out / 'failed.txt').write_text('\n'.join(failed) + '\n')
+    return out
+
+
 def bench_datapath(work: Path, runs: int) -> dict:
     from bench.apply import run_dvsctl
     from bench.overlay import started
@@ -137,9 +177,17 @@ def bench_datapath(work: Path, runs: int) -> dict:
         lab = Lab(str(FABRIC), ofp_port=port, tenants=[str(policy)])
         try:
             lab.up(timeout=60)
+            failed = []
             for a, b in PAIRS.values():
-                wait_until(lambda: lab.ping(a, b), 30, 0.2, '%s reaches %s' % (a, b))
-                wait_until(lambda: lab.ping(b, a), 30, 0.2, '%s reaches %s' % (b, a))
+                for x, y in ((a, b), (b, a)):
+                    try:
+                        wait_until(lambda: lab.ping(x, y), 30, 0.2, '%s reaches %s' % (x, y))
+                    except AssertionError:
+                        failed.append('%s -> %s' % (x, y))
+            if failed:
+                raise RuntimeError('no reply: %s; what the lab held is in %s' % (
+                    ', '.join(failed), diagnose(lab, ctl, failed)))
+            for a, b in PAIRS.values():
                 ping(lab, a, b, count=20)          # warm-up: datapath flows, neighbour caches
             ttl_back = {kind: ping(lab, b, a, count=5, interval=0.1)['ttl'] for kind, (a, b) in PAIRS.items()}
             out = summarize_datapath(datapath_rounds(lab, runs), ttl_back)
