@@ -46,7 +46,7 @@ FABRIC = ROOT / 'examples' / 'fabric.yaml'
 RUNS = 3
 WORKLOADS = (1000, 3000, 10000)
 SUBNETS = (2, 5, 10)                # networks per tenant
-SAMPLE = 10                         # hypervisors compiled per world: hv1, hv11, ... (one per rack)
+SAMPLE = 10                         # hypervisors compiled per world: one per rack
 ROUTING_APP = 'anycast_gateway'
 
 
@@ -217,10 +217,12 @@ def _flows_one(workloads: int, per_tenant: int) -> dict:
             incremental.compile_switch(APPS, policy, inv, hv.dpid, c, incremental.ALL, set())
             took = time.perf_counter() - t
             per_app: dict[str, int] = {}
+            per_table: dict[str, int] = {}          # app:table
             for f in c.flows():
                 app = cookies.app_of(f.cookie) or 'pipeline'
                 per_app[app] = per_app.get(app, 0) + 1
-            out[hv.name] = {'compile_s': took, 'per_app': per_app, 'all': len(c)}
+                per_table['%s:%s' % (app, f.table)] = per_table.get('%s:%s' % (app, f.table), 0) + 1
+            out[hv.name] = {'compile_s': took, 'per_app': per_app, 'per_table': per_table, 'all': len(c)}
             del c
         return out
 
@@ -228,7 +230,10 @@ def _flows_one(workloads: int, per_tenant: int) -> dict:
     for routed in (True, False):
         policy, inv = world(workloads=workloads, per_tenant=per_tenant, gateways=routed)
         hvs = sorted(policy.fabric.hypervisors.values(), key=lambda h: h.dpid)
-        sample = hvs[::max(1, len(hvs) // SAMPLE)][:SAMPLE]
+        # one per rack, each at another position in its rack (hv1, hv12, hv23, ...): the
+        # round-robin placement gives neighbouring hypervisors different network kinds
+        per_rack = len(hvs) // SAMPLE
+        sample = [hvs[r * per_rack + r % per_rack] for r in range(SAMPLE)]
         per_hv = compile_hvs(policy, inv, sample)
         if routed:
             from apps.anycast_gateway import context as anycast_ctx
@@ -258,6 +263,12 @@ def _flows_one(workloads: int, per_tenant: int) -> dict:
     base = res['no_gateways']
     res['summary'] = {
         'anycast_gateway': stats([r['per_app'].get(ROUTING_APP, 0) for r in rows.values()], 0),
+        'anycast_arp_rsp': stats([r['per_table'].get(ROUTING_APP + ':arp_rsp', 0) for r in rows.values()], 0),
+        'anycast_l3': stats([r['per_table'].get(ROUTING_APP + ':l3', 0) for r in rows.values()], 0),
+        'rest_l2_lookup': stats([sum(v for k, v in r['per_table'].items() if k.endswith(':l2_lookup'))
+                                 for r in rows.values()], 0),
+        'rest_l2_lookup_without_gateways': stats([sum(v for k, v in r['per_table'].items()
+                                                      if k.endswith(':l2_lookup')) for r in base.values()], 0),
         'rest': stats([r['all'] - r['per_app'].get(ROUTING_APP, 0) for r in rows.values()], 0),
         'rest_without_gateways': stats([r['all'] for r in base.values()], 0),
         'all': stats([r['all'] for r in rows.values()], 0),
@@ -282,17 +293,22 @@ def bench_flows(workloads: list[int], subnets: list[int]) -> list[dict]:
 
 
 def flows_table(results: list[dict]) -> str:
-    lines = ['| workloads | subnets / tenant (tenants) | tenants routing on a hv | their located nics | '
-             'anycast_gateway flows | the rest (without gateways) | full compile of one hv (s) |',
-             '|---|---|---|---|---|---|---|']
-    med = lambda d: d['median']       # noqa: E731
-    rng = lambda d, f='%d': (f + ' (' + f + '–' + f + ')') % (d['median'], d['min'], d['max'])   # noqa: E731
+    lines = ['| workloads | subnets / tenant (tenants) | tenants routing on the hv | their located nics | '
+             'anycast_gateway: all (arp_rsp / l3) | the rest: all (l2_lookup) | the rest without gateways: '
+             'all (l2_lookup) | full compile of the hv (s): routed / without gateways |',
+             '|---|---|---|---|---|---|---|---|']
+
+    def rng(d, f='%d'):
+        return f % d['median'] if d['min'] == d['max'] else (f + ' (' + f + '–' + f + ')') % (
+            d['median'], d['min'], d['max'])
     for r in results:
         s = r['summary']
-        lines.append('| %d | %d (%d) | %s | %s | %s | %d (%d) | %.3f (%.3f) |' % (
+        lines.append('| %d | %d (%d) | %s | %s | %s (%s / %s) | %s (%s) | %s (%s) | %s / %s |' % (
             r['workloads'], r['subnets_per_tenant'], r['tenants'], rng(s['routing_tenants']),
-            rng(s['routed_nics']), rng(s['anycast_gateway']), med(s['rest']), med(s['rest_without_gateways']),
-            med(s['compile_s']), med(s['compile_s_without_gateways'])))
+            rng(s['routed_nics']), rng(s['anycast_gateway']), rng(s['anycast_arp_rsp']), rng(s['anycast_l3']),
+            rng(s['rest']), rng(s['rest_l2_lookup']), rng(s['rest_without_gateways']),
+            rng(s['rest_l2_lookup_without_gateways']), rng(s['compile_s'], '%.3f'),
+            rng(s['compile_s_without_gateways'], '%.3f')))
     return '\n'.join(lines)
 
 
