@@ -76,7 +76,8 @@ TABLES = (
        'ingress security rules with conntrack (microsegmentation issue)'),
     _t('l3', 50, {'underlay_routing': (1, 100), 'anycast_gateway': (200, 350)},
        ['eth_type', 'eth_dst', 'vlan_vid', 'ipv4_dst', 'ip_proto', 'icmpv4_type', 'nw_ttl', R.TENANT],
-       ['eth_src', 'eth_dst', 'ipv4_src', 'ipv4_dst', 'icmpv4_type', 'vlan_vid', R.NETWORK, R.ECMP, R.OUT_PORT],
+       ['eth_src', 'eth_dst', 'ipv4_src', 'ipv4_dst', 'icmpv4_type', 'vlan_vid', 'tun_ipv4_dst', R.NETWORK, R.ECMP,
+        R.OUT_PORT],
        ['ecmp', 'l2_lookup', 'acl_out'], ('goto', 'l2_lookup'),
        'routing: the underlay between racks on physical switches (a VTEP of this rack -> its '
        'hypervisor, another rack -> toward its leaf); on hypervisors each tenant\'s VRF (the '

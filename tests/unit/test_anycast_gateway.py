@@ -42,21 +42,29 @@ def test_a_tenant_routes_only_where_it_has_a_vm_on_a_routed_network():
     assert len(routes) == 6
     db1 = next(f for f in routes if f.match_dict()['ipv4_dst'] == str(policy.nics['acme/db1/nic0'].nic.ip))
     assert ('dec_ttl',) in db1.actions and ('set_field', 'eth_dst', DB1) in db1.actions
-    assert ('set_field', 'vlan_vid', vid(20)) in db1.actions and db1.goto == 'l2_lookup'
+    # straight to where db1 is: hv1's uplink, tagged with db's VLAN (no l2 entry needed)
+    assert ('set_field', 'vlan_vid', vid(20)) in db1.actions and db1.goto == 'acl_out'
+    assert db1.actions[-1] == ('set_field', R.OUT_PORT, HV_UPLINK)
     assert db1.match_dict()[R.TENANT] == policy.ids.tenant['acme']
+    app2 = next(f for f in routes if f.match_dict()['ipv4_dst'] == str(policy.nics['acme/app2/nic0'].nic.ip))
+    assert ('set_field', 'tun_ipv4_dst', str(fabric.hypervisors['hv3'].vtep)) in app2.actions
+    # ARP is answered for the networks with a VM here: acme's users and servers, not db
+    answers = {f.match_dict()['arp_tpa'] for f in by_table(flows, 'arp_rsp') if 'arp_op' in f.match_dict()}
+    assert str(policy.nics['acme/web2/nic0'].nic.ip) in answers
+    assert str(policy.nics['acme/db1/nic0'].nic.ip) not in answers
 
 
 def test_a_routed_vlan_is_sent_by_the_hypervisor_and_admitted_by_its_leaf_but_never_flooded_to_it():
     fabric, policy, inv, hv1 = routing_world()
     up = vlan_portgroups.port_vlans(policy, inv, hv1)[HV_UPLINK]
-    assert up.tagged == {10, 30} and up.routed_out == {20, 40} and up.carries(20)   # acme and zeta
+    assert up.tagged == {10, 30} and up.routed_out == {20, 40} and not up.carries(20)   # acme and zeta
     assert 20 not in up.admits()
     flows = switch_flows(policy, inv, hv1)
     assert not [f for f in by_table(flows, 'flood') if f.match_dict().get('vlan_vid') == vid(20)]
     assert not [f for f in by_table(flows, 'port_sec') if f.match_dict().get('vlan_vid') == vid(20)]
-    # db1's entry on hv1 goes to the uplink, tagged
-    [entry] = [f for f in by_table(flows, 'l2_lookup') if f.match_dict().get('eth_dst') == DB1]
-    assert entry.match_dict()['vlan_vid'] == vid(20) and ('set_field', R.OUT_PORT, HV_UPLINK) in entry.actions
+    # hv1 only routes into VLAN 20: no l2 entries for it (the routes say where), one emission for the trunk
+    assert not [f for f in by_table(flows, 'l2_lookup') if f.match_dict().get('eth_dst') == DB1]
+    assert [f for f in by_table(flows, 'output') if f.match_dict() == {R.OUT_PORT: HV_UPLINK}]
     leaf1 = fabric.switches['leaf1'].dpid
     port = vlan_portgroups.port_vlans(policy, inv, leaf1)[9]
     assert port.routed_in == {20, 40} and 20 in port.admits() and not port.carries(20)
