@@ -246,14 +246,20 @@ def _flows_one(workloads: int, per_tenant: int) -> dict:
                 ts = routing_tenants(policy, inv, hv.dpid)
                 local = sum(1 for b in inv.bindings[hv.dpid].values() if b.iface_id in policy.nics)
                 gw_nets = sum(1 for t in ts for n in policy.tenants[t].networks.values() if n.gateway is not None)
+                here = {(bn.tenant.name, bn.network.name) for bn in
+                        (policy.nics[b.iface_id] for b in inv.bindings[hv.dpid].values() if b.iface_id in policy.nics)}
                 row = per_hv[hv.name]
                 row.update(routing_tenants=len(ts), routed_nics=sum(nics_of.get(t, 0) for t in ts),
-                           routed_subnets=gw_nets, local_nics=local)
+                           routed_subnets=gw_nets, local_nics=local, local_networks=len(here),
+                           nics_of_local_networks=sum(len(policy.network_nics.get(k, ())) for k in here))
                 # what apps/anycast_gateway.py compiles: per switch 1 + 2 per uplink/tunnel port;
                 # per routing tenant 3 per gateway (ARP, echo, subnet drop) + 2 (TTL, VRF drop);
-                # per located nic of those tenants 2 (ARP answer, host route); per local nic 1
-                ports = len(anycast_ctx(policy, inv, hv.dpid))
-                row['anycast_formula'] = 1 + 2 * ports + 3 * gw_nets + 2 * len(ts) + 2 * row['routed_nics'] + local
+                # per located nic of those tenants its host route (every one is reachable here:
+                # fabricgen's trunks carry every VLAN), and its ARP answer if its network has a
+                # VM here; per local nic 1 (its own ARP passed on)
+                ports = len(anycast_ctx(policy, inv, hv.dpid).fabric_ports)
+                row['anycast_formula'] = (1 + 2 * ports + 3 * gw_nets + 2 * len(ts) + row['routed_nics']
+                                          + row['nics_of_local_networks'] + local)
                 row['anycast_formula_matches'] = row['anycast_formula'] == row['per_app'].get(ROUTING_APP, 0)
             res['tenants'] = len(policy.tenants)
             res['hypervisors'] = len(hvs)
