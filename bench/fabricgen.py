@@ -27,8 +27,9 @@ def fabric_yaml(racks: int, per_rack: int, vlans: int) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def tenants(networks: int, workloads: int, per_tenant: int = 10) -> list[Tenant]:
-    """networks/per_tenant tenants; network i is VLAN-backed when i is even, VXLAN otherwise."""
+def tenants(networks: int, workloads: int, per_tenant: int = 10, gateways: bool = True) -> list[Tenant]:
+    """networks/per_tenant tenants; network i is VLAN-backed when i is even, VXLAN otherwise;
+    every network has a gateway (.1: routed in its tenant) unless gateways is False."""
     out = []
     n_tenants = max(1, networks // per_tenant)
     per_net = max(1, workloads // networks)
@@ -39,7 +40,8 @@ def tenants(networks: int, workloads: int, per_tenant: int = 10) -> list[Tenant]
             i = t * per_tenant + j
             subnet = ipaddress.IPv4Network('10.%d.%d.0/24' % (i // 256, i % 256))
             seg = {'vlan': VLAN_BASE + i // 2} if i % 2 == 0 else {'vni': 10000 + i}
-            nets['n%d' % j] = Network('n%d' % j, subnet, gateway=subnet[1], line=3 + j, **seg)
+            nets['n%d' % j] = Network('n%d' % j, subnet, gateway=subnet[1] if gateways else None, line=3 + j,
+                                        **seg)
             for k in range(per_net):
                 mac = '02:%02x:%02x:%02x:%02x:%02x' % (w >> 32 & 0xff, w >> 24 & 0xff, w >> 16 & 0xff, w >> 8 & 0xff,
                                                        w & 0xff)
@@ -50,10 +52,10 @@ def tenants(networks: int, workloads: int, per_tenant: int = 10) -> list[Tenant]
     return out
 
 
-def world(racks=10, per_rack=10, networks=1000, workloads=10000):
+def world(racks=10, per_rack=10, networks=1000, workloads=10000, per_tenant=10, gateways=True):
     """(policy, inventory) of a fully connected, fully bound data center."""
     fabric = parse_fabric(fabric_yaml(racks, per_rack, networks // 2), '<generated>')
-    policy = Policy(fabric).with_tenants(tenants(networks, workloads))
+    policy = Policy(fabric).with_tenants(tenants(networks, workloads, per_tenant, gateways))
     inv = Inventory()
     spines = [fabric.switches['spine1'].dpid, fabric.switches['spine2'].dpid]
     for s in spines:
