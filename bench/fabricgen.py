@@ -8,7 +8,8 @@ import ipaddress
 from controller.inventory.model import (FABRIC, HYPERVISOR, TUNNEL, UPLINK, VM, Binding, Inventory,
                                         LinkEnd, Port, SwitchState)
 from controller.policy.fabric import parse_fabric
-from controller.policy.model import Network, Nic, Policy, Tenant, Workload, frozen_map
+from controller.policy.model import (Allow, Endpoint, Network, Nic, Policy, Rule, Security, Tenant, Workload,
+                                     frozen_map)
 
 VLAN_BASE = 100
 
@@ -27,7 +28,8 @@ def fabric_yaml(racks: int, per_rack: int, vlans: int) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def tenants(networks: int, workloads: int, per_tenant: int = 10, gateways: bool = True) -> list[Tenant]:
+def tenants(networks: int, workloads: int, per_tenant: int = 10, gateways: bool = True,
+            rules: bool = False) -> list[Tenant]:
     """networks/per_tenant tenants; network i is VLAN-backed when i is even, VXLAN otherwise;
     every network has a gateway (.1: routed in its tenant) unless gateways is False."""
     out = []
@@ -48,7 +50,10 @@ def tenants(networks: int, workloads: int, per_tenant: int = 10, gateways: bool 
                 wls['w%d' % w] = Workload('w%d' % w, ('l%d' % (k % 2),), (Nic(0, 'n%d' % j, mac, subnet[10 + k]),),
                                           line=20 + k)
                 w += 1
-        out.append(Tenant('t%d' % t, 't%d.yaml' % t, frozen_map(nets), frozen_map(wls)))
+        # rules: default deny and one rule (label l0 -> l1, tcp/5432: apps/microseg.py); else open inside
+        security = Security('deny', (Rule('l0-to-l1', Endpoint(label='l0'), Endpoint(label='l1'),
+                                          (Allow('tcp', (5432, 5432)),), line=2),)) if rules else Security('allow')
+        out.append(Tenant('t%d' % t, 't%d.yaml' % t, frozen_map(nets), frozen_map(wls), security))
     return out
 
 
