@@ -20,6 +20,11 @@ member's number, the *logical port* -- and rewrites each compiled flow for the s
   flood to the bond     ->  plus a copy one priority up for frames that came in on the bond,
                             without the bond: a bond never gets back what it sent (a real
                             switch's LAG; the hypervisor's own bond would learn its MACs back)
+  known unicast from    ->  dropped: an output-stage flow `in_port=anchor, OUT_PORT=logical ->
+  the bond to the bond      drop` above the emission flows.  OVS drops output to the ingress
+                            port, but after the fold the ingress port is the anchor, so the
+                            bundle's pick of the *other* member (or of the member the frame
+                            really came in on) would go out: a hairpin into the bond
 
 A member going down or up is no port event for the core while another member is up: the
 flood tree is not recomputed and no learned MAC is flushed.  Only the aggregate going down
@@ -34,14 +39,16 @@ import logging
 
 from controller.core import Controller
 from controller.inventory import bonds as inv_bonds
-from controller.pipeline import actions as A, cookies
+from controller.pipeline import actions as A, cookies, registers as R
 from controller.pipeline.flow import Flow
 
 LOG = logging.getLogger('opendvs.bonds')
 APP = 'bonds'
 P_FOLD = 2000                       # port_sec's 'bonds' band: above everything there (LLDP is 1000)
+P_HAIRPIN = 200                     # output's 'bonds' band: above every emission flow (at most 150)
 FOLD_TABLE = 'port_sec'
 FLOOD_TABLE = 'flood'
+OUTPUT_TABLE = 'output'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +113,9 @@ def expand(flows, lags) -> set[Flow]:
                         f, priority=f.priority + 1, match=tuple(sorted(dict(m, in_port=g.anchor).items())),
                         actions=_trim(rest)))
     for g in lags:
+        # from the bond, chosen for the bond (a MAC behind it, a frame looping back): no hairpin
+        out.add(Flow.make(OUTPUT_TABLE, P_HAIRPIN, {'in_port': g.anchor, R.OUT_PORT: g.logical}, [],
+                          cookie=cookies.make(APP, 2, '%s/hairpin' % g.name)))
         for member in g.members:
             if member != g.anchor:
                 out.add(Flow.make(FOLD_TABLE, P_FOLD, {'in_port': member},
