@@ -317,13 +317,13 @@ class BondedController(Controller):
         with self.lock:
             self._bond_watchers[dpid] = w
 
-    def uplinks(self) -> list[dict]:
-        """Per hypervisor: its declared uplinks, the leaf port (bond) LLDP found it on, both
-        ends' members with link and LACP state, and a status (see inventory.bonds)."""
+    def uplink_bonds(self):
+        """Per hypervisor: (its fabric entry, the leaf port LLDP found it on or None, the leaf's
+        bond on that port or None, br-phy's bond or None, status, problems)."""
         from apps import topology
         with self.lock:
             where = topology.hypervisor_ports(self.inv)
-            rows = []
+            out = []
             for hv in sorted(self.fabric.hypervisors.values(), key=lambda h: h.name):
                 end = where.get(hv.dpid)
                 leaf_bond = None
@@ -332,6 +332,15 @@ class BondedController(Controller):
                                       if end.port in b.ofports), None)
                 hv_bond = next(iter(self.hv_bonds.get(hv.dpid, {}).values()), None)
                 status, problems = inv_bonds.uplink_status(hv.uplinks, hv.bond, leaf_bond, hv_bond)
+                out.append((hv, end, leaf_bond, hv_bond, status, problems))
+            return out
+
+    def uplinks(self) -> list[dict]:
+        """Per hypervisor: its declared uplinks, the leaf port (bond) LLDP found it on, both
+        ends' members with link and LACP state, and a status (see inventory.bonds)."""
+        with self.lock:
+            rows = []
+            for hv, end, leaf_bond, hv_bond, status, problems in self.uplink_bonds():
                 sw = self.inv.switches.get(end.dpid) if end else None
                 rows.append({
                     'hypervisor': hv.name, 'leaf': hv.leaf, 'uplinks': hv.uplinks,

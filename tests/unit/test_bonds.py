@@ -297,3 +297,71 @@ def test_the_worker_converges_a_bonded_switch_with_its_rewritten_flows(bonded, m
     assert {(f.table, f.match_dict()['in_port']) for f in leaf.flows if cookies.app_of(f.cookie) == 'bonds'} == {
         ('port_sec', 3), ('output', 4)}
     assert not any(f.match_dict().get('in_port') == 3 for f in leaf.flows if cookies.app_of(f.cookie) != 'bonds')
+
+
+# ---- /metrics: both ends of each bonded hypervisor's uplinks, from what the watchers report ----
+
+def gauge(name, **labels):
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def ends(hv='hv1'):
+    """{side: (members, up, enabled, lacp negotiated, degraded)} as /metrics has them."""
+    out = {}
+    for side in ('leaf', 'hypervisor'):
+        got = tuple(gauge('opendvs_bond_' + n, hypervisor=hv, side=side)
+                    for n in ('members', 'members_up', 'members_enabled', 'lacp_negotiated', 'degraded'))
+        if got != (None,) * 5:
+            out[side] = got
+    return out
+
+
+def status(hv='hv1'):
+    return [s for s in inv_bonds.BONDED_STATUSES if gauge('opendvs_uplink_status', hypervisor=hv, status=s) == 1]
+
+
+def test_bond_metrics_follow_a_member_cut_and_its_restore(bonded):
+    ctl, leaf, hv = bonded
+    # only the leaf's end is known yet (hv1's OVSDB not read): no series for the other end
+    assert ends() == {'leaf': (2, 2, 2, 1, 0)} and status() == ['misconfigured']
+    ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end()})})
+    assert ends() == {'leaf': (2, 2, 2, 1, 0), 'hypervisor': (2, 2, 2, 1, 0)} and status() == ['ok']
+    assert gauge('opendvs_bond_member_up', hypervisor='hv1', side='leaf', member='tu1m1') == 1
+    assert gauge('opendvs_bond_member_lacp_negotiated', hypervisor='hv1', side='hypervisor', member='phy1') == 1
+    # the second cable cut: both ends lose that member (link and LACP)
+    cut = Bond('tleaf1', 'tb1', 'balance-tcp', 'active', (Member('tu1', 3, True, True), Member('tu1m1', 4, False, False)))
+    ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': cut})})
+    ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end(up=(True, False), current=(True, False))})})
+    assert ends() == {'leaf': (2, 1, 1, 1, 1), 'hypervisor': (2, 1, 1, 1, 1)} and status() == ['degraded']
+    for side, member in (('leaf', 'tu1m1'), ('hypervisor', 'phy1')):
+        assert gauge('opendvs_bond_member_up', hypervisor='hv1', side=side, member=member) == 0
+        assert gauge('opendvs_bond_member_lacp_negotiated', hypervisor='hv1', side=side, member=member) == 0
+    assert gauge('opendvs_bond_member_up', hypervisor='hv1', side='leaf', member='tu1') == 1
+    # restored
+    ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': leaf_bond()})})
+    ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end()})})
+    assert ends() == {'leaf': (2, 2, 2, 1, 0), 'hypervisor': (2, 2, 2, 1, 0)} and status() == ['ok']
+    # a single-uplink hypervisor has no bond series at all
+    assert ends('hv2') == {} and status('hv2') == []
+
+
+def test_bond_metrics_report_a_partner_that_does_not_speak_lacp(bonded):
+    ctl, leaf, hv = bonded
+    static = Bond('tleaf1', 'tb1', 'balance-tcp', 'off', (Member('tu1', 3, True, None), Member('tu1m1', 4, True, None)))
+    ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': static})})
+    ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end(current=(False, False))})})
+    # the hypervisor's members hear nobody and carry nothing; the leaf's runs no LACP, as the fabric
+    # does not say: both ends are degraded, the uplink is reported as without an LACP partner
+    assert ends() == {'leaf': (2, 2, 2, 0, 1), 'hypervisor': (2, 2, 0, 0, 1)}
+    assert status() == ['no-lacp-partner']
+    assert gauge('opendvs_bond_member_lacp_negotiated', hypervisor='hv1', side='leaf', member='tu1') == 0
+
+
+def test_end_degraded():
+    assert not inv_bonds.end_degraded(2, 'lacp', leaf_bond())
+    assert inv_bonds.end_degraded(3, 'lacp', leaf_bond())                       # a member short
+    assert inv_bonds.end_degraded(2, 'lacp', leaf_bond(up=(True, False)))
+    assert inv_bonds.end_degraded(2, 'lacp', hv_end(current=(True, False)))     # up, no partner
+    assert inv_bonds.end_degraded(2, 'active-backup', leaf_bond())             # LACP not declared
+    assert not inv_bonds.end_degraded(2, 'active-backup', hv_end(lacp='off'))
