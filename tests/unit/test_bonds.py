@@ -330,7 +330,8 @@ def test_bond_metrics_follow_a_member_cut_and_its_restore(bonded):
     assert gauge('opendvs_bond_member_up', hypervisor='hv1', side='leaf', member='tu1m1') == 1
     assert gauge('opendvs_bond_member_lacp_negotiated', hypervisor='hv1', side='hypervisor', member='phy1') == 1
     # the second cable cut: both ends lose that member (link and LACP)
-    cut = Bond('tleaf1', 'tb1', 'balance-tcp', 'active', (Member('tu1', 3, True, True), Member('tu1m1', 4, False, False)))
+    cut = Bond('tleaf1', 'tb1', 'balance-tcp', 'active',
+               (Member('tu1', 3, True, True), Member('tu1m1', 4, False, False)))
     ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': cut})})
     ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end(up=(True, False), current=(True, False))})})
     assert ends() == {'leaf': (2, 1, 1, 1, 1), 'hypervisor': (2, 1, 1, 1, 1)} and status() == ['degraded']
