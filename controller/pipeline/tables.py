@@ -97,10 +97,11 @@ TABLES = (
        [], ['output'], ('goto', 'output'),
        'the tenant\'s security rules where the destination is, stateful (conntrack in the tenant\'s zone, '
        'conjunctions): apps/microseg.py'),
+    # bonds and in_port: controller/bonds.py drops a frame from a bond chosen for that bond
     _t('output', 80,
        {'learning_switch': (100, 110), 'vxlan_overlay': (150, 150), 'underlay_routing': (120, 120),
-        PIPELINE: (1, 1)},
-       [R.OUT_PORT, 'vlan_vid'], ['vlan_vid', 'tunnel_id'], ['flood'], ('drop',),
+        PIPELINE: (1, 1), 'bonds': (200, 200)},
+       [R.OUT_PORT, 'vlan_vid', 'in_port'], ['vlan_vid', 'tunnel_id'], ['flood'], ('drop',),
        'emission: the out-port as it carries the frame (tag popped on access ports, VNI on the '
        'tunnel, tagged on trunks); the flood out-port goes to flood'),
     # learning_switch up to 101: controller/bonds.py adds a split-horizon copy of a flood flow
