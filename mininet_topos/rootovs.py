@@ -77,7 +77,7 @@ def bridges() -> set[str]:
 
 def check(own_bridges) -> int:
     """The PID to restart, or RootRestartRefused saying why not."""
-    if not holding_lab_lock():
+    if not holding_lab_lock(LOCK):
         raise RootRestartRefused(f'not running under `flock {LOCK}`: other labs may be using the root OVS')
     pid = osutil.read_pidfile(PIDFILE)
     if pid is None or not osutil.alive(pid):
