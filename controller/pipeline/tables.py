@@ -93,7 +93,7 @@ TABLES = (
        'VTEP); a miss sets the flood out-port'),
     _t('acl_out', 70, {'microseg': (100, 300)},
        [R.OUT_PORT, R.TENANT, R.ZONE, 'eth_type', 'eth_dst', 'ip_proto', 'ipv4_src', 'ipv4_dst', 'tcp_dst', 'udp_dst',
-        'ct_state', 'ct_mark', 'conj_id'],
+        'icmpv4_type', 'ct_state', 'ct_mark', 'conj_id'],
        [], ['output'], ('goto', 'output'),
        'the tenant\'s security rules where the destination is, stateful (conntrack in the tenant\'s zone, '
        'conjunctions): apps/microseg.py'),
