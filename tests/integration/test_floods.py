@@ -1,0 +1,148 @@
+"""Floods (issue 7 part 5): one VM (acme/web1 on hv1) sends 10,000 new source MACs a second,
+then an ARP storm with forged senders, while two probes ping between the other tenant's VMs
+(globex data1 on hv1 -> data2 on hv4, app1 on hv2 -> app2 on hv3, both across the leaves).
+The probes keep 0 loss and a max RTT within 2x their baseline (measured first, same run,
+same rate); the controller's memory stays flat and the flooding VM's port holds its MAC
+limit.  The figures measured go to bench/README.md ("Floods"), not into asserts."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mininet_topos import Lab
+from tests.support import ROOT, ControllerProcess, free_port, wait_until
+
+TENANTS = [str(ROOT / 'examples' / 'tenants' / 'acme.yaml'), str(ROOT / 'examples' / 'tenants' / 'globex.yaml')]
+STORM = ROOT / 'tests' / 'tools' / 'storm.py'
+MAX_MACS = 16                  # the lab fabric's max_macs_per_port (examples: 256)
+PROBES = [('data1', 'data2'), ('app1', 'app2')]
+FLOODER = 'web1'
+INTERVAL = 0.02                # 50 pings a second per probe
+RSS_GROWTH_MB = 30             # bound on the controller's RSS growth over both storms
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp('floods')
+    fabric = work / 'fabric.yaml'
+    text = (ROOT / 'examples' / 'fabric.yaml').read_text()
+    fabric.write_text(re.sub(r'max_macs_per_port: \d+', 'max_macs_per_port: %d' % MAX_MACS, text))
+    assert 'max_macs_per_port: %d' % MAX_MACS in fabric.read_text()
+    port = free_port()
+    ctl = ControllerProcess(str(fabric), work, ofp='0.0.0.0:%d' % port).start()
+    lab = Lab(str(fabric), ofp_port=port, tenants=TENANTS)
+    try:
+        r = ctl.dvsctl('apply', *TENANTS)
+        assert r.returncode == 0, r.stderr
+        lab.up(timeout=60)
+        for a, b in PROBES + [(FLOODER, 'web2')]:
+            wait_until(lambda: lab.ping(a, b), 30, what='%s reaches %s' % (a, b))
+        yield lab, ctl
+    finally:
+        lab.down()
+        ctl.stop()
+
+
+def probe(lab, a, b, seconds: float) -> subprocess.Popen:
+    count = int(seconds / INTERVAL)
+    return lab.popen(a, ['ping', '-n', '-i', str(INTERVAL), '-c', str(count), '-W', '1', lab.vms[b].ip],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def result(p: subprocess.Popen) -> dict:
+    out, _ = p.communicate(timeout=60)
+    rtts = [float(x) for x in re.findall(r'time=([\d.]+) ms', out)]
+    m = re.search(r'(\d+) packets transmitted, (\d+) received', out)
+    assert m, out
+    return {'sent': int(m.group(1)), 'received': int(m.group(2)), 'max': max(rtts, default=None),
+            'avg': sum(rtts) / len(rtts) if rtts else None}
+
+
+def rss_mb(pid: int) -> float:
+    for line in open('/proc/%d/status' % pid):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    raise AssertionError('no VmRSS for %d' % pid)
+
+
+def cpu_s(pid: int) -> float:
+    f = open('/proc/%d/stat' % pid).read().rsplit(')', 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def learn_flows(lab, port: int) -> dict:
+    """hv1's learn-table flows of one port: learned sources, refused ones, and its guard."""
+    out = {'learned': 0, 'refused': 0, 'guard': None}
+    for line in lab.ofctl('hv1', 'dump-flows', 'table=20').splitlines():
+        if not re.search(r'\bin_port=%d[, ]' % port, line):
+            continue
+        if 'priority=100' in line and 'dl_src=' in line:
+            out['refused' if 'actions=drop' in line else 'learned'] += 1
+        elif 'priority=90' in line:
+            out['guard'] = line.split('actions=')[1]
+    return out
+
+
+def meter_drops(lab, meter_id: int) -> int:
+    out = lab.ofctl('hv1', 'meter-stats', 'meter=%d' % meter_id)
+    m = re.search(r'0: packet_count:(\d+)', out)
+    return int(m.group(1)) if m else 0
+
+
+def storm(lab, mode: str, rate: int, seconds: float) -> subprocess.Popen:
+    return lab.popen(FLOODER, [sys.executable, str(STORM), 'eth0', str(rate), str(seconds), mode,
+                               '--subnet', '10.10.0.0/24', '--seed', '7' if mode == 'macs' else '9'],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_mac_flood_and_an_arp_storm_from_one_vm_starve_no_other_tenant(env):
+    from controller import floods
+    lab, ctl = env
+    pid = ctl.proc.pid
+    web1_port = lab.vm_ofport(FLOODER)
+    meter = floods.port_meter(web1_port)
+    # baseline: the same probes, same rate, no storm
+    base = [result(p) for p in [probe(lab, a, b, 3) for a, b in PROBES]]
+    for b in base:
+        assert b['received'] == b['sent'], base
+    rss0, cpu0, t0, drops0 = rss_mb(pid), cpu_s(pid), time.monotonic(), meter_drops(lab, meter)
+    # the storms, back to back, with the probes running across both
+    probes = [probe(lab, a, b, 9.5) for a, b in PROBES]
+    time.sleep(0.5)                                   # the probes are under way first
+    flood = storm(lab, 'macs', 10000, 5)
+    flood_out, _ = flood.communicate(timeout=60)
+    during = learn_flows(lab, web1_port)
+    arp = storm(lab, 'arp', 10000, 3)
+    arp_out, _ = arp.communicate(timeout=60)
+    under = [result(p) for p in probes]
+    wall = time.monotonic() - t0
+    rss1, cpu1 = rss_mb(pid), cpu_s(pid)
+    after = learn_flows(lab, web1_port)
+    figures = {'baseline': base, 'storm': under, 'flood_sender': flood_out.strip(), 'arp_sender': arp_out.strip(),
+               'controller_rss_mb': [round(rss0, 1), round(rss1, 1)],
+               'controller_cpu_pct': round(100 * (cpu1 - cpu0) / wall, 1),
+               'meter_drops': meter_drops(lab, meter) - drops0, 'web1_port_during': during, 'web1_port_after': after}
+    print('FLOODS ' + json.dumps(figures))
+    # the storms happened: ~50,000 and ~30,000 frames, and the meter dropped copies
+    assert int(flood_out.split()[1]) >= 45000 and int(arp_out.split()[1]) >= 27000, figures
+    assert figures['meter_drops'] > 0, figures
+    # nobody else starved: 0 loss, max RTT within 2x the baseline's
+    for (a, b), before, now in zip(PROBES, base, under):
+        assert now['received'] == now['sent'], '%s -> %s lost pings: %s' % (a, b, figures)
+        assert now['max'] <= 2 * before['max'], '%s -> %s: max RTT %.3f ms > 2 x %.3f ms: %s' % (
+            a, b, now['max'], before['max'], figures)
+    # the controller's memory stayed flat
+    assert rss1 - rss0 < RSS_GROWTH_MB, figures
+    # the per-port MAC limit held; the full port drops unknown sources; refusals are bounded
+    for seen in (during, after):
+        assert seen['learned'] <= MAX_MACS and seen['refused'] <= floods.REFUSED_PER_PORT, figures
+    assert during['learned'] == MAX_MACS and during['guard'] == 'drop', figures
+    # and the flooder's own nic still works, the controller still answers
+    assert lab.ping(FLOODER, 'web2', count=2)
+    assert ctl.dvsctl('show', 'tenants').returncode == 0
