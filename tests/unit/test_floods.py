@@ -196,3 +196,23 @@ def test_a_fake_switch_without_meters_is_still_driven():
         ctl.port_status(LEAF1, 'delete', 1, 'leaf1-eth1', False)
     finally:
         ctl.stop()
+
+
+def test_the_guard_action_encodes_as_nx_clone_and_decodes_to_the_same_tuple():
+    from os_ken.ofproto import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
+
+    from controller import ofp as codec
+
+    class DP:
+        ofproto, ofproto_parser = ofp, parser
+    acts = (floods.punt(7), A.output_trunc(CONTROLLER, 64), A.output(3))
+    buf = bytearray()
+    for a in codec.to_actions(DP, acts):
+        a.serialize(buf, len(buf))
+    assert buf[:16] == bytes.fromhex('ffff003000002320002a000000000000')     # NXAST_CLONE, 48 bytes
+    back, off = [], 0
+    while off < len(buf):
+        a = parser.OFPAction.parser(buf, off)
+        back.append(a)
+        off += a.len
+    assert codec.from_actions(DP, back) == acts
