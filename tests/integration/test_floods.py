@@ -51,17 +51,22 @@ def env(tmp_path_factory):
 
 def probe(lab, a, b, seconds: float) -> subprocess.Popen:
     count = int(seconds / INTERVAL)
-    return lab.popen(a, ['ping', '-n', '-i', str(INTERVAL), '-c', str(count), '-W', '1', lab.vms[b].ip],
+    return lab.popen(a, ['ping', '-D', '-n', '-i', str(INTERVAL), '-c', str(count), '-W', '1', lab.vms[b].ip],
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def result(p: subprocess.Popen) -> dict:
+def result(p: subprocess.Popen, phases=()) -> dict:
+    """Loss and RTTs of a probe; with phases [(name, t0, t1)], the max RTT in each too."""
     out, _ = p.communicate(timeout=60)
-    rtts = [float(x) for x in re.findall(r'time=([\d.]+) ms', out)]
+    pings = [(float(t), float(r)) for t, r in re.findall(r'\[([\d.]+)\].*time=([\d.]+) ms', out)]
+    rtts = [r for _, r in pings]
     m = re.search(r'(\d+) packets transmitted, (\d+) received', out)
     assert m, out
-    return {'sent': int(m.group(1)), 'received': int(m.group(2)), 'max': max(rtts, default=None),
-            'avg': sum(rtts) / len(rtts) if rtts else None}
+    res = {'sent': int(m.group(1)), 'received': int(m.group(2)), 'max': max(rtts, default=None),
+           'avg': round(sum(rtts) / len(rtts), 3) if rtts else None}
+    for name, t0, t1 in phases:
+        res['max_' + name] = max([r for t, r in pings if t0 <= t < t1], default=None)
+    return res
 
 
 def rss_mb(pid: int) -> float:
@@ -115,12 +120,17 @@ def test_a_mac_flood_and_an_arp_storm_from_one_vm_starve_no_other_tenant(env):
     # the storms, back to back, with the probes running across both
     probes = [probe(lab, a, b, 9.5) for a, b in PROBES]
     time.sleep(0.5)                                   # the probes are under way first
+    t_flood = time.time()
     flood = storm(lab, 'macs', 10000, 5)
     flood_out, _ = flood.communicate(timeout=60)
     during = learn_flows(lab, web1_port)
+    t_arp = time.time()
     arp = storm(lab, 'arp', 10000, 3)
     arp_out, _ = arp.communicate(timeout=60)
-    under = [result(p) for p in probes]
+    t_end = time.time()
+    phases = [('before', 0, t_flood), ('flood_first_s', t_flood, t_flood + 1), ('flood_rest', t_flood + 1, t_arp),
+              ('arp', t_arp, t_end), ('after', t_end, 1e12)]
+    under = [result(p, phases) for p in probes]
     wall = time.monotonic() - t0
     rss1, cpu1 = rss_mb(pid), cpu_s(pid)
     after = learn_flows(lab, web1_port)

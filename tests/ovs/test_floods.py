@@ -10,7 +10,7 @@ import pytest
 
 from apps import learning_switch as ls
 from controller import floods
-from controller.pipeline import actions as A
+from controller.pipeline import actions as A, cookies
 from controller.pipeline.flow import Flow
 from tests.ovs.pipeline_bridge import PipelineBridge, _top_level
 from tests.support import is_root, sh
@@ -88,7 +88,7 @@ def br():
 
 
 def test_an_unknown_source_is_copied_through_the_meter_inside_a_datapath_clone(br):
-    br.load(world())
+    br.load(world(), registry=cookies.Registry())
     t = br.trace(EDGE3, eth_src=HOSTS[EDGE3][0], eth_dst=HOSTS[EDGE4][0], eth_type=0x0800)
     top = _top_level(t.datapath_actions)
     clone, = [a for a in top if a.startswith('clone(')]
@@ -98,7 +98,7 @@ def test_an_unknown_source_is_copied_through_the_meter_inside_a_datapath_clone(b
 
 
 def test_the_meter_drops_copies_while_every_frame_is_forwarded(br):
-    br.load(world())
+    br.load(world(), registry=cookies.Registry())
     mid = floods.port_meter(EDGE3)
     br.slow_meter(mid)
     before = br.meter_drops(mid)
@@ -114,7 +114,7 @@ def test_without_the_irreversible_hint_ovs_3_1_meters_the_frame_itself(br):
     flows = {Flow.make(f.table, f.priority, f.match_dict(), [naive], f.goto, cookie=f.cookie)
              if f.table == 'learn' and f.priority == ls.P_GUARD and f.match_dict() == {'in_port': EDGE3} else f
              for f in world()}
-    br.load(flows)
+    br.load(flows, registry=cookies.Registry())
     br.slow_meter(floods.port_meter(EDGE3))
     sent, got = br.ping(EDGE3, EDGE4, count=30, interval=0.02)
     if 'ovs-vswitchd (Open vSwitch) 3.1' not in sh('ovs-vswitchd --version'):
@@ -124,8 +124,9 @@ def test_without_the_irreversible_hint_ovs_3_1_meters_the_frame_itself(br):
 
 def test_a_full_edge_port_drops_unknown_sources_and_passes_its_learned_ones(br):
     others = [(EDGE3, '02:00:00:77:01:%02x' % i) for i in range(MAX)]
-    br.load(world(learned=others))
+    br.load(world(learned=others), registry=cookies.Registry())
     assert br.ping(EDGE3, EDGE4, count=5, interval=0.05)[1] == 0                   # host 3's MAC is unknown
     assert 'drop' in br.trace(EDGE3, eth_src=HOSTS[EDGE3][0], eth_type=0x0800).datapath_actions
-    br.load(world(learned=others[:MAX - 1] + [(EDGE3, HOSTS[EDGE3][0]), (EDGE4, HOSTS[EDGE4][0])]))
+    br.load(world(learned=others[:MAX - 1] + [(EDGE3, HOSTS[EDGE3][0]), (EDGE4, HOSTS[EDGE4][0])]),
+            registry=cookies.Registry())
     assert br.ping(EDGE3, EDGE4, count=5, interval=0.05) == (5, 5)                 # a learned source passes
