@@ -128,8 +128,8 @@ def _learned(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
 
 def _guards(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
     """Per port, below every known source: an unknown source is copied to the controller
-    through the port's meter and goes on -- or, on a VM/edge port that holds its MAC limit,
-    is dropped (controller/floods.py).  Only switch ports get one: their meter exists."""
+    through the port's meter and goes on -- on a VM/edge port through its unknown-source
+    meter, and once that port holds its MAC limit it is dropped (controller/floods.py).  Only switch ports get one: their meter exists."""
     sw = inv.switches[dpid]
     limit = policy.fabric.learning.max_macs_per_port
     counts = collections.Counter(inv.macs.get(dpid, {}).values())
@@ -139,10 +139,13 @@ def _guards(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
         if port is None or meter is None:
             continue
         c = _cookie(K_GUARD, 'port:%d' % no)
-        if port.role in LIMITED and counts[no] >= limit:
-            flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, cookie=c))
-        else:
+        if port.role not in LIMITED:
             flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, [floods.punt(no)], goto='arp_rsp', cookie=c))
+        elif counts[no] < limit:            # unknown sources forwarded at a bounded rate too
+            flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, [A.meter(floods.unknown_meter(no)), floods.punt(no)],
+                                goto='arp_rsp', cookie=c))
+        else:
+            flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, cookie=c))
         flows.add(Flow.make('punt', P_PORT, {'in_port': no}, [A.meter(meter), A.output(CONTROLLER)], cookie=c))
     return flows
 

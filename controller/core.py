@@ -619,6 +619,5 @@ def _port_meters(conn, ports, delete: bool = False) -> None:
     """Create (or delete) the per-port packet-in meters of controller/floods.py."""
     fn = getattr(conn, 'delete_meter' if delete else 'set_meter', None)
     for no in ports if fn is not None else ():
-        mid = floods.port_meter(no)
-        if mid is not None:
-            fn(mid) if delete else fn(mid, floods.PUNT_PPS, floods.PUNT_BURST)
+        for mid, pps, burst in floods.port_meters(no):
+            fn(mid) if delete else fn(mid, pps, burst)

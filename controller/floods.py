@@ -19,14 +19,26 @@ after d7ec77f6 ("Use datapath actions for reversibility check", 2026) decides on
 datapath actions and needs no hint.  Verified with ofproto/trace (`clone(meter(0),
 userspace(...))`) and traffic: tests/ovs/test_floods.py.
 
+On a VM or edge port (the ports with a MAC limit) frames from not-yet-learned sources are
+also *forwarded* through a meter of their own, unknown_meter(P), as the guard's meter
+instruction (so over its rate the frame and its copy go together):
+
+    learn  in_port=P  ->  meter:unknown_meter(P), clone(...punt...), goto arp_rsp
+
+Storm control for unknown sources: a VM emitting thousands of new MACs a second floods the
+fabric with at most UNKNOWN_PPS of them while the controller fills the port, instead of
+every one (measured: the first second of a 10,000/s flood is what hurt other tenants'
+pings).  A nic's own MAC (from its binding) and learned MACs match above the guard and never
+meet either meter; trunks and fabric ports have no unknown-source meter.
+
 Once a VM or edge port holds its max_macs_per_port learned MACs, its guard drops frames
 from unknown sources instead (no copy, no flooding of forged sources into the VLAN); a
 source that ages out reopens it.  Known sources (learned, bound nics, the gateway) match
 above the guard and never meet the meter.
 
-Meter ids are port based, not allocated: port_meter(P) = METER_BASE + P (OpenFlow ports are
-< 0xff00, so ids stay under OVS's max_meter 262144 and clear of the anycast gateway's
-meter 1).  A restarted controller finds the same ids; nothing is stored.  The core creates
+Meter ids are port based, not allocated: port_meter(P) = METER_BASE + P and unknown_meter(P)
+= UNKNOWN_BASE + P (OpenFlow ports are < 0xff00, so ids stay under OVS's max_meter 262144
+and clear of the anycast gateway's meter 1).  A restarted controller finds the same ids; nothing is stored.  The core creates
 a port's meter when the switch connects or the port appears, before any flow that uses it
 (the same connection keeps the order), and deletes it when the port is deleted.
 
@@ -48,6 +60,9 @@ METER_BASE = 0x10000
 MAX_PORT = 0xfeff              # highest OpenFlow port number a meter is made for
 PUNT_PPS = 100                 # packet-ins per second per port ...
 PUNT_BURST = 100               # ... and the burst a port may send at once
+UNKNOWN_BASE = 0x20000
+UNKNOWN_PPS = 200              # frames from unlearned sources forwarded per second per VM/edge port
+UNKNOWN_BURST = 200
 TRUNC = 64                     # the clone's no-op truncated output (see above)
 
 REFUSED_PER_PORT = 32
@@ -62,6 +77,18 @@ def punt(port: int) -> tuple:
 def port_meter(port: int) -> int | None:
     """The meter of a port's packet-ins (None: not a port that has one)."""
     return METER_BASE + port if isinstance(port, int) and 0 < port <= MAX_PORT else None
+
+
+def unknown_meter(port: int) -> int | None:
+    """The meter of a VM/edge port's frames from unlearned sources."""
+    return UNKNOWN_BASE + port if port_meter(port) is not None else None
+
+
+def port_meters(port: int) -> list[tuple[int, int, int]]:
+    """(meter id, pps, burst) of every meter a port has (made whatever its role: roles change)."""
+    if port_meter(port) is None:
+        return []
+    return [(port_meter(port), PUNT_PPS, PUNT_BURST), (unknown_meter(port), UNKNOWN_PPS, UNKNOWN_BURST)]
 
 
 class MacTable(dict):

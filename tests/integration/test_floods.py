@@ -111,12 +111,13 @@ def test_a_mac_flood_and_an_arp_storm_from_one_vm_starve_no_other_tenant(env):
     lab, ctl = env
     pid = ctl.proc.pid
     web1_port = lab.vm_ofport(FLOODER)
-    meter = floods.port_meter(web1_port)
+    meter, unknown = floods.port_meter(web1_port), floods.unknown_meter(web1_port)
     # baseline: the same probes, same rate, no storm
     base = [result(p) for p in [probe(lab, a, b, 3) for a, b in PROBES]]
     for b in base:
         assert b['received'] == b['sent'], base
-    rss0, cpu0, t0, drops0 = rss_mb(pid), cpu_s(pid), time.monotonic(), meter_drops(lab, meter)
+    rss0, cpu0, t0 = rss_mb(pid), cpu_s(pid), time.monotonic()
+    drops0, unknown0 = meter_drops(lab, meter), meter_drops(lab, unknown)
     # the storms, back to back, with the probes running across both
     probes = [probe(lab, a, b, 9.5) for a, b in PROBES]
     time.sleep(0.5)                                   # the probes are under way first
@@ -137,7 +138,8 @@ def test_a_mac_flood_and_an_arp_storm_from_one_vm_starve_no_other_tenant(env):
     figures = {'baseline': base, 'storm': under, 'flood_sender': flood_out.strip(), 'arp_sender': arp_out.strip(),
                'controller_rss_mb': [round(rss0, 1), round(rss1, 1)],
                'controller_cpu_pct': round(100 * (cpu1 - cpu0) / wall, 1),
-               'meter_drops': meter_drops(lab, meter) - drops0, 'web1_port_during': during, 'web1_port_after': after}
+               'meter_drops': meter_drops(lab, meter) - drops0,
+               'unknown_source_meter_drops': meter_drops(lab, unknown) - unknown0, 'web1_port_during': during, 'web1_port_after': after}
     print('FLOODS ' + json.dumps(figures))
     # the storms happened: ~50,000 and ~30,000 frames, and the meter dropped copies
     assert int(flood_out.split()[1]) >= 45000 and int(arp_out.split()[1]) >= 27000, figures

@@ -15,12 +15,13 @@ from controller.pipeline.flow import Flow
 from tests.ovs.pipeline_bridge import PipelineBridge, _top_level
 from tests.support import is_root, sh
 from tests.unit.builders import LEAF2, example_fabric, switch_flows
-from tests.unit.test_learning_switch import EDGE3, EDGE4, leaf_network, two_tenants
+from tests.unit.test_learning_switch import EDGE3, EDGE4, HV5, leaf_network, two_tenants
 
 pytestmark = pytest.mark.skipif(not is_root(), reason='needs root and the OVS daemons')
 
 MAX = 4
-HOSTS = {EDGE3: ('02:00:00:77:00:03', '10.77.0.3/24'), EDGE4: ('02:00:00:77:00:04', '10.77.0.4/24')}
+HOSTS = {EDGE3: ('02:00:00:77:00:03', '10.77.0.3/24'), EDGE4: ('02:00:00:77:00:04', '10.77.0.4/24'),
+         HV5: ('02:00:00:77:00:05', '10.77.0.5/24')}       # hv5: a trunk (untagged = native VLAN 1)
 
 
 class VethBridge(PipelineBridge):
@@ -83,28 +84,42 @@ def world(learned=()):
 
 @pytest.fixture(scope='module')
 def br():
-    with VethBridge(ports=[EDGE3, EDGE4]) as b:
+    with VethBridge(ports=[EDGE3, EDGE4, HV5]) as b:
         yield b
 
 
 def test_an_unknown_source_is_copied_through_the_meter_inside_a_datapath_clone(br):
     br.load(world(), registry=cookies.Registry())
-    t = br.trace(EDGE3, eth_src=HOSTS[EDGE3][0], eth_dst=HOSTS[EDGE4][0], eth_type=0x0800)
+    t = br.trace(HV5, eth_src=HOSTS[HV5][0], eth_dst=HOSTS[EDGE4][0], eth_type=0x0800)
     top = _top_level(t.datapath_actions)
     clone, = [a for a in top if a.startswith('clone(')]
     assert 'meter(' in clone and 'userspace(' in clone, t.datapath_actions      # the copy, metered
     assert not any(a.startswith('meter(') for a in top), t.datapath_actions     # never the frame
     assert t.output_ports == [EDGE4]
+    # an edge port (a MAC limit): the frame of an unlearned source meets its own meter first
+    t = br.trace(EDGE3, eth_src=HOSTS[EDGE3][0], eth_dst=HOSTS[EDGE4][0], eth_type=0x0800)
+    top = _top_level(t.datapath_actions)
+    assert top[0].startswith('meter(') and top[1].startswith('clone(meter('), t.datapath_actions
+    assert t.output_ports == [EDGE4]
 
 
 def test_the_meter_drops_copies_while_every_frame_is_forwarded(br):
     br.load(world(), registry=cookies.Registry())
-    mid = floods.port_meter(EDGE3)
+    mid = floods.port_meter(HV5)
     br.slow_meter(mid)
     before = br.meter_drops(mid)
-    sent, got = br.ping(EDGE3, EDGE4, count=60, interval=0.02)
+    sent, got = br.ping(HV5, EDGE4, count=60, interval=0.02)
     assert (sent, got) == (60, 60)
     assert br.meter_drops(mid) - before >= 40        # ~59 of 60 echo copies over 1 pps, dropped
+
+
+def test_unlearned_sources_of_an_edge_port_are_forwarded_at_a_bounded_rate_and_learned_ones_freely(br):
+    br.load(world(), registry=cookies.Registry())
+    br.slow_meter(floods.unknown_meter(EDGE3))
+    sent, got = br.ping(EDGE3, EDGE4, count=30, interval=0.02)
+    assert got <= 5, (sent, got)                      # 1 pps: storm control for unknown sources
+    br.load(world(learned=[(EDGE3, HOSTS[EDGE3][0]), (EDGE4, HOSTS[EDGE4][0])]), registry=cookies.Registry())
+    assert br.ping(EDGE3, EDGE4, count=30, interval=0.02) == (30, 30)
 
 
 def test_without_the_irreversible_hint_ovs_3_1_meters_the_frame_itself(br):
@@ -112,11 +127,11 @@ def test_without_the_irreversible_hint_ovs_3_1_meters_the_frame_itself(br):
     its meter then drops the frame (fixed upstream by d7ec77f6)."""
     naive = A.clone(A.resubmit('punt'))
     flows = {Flow.make(f.table, f.priority, f.match_dict(), [naive], f.goto, cookie=f.cookie)
-             if f.table == 'learn' and f.priority == ls.P_GUARD and f.match_dict() == {'in_port': EDGE3} else f
+             if f.table == 'learn' and f.priority == ls.P_GUARD and f.match_dict() == {'in_port': HV5} else f
              for f in world()}
     br.load(flows, registry=cookies.Registry())
-    br.slow_meter(floods.port_meter(EDGE3))
-    sent, got = br.ping(EDGE3, EDGE4, count=30, interval=0.02)
+    br.slow_meter(floods.port_meter(HV5))
+    sent, got = br.ping(HV5, EDGE4, count=30, interval=0.02)
     if 'ovs-vswitchd (Open vSwitch) 3.1' not in sh('ovs-vswitchd --version'):
         pytest.skip('only OVS 3.1 is known to inline the clone')
     assert got < sent / 2, (sent, got)

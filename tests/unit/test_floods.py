@@ -107,7 +107,9 @@ def test_every_learning_port_copies_unknown_sources_through_its_own_meter_and_go
     g, p = guards(flows), punts(flows)
     assert set(g) == set(p) == set(vlan_portgroups.port_vlans(Policy(fabric), inv, LEAF2)) == {TREE, EDGE3, EDGE4, HV5}
     for no, f in g.items():
-        assert f.actions == (A.clone(A.output_trunc(no, floods.TRUNC), A.resubmit('punt')),)
+        # VM/edge ports (edge 3, 4) forward unknown sources through a meter too; trunks do not
+        storm = (A.meter(floods.unknown_meter(no)),) if no in (EDGE3, EDGE4) else ()
+        assert f.actions == storm + (A.clone(A.output_trunc(no, floods.TRUNC), A.resubmit('punt')),)
         assert f.goto == 'arp_rsp' and f.match_dict() == {'in_port': no}
         assert p[no].actions == (A.meter(floods.port_meter(no)), A.output(CONTROLLER)) and p[no].goto is None
         assert cookies.kind_of(f.cookie) == cookies.kind_of(p[no].cookie) == ls.K_GUARD
@@ -145,6 +147,10 @@ def test_meter_ids_are_port_based_and_only_real_ports_get_one():
     assert floods.port_meter(1) == floods.METER_BASE + 1 != 1         # clear of the gateway's meter 1
     assert floods.port_meter(0xfeff) <= 262144                        # OVS max_meter
     assert floods.port_meter(0xfffffffe) is None and floods.port_meter(0) is None
+    assert floods.unknown_meter(0xfeff) <= 262144 and floods.unknown_meter(0xfffffffe) is None
+    assert floods.port_meters(3) == [(floods.port_meter(3), floods.PUNT_PPS, floods.PUNT_BURST),
+                                     (floods.unknown_meter(3), floods.UNKNOWN_PPS, floods.UNKNOWN_BURST)]
+    assert len({m for p in range(1, 0xff00) for m, _, _ in floods.port_meters(p)}) == 2 * 0xfeff   # no clash
 
 
 def test_a_meter_or_instruction_cannot_go_inside_a_clone():
@@ -161,15 +167,16 @@ def test_meters_are_made_with_the_ports_and_deleted_with_them(fabric):
     ctl = Controller(fabric)
     try:
         conn = leaf1_up(ctl)
-        want = (floods.PUNT_PPS, floods.PUNT_BURST)
-        assert conn.meters == {floods.port_meter(n): want for n in (1, 2, 3, 4)}
+        want = lambda n: {m: (pps, burst) for m, pps, burst in floods.port_meters(n)}     # noqa: E731
+        assert conn.meters == {**want(1), **want(2), **want(3), **want(4)}
         ctl.port_status(LEAF1, 'add', 7, 'leaf1-eth7', True)
-        assert conn.meters[floods.port_meter(7)] == want
+        assert want(7).items() <= conn.meters.items()
         ctl.port_status(LEAF1, 'delete', 3, 'leaf1-eth3', False)
-        assert floods.port_meter(3) not in conn.meters
-        # every punt flow of the switch uses a meter that exists
+        assert not set(want(3)) & set(conn.meters)
+        # every meter a flow of the switch uses exists
         flows = ctl.desired(LEAF1)
-        assert {f.actions[0][1] for f in by_table(flows, 'punt') if f.priority} <= set(conn.meters)
+        used = {a[1] for f in flows for a in f.actions if a[0] == 'meter'}
+        assert used and used <= set(conn.meters)
     finally:
         ctl.stop()
 
