@@ -61,8 +61,8 @@ MAX_PORT = 0xfeff              # highest OpenFlow port number a meter is made fo
 PUNT_PPS = 100                 # packet-ins per second per port ...
 PUNT_BURST = 100               # ... and the burst a port may send at once
 UNKNOWN_BASE = 0x20000
-UNKNOWN_PPS = 200              # frames from unlearned sources forwarded per second per VM/edge port
-UNKNOWN_BURST = 200
+UNKNOWN_PPS = 50               # frames from unlearned sources forwarded per second per VM/edge port
+UNKNOWN_BURST = 50
 TRUNC = 64                     # the clone's no-op truncated output (see above)
 
 REFUSED_PER_PORT = 32

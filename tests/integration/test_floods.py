@@ -106,7 +106,9 @@ def storm(lab, mode: str, rate: int, seconds: float) -> subprocess.Popen:
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_a_mac_flood_and_an_arp_storm_from_one_vm_starve_no_other_tenant(env):
+@pytest.fixture(scope='module')
+def storms(env):
+    """Both storms with the probes running, once; the figures every test below checks."""
     from controller import floods
     lab, ctl = env
     pid = ctl.proc.pid
@@ -141,15 +143,22 @@ def test_a_mac_flood_and_an_arp_storm_from_one_vm_starve_no_other_tenant(env):
                'meter_drops': meter_drops(lab, meter) - drops0,
                'unknown_source_meter_drops': meter_drops(lab, unknown) - unknown0, 'web1_port_during': during, 'web1_port_after': after}
     print('FLOODS ' + json.dumps(figures))
+    return figures, flood_out, arp_out
+
+
+def test_a_mac_flood_and_an_arp_storm_cost_no_other_tenant_a_ping_nor_the_controller_its_memory(env, storms):
+    from controller import floods
+    lab, ctl = env
+    figures, flood_out, arp_out = storms
+    base, under, during, after = figures['baseline'], figures['storm'], figures['web1_port_during'], figures['web1_port_after']
     # the storms happened: ~50,000 and ~30,000 frames, and the meter dropped copies
     assert int(flood_out.split()[1]) >= 45000 and int(arp_out.split()[1]) >= 27000, figures
     assert figures['meter_drops'] > 0, figures
-    # nobody else starved: 0 loss, max RTT within 2x the baseline's
+    # nobody else lost a ping (the RTT bound: the test below)
     for (a, b), before, now in zip(PROBES, base, under):
         assert now['received'] == now['sent'], '%s -> %s lost pings: %s' % (a, b, figures)
-        assert now['max'] <= 2 * before['max'], '%s -> %s: max RTT %.3f ms > 2 x %.3f ms: %s' % (
-            a, b, now['max'], before['max'], figures)
     # the controller's memory stayed flat
+    rss0, rss1 = figures['controller_rss_mb']
     assert rss1 - rss0 < RSS_GROWTH_MB, figures
     # the per-port MAC limit held; the full port drops unknown sources; refusals are bounded
     for seen in (during, after):
@@ -158,3 +167,12 @@ def test_a_mac_flood_and_an_arp_storm_from_one_vm_starve_no_other_tenant(env):
     # and the flooder's own nic still works, the controller still answers
     assert lab.ping(FLOODER, 'web2', count=2)
     assert ctl.dvsctl('show', 'tenants').returncode == 0
+
+
+def test_other_tenants_max_rtt_stays_within_twice_its_baseline_under_the_storms(storms):
+    """The issue's bound, on its own: the baseline is each probe's max RTT over 3 s at the
+    same rate just before (bench/README.md "Floods" has what this machine measures)."""
+    figures = storms[0]
+    for (a, b), before, now in zip(PROBES, figures['baseline'], figures['storm']):
+        assert now['max'] <= 2 * before['max'], '%s -> %s: max RTT %.3f ms > 2 x %.3f ms: %s' % (
+            a, b, now['max'], before['max'], figures)
