@@ -129,7 +129,8 @@ def _learned(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
 def _guards(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
     """Per port, below every known source: an unknown source is copied to the controller
     through the port's meter and goes on -- on a VM/edge port through its unknown-source
-    meter, and once that port holds its MAC limit it is dropped (controller/floods.py).  Only switch ports get one: their meter exists."""
+    meter, and once that port holds its MAC limit it is dropped (controller/floods.py).  Only
+    switch ports get one: their meters exist."""
     sw = inv.switches[dpid]
     limit = policy.fabric.learning.max_macs_per_port
     counts = collections.Counter(inv.macs.get(dpid, {}).values())

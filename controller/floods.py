@@ -38,7 +38,8 @@ above the guard and never meet the meter.
 
 Meter ids are port based, not allocated: port_meter(P) = METER_BASE + P and unknown_meter(P)
 = UNKNOWN_BASE + P (OpenFlow ports are < 0xff00, so ids stay under OVS's max_meter 262144
-and clear of the anycast gateway's meter 1).  A restarted controller finds the same ids; nothing is stored.  The core creates
+and clear of the anycast gateway's meter 1).  A restarted controller finds the same ids;
+nothing is stored.  The core creates
 a port's meter when the switch connects or the port appears, before any flow that uses it
 (the same connection keeps the order), and deletes it when the port is deleted.
 

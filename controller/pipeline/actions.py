@@ -514,5 +514,6 @@ _CHECKS = {
     'move': _c_move, 'dec_ttl': _c_none, 'ct_clear': _c_none, 'multipath': _c_multipath,
     'bundle': _c_bundle, 'set_in_port': _c_set_in_port,
     'group': _c_group, 'meter': _c_meter, 'write_metadata': _c_write_metadata,
-    'resubmit': _c_resubmit, 'clone': _c_clone, 'output_trunc': _c_output_trunc, 'conjunction': _c_conjunction, 'ct': _c_ct, 'learn': _c_learn,
+    'resubmit': _c_resubmit, 'clone': _c_clone, 'output_trunc': _c_output_trunc, 'conjunction': _c_conjunction,
+    'ct': _c_ct, 'learn': _c_learn,
 }

@@ -141,7 +141,8 @@ def storms(env):
                'controller_rss_mb': [round(rss0, 1), round(rss1, 1)],
                'controller_cpu_pct': round(100 * (cpu1 - cpu0) / wall, 1),
                'meter_drops': meter_drops(lab, meter) - drops0,
-               'unknown_source_meter_drops': meter_drops(lab, unknown) - unknown0, 'web1_port_during': during, 'web1_port_after': after}
+               'unknown_source_meter_drops': meter_drops(lab, unknown) - unknown0,
+               'web1_port_during': during, 'web1_port_after': after}
     print('FLOODS ' + json.dumps(figures))
     return figures, flood_out, arp_out
 
@@ -150,7 +151,8 @@ def test_a_mac_flood_and_an_arp_storm_cost_no_other_tenant_a_ping_nor_the_contro
     from controller import floods
     lab, ctl = env
     figures, flood_out, arp_out = storms
-    base, under, during, after = figures['baseline'], figures['storm'], figures['web1_port_during'], figures['web1_port_after']
+    base, under = figures['baseline'], figures['storm']
+    during, after = figures['web1_port_during'], figures['web1_port_after']
     # the storms happened: ~50,000 and ~30,000 frames, and the meter dropped copies
     assert int(flood_out.split()[1]) >= 45000 and int(arp_out.split()[1]) >= 27000, figures
     assert figures['meter_drops'] > 0, figures
