@@ -153,9 +153,10 @@ def test_a_mac_flood_and_an_arp_storm_cost_no_other_tenant_a_ping_nor_the_contro
     figures, flood_out, arp_out = storms
     base, under = figures['baseline'], figures['storm']
     during, after = figures['web1_port_during'], figures['web1_port_after']
-    # the storms happened: ~50,000 and ~30,000 frames, and the meter dropped copies
+    # the storms happened: ~50,000 and ~30,000 frames, and the port's meters dropped some (the
+    # unknown-source meter, 50/s, lets fewer through than the punt meter's 100/s)
     assert int(flood_out.split()[1]) >= 45000 and int(arp_out.split()[1]) >= 27000, figures
-    assert figures['meter_drops'] > 0, figures
+    assert figures['meter_drops'] + figures['unknown_source_meter_drops'] > 0, figures
     # nobody else lost a ping (the RTT bound: the test below)
     for (a, b), before, now in zip(PROBES, base, under):
         assert now['received'] == now['sent'], '%s -> %s lost pings: %s' % (a, b, figures)
