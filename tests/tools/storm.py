@@ -36,7 +36,6 @@ def frame(i: int) -> bytes:
     return f + bytes(max(0, 60 - len(f)))
 
 
-frames = [frame(i) for i in range(n)]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((a.iface, 0))
 tick = 0.01
@@ -44,9 +43,9 @@ per_tick = max(1, int(a.rate * tick))
 start = time.monotonic()
 sent = 0
 for k in range(0, n, per_tick):
-    for f in frames[k:k + per_tick]:
+    for i in range(k, min(n, k + per_tick)):     # built as they go: no CPU burst at the start
         try:
-            s.send(f)
+            s.send(frame(i))
             sent += 1
         except OSError:                 # a full socket buffer: that frame is lost, go on
             pass
