@@ -174,7 +174,8 @@ def test_a_mac_flood_and_an_arp_storm_cost_no_other_tenant_a_ping_nor_the_contro
 
 def test_other_tenants_max_rtt_stays_within_twice_its_baseline_under_the_storms(storms):
     """The issue's bound, on its own: the baseline is each probe's max RTT over 3 s at the
-    same rate just before (bench/README.md "Floods" has what this machine measures)."""
+    same rate just before.  Not met on the shared 2-core lab machine as of 2026-12-01 (max
+    19-41 ms against baselines of 2.4-11 ms, with 0 loss): bench/README.md "Floods"."""
     figures = storms[0]
     for (a, b), before, now in zip(PROBES, figures['baseline'], figures['storm']):
         assert now['max'] <= 2 * before['max'], '%s -> %s: max RTT %.3f ms > 2 x %.3f ms: %s' % (
