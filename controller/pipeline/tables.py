@@ -2,7 +2,7 @@
 faucet_pipeline.py idea, OVN's stage names).  Ingress stages decide *where* a frame goes;
 egress stages check and *emit* it, so routing and ACLs slot in without renumbering.
 
-    ingress  port_sec -> classify -> learn -> arp_rsp -> acl_in -> l3 (-> ecmp) -> l2_lookup
+    ingress  port_sec -> classify -> learn (-> punt) -> arp_rsp -> acl_in -> l3 (-> ecmp) -> l2_lookup
     egress   acl_out -> output (-> flood)
 
 A declaration names: the apps that may write the table and each one's priority band, the
@@ -60,12 +60,17 @@ TABLES = (
        {'learning_switch': (100, 100), 'vxlan_overlay': (100, 100)},
        ['vlan_vid'], [R.NETWORK, R.TENANT, R.ZONE], ['learn'], ('goto', 'learn'),
        'the frame\'s VLAN -> network, tenant (VRF) and conntrack zone ids in registers'),
+    # learning_switch 90: a port's guard (apps/learning_switch.py: unknown sources from a port
+    # are copied to punt and go on, or dropped once the port holds its MAC limit)
     _t('learn', 20,
-       {'learning_switch': (100, 100), 'vlan_portgroups': (150, 150), 'vxlan_overlay': (150, 160),
+       {'learning_switch': (90, 100), 'vlan_portgroups': (150, 150), 'vxlan_overlay': (150, 160),
         'anycast_gateway': (165, 170)},
        ['in_port', 'vlan_vid', 'eth_src'], [], ['arp_rsp'], ('controller', 'arp_rsp'),
        'source MACs: known (VLAN, MAC, port) go on; unknown are copied to the controller and go on; '
        'nothing is learned from tunnels, nor the gateway MAC from anywhere'),
+    _t('punt', 25, {'learning_switch': (100, 100)}, ['in_port'], [], [], ('drop',),
+       'the copy of an unknown source to the controller, through its port\'s meter: reached only '
+       'from learn by clone(resubmit), so a meter drop here drops the copy, never the frame'),
     _t('arp_rsp', 30, {'anycast_gateway': (100, 250)},
        ['in_port', 'vlan_vid', 'eth_type', 'arp_op', 'arp_tpa', R.NETWORK, R.TENANT],
        _ARP_REWRITE + ('vlan_vid',), ['acl_in'], ('goto', 'acl_in'),
