@@ -36,6 +36,8 @@ REQUIRES = {
     'anycast_gateway': ('vlan_portgroups', 'vxlan_overlay'),
     # the leaves find their hypervisors' ports through topology
     'underlay_routing': ('topology',),
+    # frames a VM may send go on to learning_switch's classify, with its admission's VLAN
+    'port_security': ('learning_switch',),
 }
 
 
