@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 
-from apps import anycast_gateway, learning_switch, microseg, topology, vlan_portgroups
+from apps import anycast_gateway, learning_switch, microseg, port_security, topology, vlan_portgroups
 from controller import floods, metrics
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
@@ -303,7 +303,12 @@ class Controller:
             pg = vlan_portgroups
             local, routed = pg.local_vlans(self.policy, self.inv, dpid), pg.routed_vlans(self.policy, self.inv, dpid)
             routing = pg.routing_tenants(self.policy, self.inv, dpid)
+            before = self.inv.bindings.get(dpid, {})
             moved = self.inv.bind(dpid, bindings)
+            # port security: the nics whose ports changed here (apps/port_security.py)
+            self._invalidate(dpid, {port_security.APP + incremental.CONTEXT})
+            self._stale_units.setdefault(dpid, set()).update(
+                (port_security.APP, i) for i in port_security.changed(before, bindings))
             if moved:
                 LOG.info('nic locations changed: %s', sorted(moved))
             self._bindings_invalidate(dpid, (local ^ pg.local_vlans(self.policy, self.inv, dpid))
