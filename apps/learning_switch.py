@@ -35,7 +35,7 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
         return set()
     ports = vlan_portgroups.port_vlans(policy, inv, dpid)
     flows = _admission(policy, ports)
-    flows |= classify_flows(policy, {v for pv in ports.values() for v in pv.tagged | {pv.untagged}} - {None})
+    flows |= classify_flows(policy, {v for pv in ports.values() for v in pv.admits() | {pv.untagged}} - {None})
     flows |= _learned(policy, inv, dpid, ports)
     flows |= emission_flows(policy, ports)
     flows |= _flood(policy, ports)
@@ -54,7 +54,7 @@ def _admission(policy, ports: dict[int, PortVlans]) -> set[Flow]:
             flows.add(Flow.make('port_sec', P_PORT, {'in_port': no, 'vlan_vid': UNTAGGED},
                                 [('push_vlan', pv.untagged)], goto='classify',
                                 cookie=_vlan_cookie(policy, K_STATIC, pv.untagged, 'port:%d' % no)))
-        for v in pv.tagged:
+        for v in pv.admits():
             flows.add(Flow.make('port_sec', P_PORT, {'in_port': no, 'vlan_vid': vid(v)}, goto='classify',
                                 cookie=_vlan_cookie(policy, K_STATIC, v, 'port:%d' % no)))
     return flows
@@ -88,7 +88,7 @@ def emission_flows(policy, ports: dict[int, PortVlans]) -> set[Flow]:
     VLANs the port carries are ever chosen for it), the tag popped for its untagged VLAN."""
     flows = set()
     for no, pv in ports.items():
-        if pv.tagged:
+        if pv.tagged or pv.routed_out:
             flows.add(Flow.make('output', P_PORT, {R.OUT_PORT: no}, [('output', no)],
                                 cookie=_cookie(K_STATIC, 'port:%d' % no)))
         if pv.untagged is not None:

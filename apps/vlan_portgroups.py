@@ -9,6 +9,11 @@ hypervisor that its fabric `trunk_vlans` allows (VLAN pruning: a hypervisor neve
 broadcasts of a VLAN it has no VM on), fabric cables every VLAN in use.  A VLAN a trunk does
 not carry is not admitted at its ingress and never flooded out of it.
 
+Routing (apps/anycast_gateway.py) needs one more thing of trunks: a hypervisor routes a
+tenant's frames into any of that tenant's routed VLAN networks, so its uplink may *send*
+those VLANs and its leaf port *admits* them (routed_out / routed_in), but neither floods
+them to it: BUM traffic of a VLAN still reaches only the hypervisors with a VM on it.
+
 Known nics get destination entries (no flooding for them): on every physical switch (the
 hypervisor's leaf port on its leaf, the flood-tree port toward that leaf elsewhere), on
 their own hypervisor (the local port) and on every hypervisor with a VM on the same VLAN
@@ -35,9 +40,18 @@ P_KNOWN = 150                       # above learned entries (100): a binding bea
 class PortVlans:
     tagged: frozenset[int] = frozenset()
     untagged: int | None = None          # the VLAN untagged frames on this port belong to
+    # routed frames only, one way (apps/anycast_gateway.py): a hypervisor uplink sends these
+    # VLANs, the leaf port facing it admits them; never flooded, never admitted back
+    routed_out: frozenset[int] = frozenset()
+    routed_in: frozenset[int] = frozenset()
 
     def carries(self, vlan: int) -> bool:
-        return vlan == self.untagged or vlan in self.tagged
+        """May a frame of this VLAN be sent out of this port?"""
+        return vlan == self.untagged or vlan in self.tagged or vlan in self.routed_out
+
+    def admits(self) -> frozenset[int]:
+        """The tagged VLANs admitted at this port."""
+        return self.tagged | self.routed_in
 
 
 def port_vlans(policy, inv: Inventory, dpid: int) -> dict[int, PortVlans]:
@@ -53,16 +67,21 @@ def port_vlans(policy, inv: Inventory, dpid: int) -> dict[int, PortVlans]:
             out[p.no] = PortVlans(untagged=native)
         for p in sw.ports_with(HYPERVISOR):
             hv = fabric.switch_by_dpid(inv.hv_ports.get(topology.LinkEnd(dpid, p.no)))
-            trunk = frozenset(hv.trunk_vlans) & local_vlans(policy, inv, hv.dpid) \
-                if isinstance(hv, Hypervisor) else frozenset()
-            out[p.no] = PortVlans(trunk & in_use - {native}, native)
+            if isinstance(hv, Hypervisor):
+                tagged = frozenset(hv.trunk_vlans) & local_vlans(policy, inv, hv.dpid) & in_use - {native}
+                routed = frozenset(hv.trunk_vlans) & routed_vlans(policy, inv, hv.dpid) - tagged - {native}
+                out[p.no] = PortVlans(tagged, native, routed_in=routed)
+            else:
+                out[p.no] = PortVlans(untagged=native)
         for p in sw.ports_with(FABRIC):
             if topology.LinkEnd(dpid, p.no) in tree:
                 out[p.no] = PortVlans(in_use)
         return out
     hv = fabric.switch_by_dpid(dpid)
     for p in sw.ports_with(UPLINK):
-        out[p.no] = PortVlans(frozenset(hv.trunk_vlans) & local_vlans(policy, inv, dpid) & in_use - {native}, native)
+        tagged = frozenset(hv.trunk_vlans) & local_vlans(policy, inv, dpid) & in_use - {native}
+        routed = frozenset(hv.trunk_vlans) & routed_vlans(policy, inv, dpid) - tagged - {native}
+        out[p.no] = PortVlans(tagged, native, routed_out=routed)
     bindings = inv.bindings.get(dpid, {})
     for p in sw.ports_with(VM):
         b = bindings.get(p.no)
@@ -88,6 +107,29 @@ def local_vlans(policy, inv: Inventory, hv: int) -> frozenset[int]:
         if bound is not None and bound.network.vlan is not None:
             out.add(bound.network.vlan)
     return frozenset(out)
+
+
+def routing_tenants(policy, inv: Inventory, hv: int) -> frozenset[str]:
+    """The tenants that route on a hypervisor: those with a nic bound there on a network with
+    a gateway (apps/anycast_gateway.py)."""
+    out = set()
+    for b in inv.bindings.get(hv, {}).values():
+        bound = policy.nics.get(b.iface_id)
+        if bound is not None and bound.network.gateway is not None:
+            out.add(bound.tenant.name)
+    return frozenset(out)
+
+
+def routed_vlans(policy, inv: Inventory, hv: int) -> frozenset[int]:
+    """The routed VLAN networks of the tenants that route on a hypervisor: it may route
+    frames into any of them."""
+    return frozenset(n.vlan for t in routing_tenants(policy, inv, hv) for n in policy.tenants[t].networks.values()
+                     if n.vlan is not None and n.gateway is not None)
+
+
+def trunk_vlans(policy, inv: Inventory, hv: int) -> frozenset[int]:
+    """Every VLAN a hypervisor's trunk carries either way (what its bindings change)."""
+    return local_vlans(policy, inv, hv) | routed_vlans(policy, inv, hv)
 
 
 def located_nics(policy, inv: Inventory, overlay: bool = False):
@@ -135,7 +177,7 @@ def units(policy, inv: Inventory, dpid: int):
     hypervisor, those of the VLANs its trunk carries (the others never get there)."""
     if inv.switches[dpid].kind == 'physical':
         return [i for i in inv.locations if (b := policy.nics.get(i)) is not None and b.network.vlan is not None]
-    out = [i for v in local_vlans(policy, inv, dpid) for i in policy.network_nics.get(policy.vlan_networks[v], ())]
+    out = [i for v in trunk_vlans(policy, inv, dpid) for i in policy.network_nics.get(policy.vlan_networks[v], ())]
     return [i for i in out if i in inv.locations]
 
 

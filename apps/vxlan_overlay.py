@@ -11,6 +11,9 @@ hypervisor that hosts a member nic of a network gets:
   - from the tunnel: only from a VTEP hosting members, only with that network's VNI, and
     only to that network's local ports (never back into the tunnel: split horizon).  Sources
     seen through the tunnel are never learned; locations come from bindings only.
+A network with a gateway is also reached *routed* (apps/anycast_gateway.py): every hypervisor
+where its tenant routes gets the unicast entries toward its members (not its BUM), and its
+members accept its VNI from those hypervisors' VTEPs too.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from controller.pipeline import cookies, registers as R
 from controller.pipeline.flow import Flow, vid
 
 from apps import learning_switch
-from apps.vlan_portgroups import nic_cookie
+from apps.vlan_portgroups import nic_cookie, routing_tenants
 
 APP = 'vxlan_overlay'
 K_RX, K_LOCAL, K_REMOTE, K_FLOOD = 1, 2, 3, 4
@@ -57,13 +60,24 @@ def context(policy, inv: Inventory, dpid: int):
 
 
 def units(policy, inv: Inventory, dpid: int):
-    """One unit per overlay network with a member located on this hypervisor."""
+    """One unit per overlay network with a member located on this hypervisor, or routed to
+    from it."""
     out = set()
     for b in inv.bindings.get(dpid, {}).values():
         bn = policy.nics.get(b.iface_id)
         if bn is not None and bn.network.vni is not None and inv.locations.get(b.iface_id, (None,))[0] == dpid:
             out.add((bn.tenant.name, bn.network.name))
+    for t in routing_tenants(policy, inv, dpid):
+        out.update((t, n.name) for n in policy.tenants[t].networks.values() if n.vni is not None and n.gateway)
     return sorted(out)
+
+
+def routing_hypervisors(policy, inv: Inventory, tenant: str) -> set[int]:
+    """The hypervisors where a tenant's routed nics are located: they may route into its
+    overlay networks."""
+    t = policy.tenants[tenant]
+    return {inv.locations[i][0] for n in t.networks.values() if n.gateway is not None
+            for i in policy.network_nics.get((tenant, n.name), ()) if i in inv.locations}
 
 
 def compile_switch(policy, inv: Inventory, dpid: int, tun) -> set[Flow]:
@@ -77,9 +91,13 @@ def compile_unit(policy, inv: Inventory, dpid: int, key, tun) -> set[Flow]:
     if tun is None or key[0] not in policy.tenants:
         return set()
     by_hv = network_members(policy, inv, key)
+    routed = policy.tenants[key[0]].networks[key[1]].gateway is not None
     if dpid not in by_hv:
+        if routed and key[0] in routing_tenants(policy, inv, dpid):
+            return _routed_flows(policy, dpid, tun, key, by_hv)
         return set()                     # not present here: its VNI is not accepted either
-    return _network_flows(policy, dpid, tun, key, by_hv)
+    senders = routing_hypervisors(policy, inv, key[0]) if routed else set()
+    return _network_flows(policy, dpid, tun, key, by_hv, senders)
 
 
 def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
@@ -93,21 +111,50 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     return flows
 
 
-def _network_flows(policy, dpid, tun, key, by_hv) -> set[Flow]:
+def _remote_entry(local_vlan, bn, vtep, tun) -> Flow:
+    """A member on another hypervisor: straight into the tunnel toward its VTEP."""
+    return Flow.make('l2_lookup', P_KNOWN, {'vlan_vid': vid(local_vlan), 'eth_dst': bn.nic.mac},
+                     [('set_field', 'tun_ipv4_dst', vtep), ('set_field', R.OUT_PORT, tun)],
+                     goto='acl_out', cookie=nic_cookie(APP, K_REMOTE, bn))
+
+
+def _emission(policy, key, tun, c) -> Flow:
+    return Flow.make('output', P_KNOWN, {R.OUT_PORT: tun, 'vlan_vid': vid(policy.overlay_vlans[key])},
+                     [('pop_vlan',), ('set_field', 'tunnel_id', policy.tenants[key[0]].networks[key[1]].vni),
+                      ('output', tun)], cookie=c(K_REMOTE, key[1]))
+
+
+def _cookies(policy, key):
+    tenant, net = key
+    where = policy.tenants[tenant].where(policy.tenants[tenant].networks[net].line)
+    return lambda kind, owner: cookies.make(APP, kind, owner, tenant, where)
+
+
+def _routed_flows(policy, dpid, tun, key, by_hv) -> set[Flow]:
+    """A hypervisor with no member that routes into the network: unicast toward its members
+    only (no BUM, nothing accepted from the tunnel)."""
+    c = _cookies(policy, key)
+    local_vlan = policy.overlay_vlans[key]
+    flows = {_emission(policy, key, tun, c)}
+    for hv, nics in by_hv.items():
+        vtep = str(policy.fabric.switch_by_dpid(hv).vtep)
+        flows.update(_remote_entry(local_vlan, bn, vtep, tun) for _, bn in nics)
+    return flows
+
+
+def _network_flows(policy, dpid, tun, key, by_hv, senders=()) -> set[Flow]:
     fabric = policy.fabric
     tenant, net = key
     local_vlan = policy.overlay_vlans[key]
-    network = policy.tenants[tenant].networks[net]
-    vni = network.vni
-    vtep = {hv: str(fabric.switch_by_dpid(hv).vtep) for hv in by_hv}
+    vni = policy.tenants[tenant].networks[net].vni
+    vtep = {hv: str(fabric.switch_by_dpid(hv).vtep) for hv in set(by_hv) | set(senders)}
     remote = sorted({vtep[hv] for hv in by_hv if hv != dpid})
-    where = policy.tenants[tenant].where(network.line)
-    c = lambda kind, owner: cookies.make(APP, kind, owner, tenant, where)        # noqa: E731
+    c = _cookies(policy, key)
     flows = {Flow.make('classify', P_FLOOD, {'vlan_vid': vid(local_vlan)},
                        learning_switch.context_actions(policy, tenant, net), goto='learn', cookie=c(K_RX, net)),
-             Flow.make('output', P_KNOWN, {R.OUT_PORT: tun, 'vlan_vid': vid(local_vlan)},
-                       [('pop_vlan',), ('set_field', 'tunnel_id', vni), ('output', tun)], cookie=c(K_REMOTE, net))}
-    for src in remote:
+             _emission(policy, key, tun, c)}
+    # from member VTEPs, and from the VTEPs of hypervisors that route into it
+    for src in sorted(set(remote) | {vtep[hv] for hv in senders if hv != dpid}):
         flows.add(Flow.make('port_sec', P_RX, {'in_port': tun, 'tunnel_id': vni, 'tun_ipv4_src': src},
                             [('push_vlan', local_vlan)], goto='classify', cookie=c(K_RX, '%s/from:%s' % (net, src))))
     for hv, nics in by_hv.items():
@@ -120,9 +167,7 @@ def _network_flows(policy, dpid, tun, key, by_hv) -> set[Flow]:
                                                        'eth_src': bn.nic.mac}, goto='arp_rsp',
                                     cookie=nic_cookie(APP, K_LOCAL, bn)))
             else:
-                flows.add(Flow.make('l2_lookup', P_KNOWN, match, [('set_field', 'tun_ipv4_dst', vtep[hv]),
-                                                                  ('set_field', R.OUT_PORT, tun)],
-                                    goto='acl_out', cookie=nic_cookie(APP, K_REMOTE, bn)))
+                flows.add(_remote_entry(local_vlan, bn, vtep[hv], tun))
     local = [('output', no) for no, _ in sorted(by_hv[dpid])]
     replicate = [('set_field', 'tunnel_id', vni)] if remote else []
     for dst in remote:

@@ -32,6 +32,8 @@ REQUIRES = {
     'vlan_portgroups': ('learning_switch',),
     # VM ports are admitted by learning_switch; tunnels cross the fabric over the routed underlay
     'vxlan_overlay': ('learning_switch', 'underlay_routing'),
+    # routed frames are delivered by the port-groups' and overlays' destination entries
+    'anycast_gateway': ('vlan_portgroups', 'vxlan_overlay'),
     # the leaves find their hypervisors' ports through topology
     'underlay_routing': ('topology',),
 }

@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 
-from apps import learning_switch, topology, vlan_portgroups
+from apps import anycast_gateway, learning_switch, topology, vlan_portgroups
 from controller import metrics
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
@@ -176,6 +176,22 @@ class Controller:
                 out.add(('vlan_portgroups', i))
             else:
                 out.add(('vxlan_overlay', (bn.tenant.name, bn.network.name)))
+            out.add((anycast_gateway.APP, bn.tenant.name))     # its host route and ARP answer
+            if bn.network.gateway is not None:                 # where its tenant routes from
+                out |= self._routing_units({bn.tenant.name})
+        return out
+
+    def _routing_units(self, tenants) -> set:
+        """The compile units that depend on which hypervisors a tenant routes on: its gateway
+        flows, and who may send into its overlay networks (apps/anycast_gateway.py)."""
+        out = set()
+        for t in tenants:
+            tenant = self.policy.tenants.get(t)
+            if tenant is None:
+                continue
+            out.add((anycast_gateway.APP, t))
+            out.update(('vxlan_overlay', (t, n.name)) for n in tenant.networks.values()
+                       if n.vni is not None and n.gateway is not None)
         return out
 
     def _bindings_invalidate(self, hv: int, vlans: frozenset, moved: set) -> None:
@@ -232,6 +248,10 @@ class Controller:
             self._wake.notify_all()
             if kind == 'hypervisor':
                 self._follow_bindings(node.name, conn)
+                # before any flow that uses it (the same connection keeps the order)
+                set_meter = getattr(conn, 'set_meter', None)
+                if set_meter is not None:
+                    set_meter(anycast_gateway.METER, anycast_gateway.METER_PPS, anycast_gateway.METER_BURST)
         LOG.info('%s %s (%016x) connected with %d ports', kind, node.name, conn.dpid, len(ports))
 
     def switch_down(self, conn) -> None:
@@ -270,11 +290,17 @@ class Controller:
                     and not self._settle_until.get(dpid)):
                 return
             complete = self.picture_complete()
-            trunk = vlan_portgroups.local_vlans(self.policy, self.inv, dpid)
+            pg = vlan_portgroups
+            local, routed = pg.local_vlans(self.policy, self.inv, dpid), pg.routed_vlans(self.policy, self.inv, dpid)
+            routing = pg.routing_tenants(self.policy, self.inv, dpid)
             moved = self.inv.bind(dpid, bindings)
             if moved:
                 LOG.info('nic locations changed: %s', sorted(moved))
-            self._bindings_invalidate(dpid, trunk ^ vlan_portgroups.local_vlans(self.policy, self.inv, dpid), moved)
+            self._bindings_invalidate(dpid, (local ^ pg.local_vlans(self.policy, self.inv, dpid))
+                                      | (routed ^ pg.routed_vlans(self.policy, self.inv, dpid)), moved)
+            if routing != pg.routing_tenants(self.policy, self.inv, dpid):
+                self._invalidate(dpid, {anycast_gateway.APP})
+                self._invalidate_units(self._routing_units(routing ^ pg.routing_tenants(self.policy, self.inv, dpid)))
             if vtep_mac and self.inv.vtep_macs.get(dpid) != vtep_mac.lower():
                 self.inv.vtep_macs[dpid] = vtep_mac.lower()
                 for d, sw in self.inv.switches.items():
@@ -322,6 +348,12 @@ class Controller:
                 if tx.dpid in self.inv.switches and topology.link_seen(
                         self.fabric, self.inv, LinkEnd(dpid, in_port), tx):
                     self._topology_changed()
+                return
+            if table_id == tables.table_id('l3') and sw.kind == 'hypervisor':
+                reply = anycast_gateway.time_exceeded(self.policy, data)     # TTL expired at the gateway
+                conn = self.conns.get(dpid)
+                if reply is not None and conn is not None:
+                    conn.packet_out(in_port, reply)
                 return
             if table_id != tables.table_id('learn') or len(data) < 14:
                 return

@@ -464,6 +464,16 @@ class OFSwitch:
         commit = p.OFPBundleCtrlMsg(self.dp, bid, ofp.OFPBCT_COMMIT_REQUEST, flags, [])
         self._send_and_wait(commit, 'bundle commit')     # a refused commit rolls back everything
 
+    def set_meter(self, meter_id: int, pps: int, burst: int) -> None:
+        """Make a packets-per-second drop meter exist with this rate: add it, and modify it in
+        case it was there already (its 'exists' error is expected and dropped)."""
+        p, ofp = self.dp.ofproto_parser, self.dp.ofproto
+        flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
+        band = [p.OFPMeterBandDrop(rate=pps, burst_size=burst)]
+        mods = [p.OFPMeterMod(self.dp, command=cmd, flags=flags, meter_id=meter_id, bands=band)
+                for cmd in (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY)]
+        self._send_all(mods)        # the refused ADD's error lands in the bounded _errors, unread
+
     def packet_out(self, port: int, data: bytes) -> None:
         p, ofp = self.dp.ofproto_parser, self.dp.ofproto
         self.dp.send_msg(p.OFPPacketOut(self.dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlparse
 from controller import metrics
 from controller.api.service import NoSuchTenant
 from controller.policy.errors import PolicyError
+from controller.policy.values import known
 
 LOG = logging.getLogger('opendvs.api')
 
@@ -228,6 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
                     method, _short(url.path), ', '.join(sorted(allowed)))})
             if method == 'GET' and rest == ['flows']:
                 return self._reply(200, self.service.flows(query.get('switch')))
+            if method == 'GET' and rest[0] == 'routes':
+                return self._reply(200, self.service.routes(rest[1]))
             if method == 'GET':
                 return self._reply(200, getattr(self.service, rest[0])())
             if method == 'POST':
@@ -240,7 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
         except PolicyError as e:
             return self._reply(400, {'error': 'policy rejected; nothing changed', 'diags': [str(d) for d in e.diags]})
         except NoSuchTenant as e:
-            return self._reply(404, {'error': 'no such tenant: %s' % _short(str(e.args[0]))})
+            names = ' (known: %s)' % _short(known(e.args[1])) if len(e.args) > 1 else ''
+            return self._reply(404, {'error': 'no such tenant: %s%s' % (_short(str(e.args[0])), names)})
         except Exception as e:                      # a switch failed to converge, a disk error...
             LOG.exception('%s %s failed', method, _short(url.path))
             return self._reply(500, {'error': str(e)})
@@ -264,6 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
 def _methods(rest: list[str], views) -> set[str]:
     """The methods a path under /v1 answers (empty: no such path)."""
     if len(rest) == 1 and rest[0] in views:
+        return {'GET'}
+    if len(rest) == 2 and rest[0] == 'routes':
         return {'GET'}
     if rest == ['apply']:
         return {'POST'}

@@ -4,6 +4,7 @@ behind `dvsctl show`."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import threading
 
@@ -18,7 +19,8 @@ LOG = logging.getLogger('opendvs.reload')
 
 
 class NoSuchTenant(LookupError):
-    """DELETE of a tenant that is not running (the API's only 404 from a service call)."""
+    """A tenant that is not running (the API's only 404 from a service call): args are its
+    name and, when given, the names of the running tenants."""
 
 
 def parse_doc(doc: dict):
@@ -37,6 +39,14 @@ def build_tenants(fabric, docs: dict[str, dict], parsed: dict | None = None, pus
     from controller.policy.tenant import check_together
     attempts = [parsed[name] if parsed and name in parsed else parse_doc(doc) for name, doc in docs.items()]
     return check_together(fabric, attempts + list(pushed))
+
+
+def _hypervisor(pol: Policy, location) -> str | None:
+    """The name of the hypervisor at an inventory location (dpid, port); None: not bound."""
+    if location is None:
+        return None
+    sw = pol.fabric.switch_by_dpid(location[0])
+    return sw.name if sw is not None else '%016x' % location[0]
 
 
 class PolicyService:
@@ -97,7 +107,7 @@ class PolicyService:
     def delete(self, name: str, dry_run: bool = False) -> dict:
         with self._lock:
             if name not in self.docs:
-                raise NoSuchTenant(name)
+                raise NoSuchTenant(name, sorted(self.docs))
             merged = {k: v for k, v in self.docs.items() if k != name}
             return self._switch_to(merged, dry_run)
 
@@ -173,6 +183,27 @@ class PolicyService:
             out.append({'hypervisor': name, 'vtep': str(pol.fabric.hypervisors[name].vtep), 'vnis': vnis,
                         'remote_macs': remote})
         return out
+
+    def routes(self, tenant: str) -> dict:
+        """One tenant's VRF: each network (by name) with its subnet, gateway and transport, and
+        where each of its nics is bound; a network without a gateway is an isolated segment."""
+        core = self.core
+        with core.lock:
+            pol, where = core.policy, dict(core.inv.locations)
+        if tenant not in pol.tenants:
+            raise NoSuchTenant(tenant, sorted(pol.tenants))
+        t, nics = pol.tenants[tenant], {}
+        for w in t.workloads.values():
+            for nic in w.nics:
+                nics.setdefault(nic.network, []).append(
+                    {'workload': w.name, 'nic': nic.index, 'ip': str(nic.ip), 'mac': nic.mac,
+                     'hypervisor': _hypervisor(pol, where.get(t.iface_id(w.name, nic.index)))})
+        nets = [{'network': n.name, 'subnet': str(n.subnet), 'gateway': str(n.gateway) if n.gateway else None,
+                 'transport': 'vlan %d' % n.vlan if n.vlan is not None else 'vni %d' % n.vni,
+                 'routed': n.gateway is not None,
+                 'workloads': sorted(nics.get(n.name, []), key=lambda w: ipaddress.IPv4Address(w['ip']))}
+                for n in sorted(t.networks.values(), key=lambda n: n.name)]
+        return {'tenant': tenant, 'gateway_mac': pol.fabric.gateway_mac, 'networks': nets}
 
     def switches(self) -> list[dict]:
         core = self.core

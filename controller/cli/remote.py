@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -133,14 +134,17 @@ SHOW = {
     'tunnels': ('/v1/tunnels', ['hypervisor', 'vtep', 'vnis', 'remote_macs']),
     'uplinks': ('/v1/uplinks', ['hypervisor', 'leaf', 'uplinks', 'bond', 'status', 'leaf_port', 'members',
                                 'problems']),
+    'routes': ('/v1/routes', None),           # of one TENANT: route_lines
 }
 
 
 def _show_arguments(p) -> None:
     p.add_argument('what', choices=sorted(SHOW))
+    p.add_argument('tenant', nargs='?', metavar='TENANT', help='routes: the tenant whose subnets to show')
     p.add_argument('--switch', help='flows: only this switch')
     p.add_argument('--json', action='store_true', help='print the raw JSON')
     _connection_arguments(p)
+    p.set_defaults(usage_error=p.error)
 
 
 def _cell(value) -> str:
@@ -152,10 +156,15 @@ def _cell(value) -> str:
 
 
 @command('show', 'show what runs: tenants, networks, workloads (and where bound), switches, flows, tunnels, '
-         'uplinks (bonds and LACP)',
+         'uplinks (bonds and LACP), routes TENANT (its subnets and where their workloads are)',
          _show_arguments)
 def cmd_show(args) -> int:
     path, columns = SHOW[args.what]
+    if (args.what == 'routes') != (args.tenant is not None):
+        args.usage_error('name a tenant: dvsctl show routes TENANT' if args.what == 'routes' else
+                         'only `show routes` takes a TENANT (got %r after %s)' % (args.tenant, args.what))
+    if args.what == 'routes':
+        path += '/' + urllib.parse.quote(args.tenant, safe='')
     if args.what == 'flows' and args.switch:
         path += '?switch=' + args.switch
     try:
@@ -165,8 +174,8 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    if args.what == 'flows':
-        print('\n'.join(flow_lines(rows)))
+    if args.what in ('flows', 'routes'):
+        print('\n'.join(flow_lines(rows) if args.what == 'flows' else route_lines(rows)))
         return 0
     table = [columns] + [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
@@ -181,3 +190,23 @@ def flow_lines(rows) -> list[str]:
     Only the switch names are padded (to the longest name), never the flows."""
     width = max((len(r['switch']) for r in rows), default=0)
     return ['%-*s  %s  # %s' % (width, r['switch'], r['flow'], r['owner']) for r in rows]
+
+
+def route_lines(view) -> list[str]:
+    """A tenant's gateway MAC, then a block per subnet -- `10.10.0.0/24 via 10.10.0.1 (users, vlan 10)`
+    or `... : not routed (no gateway)` -- with a line per nic in it: `ip  mac  workload  on hv1`
+    (or `not bound`); a nic other than a workload's first is shown as `workload/nic<i>`."""
+    def name(w):
+        return w['workload'] if w['nic'] == 0 else '%s/nic%d' % (w['workload'], w['nic'])
+    nics = [w for n in view['networks'] for w in n['workloads']]
+    ip_w = max((len(w['ip']) for w in nics), default=0)
+    name_w = max((len(name(w)) for w in nics), default=0)
+    out = ['tenant %s: gateway MAC %s on every hypervisor' % (view['tenant'], view['gateway_mac'])]
+    for n in view['networks']:
+        what = '(%s, %s)' % (n['network'], n['transport'])
+        out.append('%s via %s %s' % (n['subnet'], n['gateway'], what) if n['routed'] else
+                   '%s %s: not routed (no gateway)' % (n['subnet'], what))
+        out += ['  %-*s  %s  %-*s  %s' % (ip_w, w['ip'], w['mac'], name_w, name(w),
+                                          'on ' + w['hypervisor'] if w['hypervisor'] else 'not bound')
+                for w in n['workloads']] or ['  (no workloads)']
+    return out

@@ -247,6 +247,16 @@ def check_flow(flow) -> None:
         F.check_match(flow.match_dict(), sets)
     except FieldError as e:
         raise FieldError('%s: %s' % (e, flow)) from None
+    for a in flow.actions:      # OVS rewrites a tag only if the match (or a push before) has one
+        if a[0] == 'push_vlan':
+            break
+        if a[:2] == ('set_field', 'vlan_vid') or a[0] == 'pop_vlan':
+            m = flow.match_dict().get('vlan_vid')
+            value = m[0] if isinstance(m, tuple) else m
+            if not (value or 0) & 0x1000:
+                raise FieldError('%s needs a tagged vlan_vid in the match (or a push_vlan first): %s'
+                                 % (a[0] if a[0] == 'pop_vlan' else 'set_field vlan_vid', flow))
+            break
 
 
 def _short(a) -> str:

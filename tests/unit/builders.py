@@ -74,13 +74,14 @@ def cabled_mesh(fabric, edge_ports: int = 2):
 
 
 def make_tenant(name, networks, workloads=None):
-    """A Tenant built by hand.  networks: {name: vlan} (an int) or {name: {'vni': n}};
-    workloads: {name: [(network, mac), ...]} (nic i is the i-th pair)."""
+    """A Tenant built by hand.  networks: {name: vlan} (an int) or {name: {'vni': n}}, with
+    'routed': True for a network with a gateway (its subnet's first address; without one a
+    network is an L2 island); workloads: {name: [(network, mac), ...]} (nic i is the i-th pair)."""
     nets = {}
     for i, (net, spec) in enumerate(networks.items()):
         subnet = ipaddress.IPv4Network('10.%d.%d.0/24' % (len(name) % 200, i))
         kw = {'vlan': spec} if isinstance(spec, int) else dict(spec)
-        nets[net] = Network(net, subnet, gateway=subnet[1], **kw)
+        nets[net] = Network(net, subnet, gateway=subnet[1] if kw.pop('routed', False) else None, **kw)
     wls = {}
     for j, (wl, nics) in enumerate((workloads or {}).items()):
         wls[wl] = Workload(wl, (), tuple(
