@@ -98,6 +98,12 @@ def env(tmp_path_factory):
             wait_until(lambda: lab.ping(a, b), 30, what='%s reaches %s (bridged)' % (a, b))
         for a, b in (('web1', 'api2'), ('app1', 'db1'), ('mweb1', 'mapi1')):
             wait_until(lambda: lab.ping(a, b), 30, what='%s reaches %s (routed)' % (a, b))
+        # OVS's userspace tunnels drop the first packet toward an underlay next hop whose MAC
+        # they have not resolved yet (bridged or routed alike): resolve every hypervisor's two
+        # (the same-rack VTEP, the rack gateway) before the tests count first packets
+        for a, b in (('app1', 'db2'), ('app1', 'app2'), ('db1', 'app2'), ('db1', 'db2')):
+            for x, y in ((a, b), (b, a)):
+                wait_until(lambda: lab.ping(x, y), 10, what='%s reaches %s (tunnel neighbours)' % (x, y))
         wait_until(lambda: who_answers(lab, 'web1', lab.vms['api2'].ip), 10, what='the whoami servers listen')
         yield lab, ctl, work
     finally:
@@ -114,15 +120,15 @@ def ping(lab, src, ip, *opts, wait=1) -> tuple[int, str]:
     return lab.exec(src, ['ping', '-n', '-c', '1', '-W', str(wait), *opts, ip], timeout=15)
 
 
-def reply_ttl(lab, src, ip) -> int | None:
-    """The TTL of the echo reply src gets from ip, None without a reply."""
-    m = re.search(r'from %s: icmp_seq=\d+ ttl=(\d+)' % re.escape(ip), ping(lab, src, ip)[1])
+def reply_ttl(lab, src, ip, wait=1) -> int | None:
+    """The TTL of the echo reply src gets from ip, None without a reply (within wait s)."""
+    m = re.search(r'from %s: icmp_seq=\d+ ttl=(\d+)' % re.escape(ip), ping(lab, src, ip, wait=wait)[1])
     return int(m.group(1)) if m else None
 
 
-def who_answers(lab, src, ip) -> list[str] | None:
+def who_answers(lab, src, ip, wait=2) -> list[str] | None:
     """[vm name, source address it saw] from the whoami server at ip:WHO_PORT, over TCP."""
-    rc, out = lab.exec(src, ['nc', '-w', '2', ip, str(WHO_PORT)], timeout=15)
+    rc, out = lab.exec(src, ['nc', '-w', str(wait), ip, str(WHO_PORT)], timeout=15)
     return out.split() if rc == 0 and out.strip() else None
 
 
@@ -219,7 +225,7 @@ def test_every_pair_of_subnets_is_routed_and_each_subnet_still_bridged(env):
         assert who_answers(lab, a, vms[b].ip) == [b, vms[a].ip]
     # a network without a gateway is not routed, in neither direction
     for a in ('web1', 'api1', 'db2'):
-        assert reply_ttl(lab, a, vms['iso1'].ip) is None and who_answers(lab, a, vms['iso1'].ip) is None
+        assert reply_ttl(lab, a, vms['iso1'].ip, 0.3) is None and who_answers(lab, a, vms['iso1'].ip, 1) is None
     assert not lab.ping('iso1', '10.9.0.1', timeout=0.5)
     lab.exec('iso1', 'ip route add 10.0.0.0/8 via 10.9.0.1')     # even if it tried
     try:
@@ -245,9 +251,12 @@ def test_routed_frames_cross_the_fabric_on_the_destination_network(env):
                    what='the routed request tagged with the destination VLAN, from the gateway MAC')
         wait_until(lambda: seen('hv1', *to_app2) and seen('hv4', *to_app2), 5,
                    what='the routed request in the destination VNI straight to hv4\'s VTEP')
-    # never on the source network: no frame of VLAN 10 nor any web MAC carries it
-    assert not seen('hv1', 'vlan 10,', vms['api2'].ip)
-    assert not seen('hv1', vms['web1'].mac, 'ICMP echo request')
+    # the replies come back routed on hv4, into web1's VLAN, from the gateway MAC
+    assert seen('hv1', '%s > %s, ethertype 802.1Q' % (gw, vms['web1'].mac), 'vlan 10,', 'ttl 63',
+                '%s > %s: ICMP echo reply' % (vms['api2'].ip, vms['web1'].ip))
+    # and never on the source network: no request on VLAN 10, none from web1's MAC
+    assert not seen('hv1', 'vlan 10,', 'ICMP echo request')
+    assert not seen('hv1', vms['web1'].mac + ' >', 'ICMP echo request')
 
 
 def test_gateways_and_known_vms_are_answered_on_the_hypervisor_and_never_cross_an_uplink(env):
@@ -313,7 +322,7 @@ def test_the_other_tenant_with_the_same_addresses_works_and_never_meets_tiers(en
     # an address only mirror has is not there for tiers, neither by ping nor TCP
     assert who_answers(lab, 'mweb1', '10.4.0.13') == ['mdb2', vms['mweb1'].ip]
     for src in ('web1', 'api1', 'db1'):
-        assert reply_ttl(lab, src, '10.4.0.13') is None and who_answers(lab, src, '10.4.0.13') is None
+        assert reply_ttl(lab, src, '10.4.0.13', 0.3) is None and who_answers(lab, src, '10.4.0.13', 1) is None
 
 
 def test_an_address_without_a_workload_is_dropped_and_counted(env):
@@ -354,16 +363,21 @@ def traceroute_hops(lab, src, ip) -> list[str] | None:
 def test_a_moved_vm_keeps_its_gateway_without_asking_again(env):
     lab, _, work = env
     vms, gw = lab.vms, lab.fabric.gateway_mac
+    ip = vms['web1'].ip
     assert lab.ping('web1', 'api1') and neighbour_mac(lab, 'web1', '10.1.0.1') == gw
     try:
         with Uplinks(lab, work, ('hv4',)) as cap:
             lab.move_vm('web1', 'hv4')                     # rack 1 -> rack 2, a hv without web before
-            wait_until(lambda: lab.ping('web1', 'api1'), 15, what='moved web1 reaches api1 routed')
+            # its routes out, and the routes to it from the other hypervisors, follow the binding
+            # (not bridged from hv4: br-phy would learn web1 there, see the xfail below)
+            for src, dst in (('web1', vms['api1'].ip), ('web1', vms['db2'].ip), ('api1', ip), ('api2', ip),
+                             ('db1', ip)):
+                wait_until(lambda: lab.ping(src, dst), 15, what='%s reaches %s after the move' % (src, dst))
             assert reply_ttl(lab, 'web1', vms['api1'].ip) == 63
-            assert who_answers(lab, 'web1', vms['db2'].ip) == ['db2', vms['web1'].ip]
-            assert who_answers(lab, 'app1', vms['web1'].ip) == ['web1', vms['app1'].ip]   # and back to it
-            assert who_answers(lab, 'api2', vms['web1'].ip) == ['web1', vms['api2'].ip]   # now on its hv
-            assert lab.ping('web1', '10.1.0.1') and lab.ping('web1', 'web2')
+            assert who_answers(lab, 'web1', vms['db2'].ip) == ['db2', ip]
+            assert who_answers(lab, 'db1', ip) == ['web1', vms['db1'].ip]
+            assert who_answers(lab, 'api2', ip) == ['web1', vms['api2'].ip]      # now on its hypervisor
+            assert lab.ping('web1', '10.1.0.1') and lab.ping('web1', '10.4.0.1')
             assert neighbour_mac(lab, 'web1', '10.1.0.1') == gw
         assert '10.1.0.1' not in arp_addresses(cap.text()), cap.text()
         # asked now, the gateway answers from the new hypervisor with the same MAC
@@ -373,6 +387,24 @@ def test_a_moved_vm_keeps_its_gateway_without_asking_again(env):
         lab.move_vm('web1', 'hv1')
     wait_until(lambda: lab.ping('web1', 'api2'), 15, what='web1 back on hv1 reaches api2')
     assert lab.ping('api1', 'web1')
+
+
+@pytest.mark.xfail(strict=True, reason='''known bug (issue 8): br-phy, the hypervisor's NORMAL bridge between
+br-int and the uplink, learned the VM's MAC on its br-int patch while the VM lived there; after
+the move, frames routed to it from that hypervisor leave br-int for the uplink and br-phy drops
+them ("learned port is input port") until the entry ages out (300 s), since the VLAN no longer
+floods to that hypervisor to correct it''')
+def test_a_vm_left_behind_reaches_the_moved_vm(env):
+    lab, _, _ = env
+    ip = lab.vms['web1'].ip
+    assert lab.ping('web1', 'web2') and lab.ping('app1', ip)      # bridged out of hv1: br-phy learns web1
+    try:
+        lab.move_vm('web1', 'hv4')
+        wait_until(lambda: lab.ping('api1', ip), 15, what='api1 reaches the moved web1')     # converged
+        wait_until(lambda: lab.ping('app1', ip), 10, what='app1, left on hv1, reaches the moved web1')
+    finally:
+        lab.move_vm('web1', 'hv1')
+        wait_until(lambda: lab.ping('web1', 'api2'), 15, what='web1 back on hv1 reaches api2')
 
 
 def test_the_gateway_mac_is_never_learned_and_no_physical_switch_holds_an_overlay_mac(env):
