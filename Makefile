@@ -36,4 +36,5 @@ bench: setup
 	$(PY) bench/binding.py
 	$(PY) bench/overlay.py
 	$(PY) bench/compile.py
+	$(PY) bench/routing.py
 	$(PY) bench/bonds.py

@@ -26,6 +26,7 @@ Units: one per tenant (its gateways, routes and ARP answers on this hypervisor).
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 
@@ -50,13 +51,26 @@ METER = 1                   # the meter on every hypervisor that rate-limits Tim
 METER_PPS, METER_BURST = 100, 10
 
 
-def context(policy, inv: Inventory, dpid: int):
-    """(uplink, tunnel) ports of a hypervisor, or None on a physical switch."""
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a hypervisor's routes need: its uplink, its tunnel, the VLANs its trunk may carry."""
+    uplink: int | None
+    tunnel: int | None
+    trunk: frozenset[int]
+
+    @property
+    def fabric_ports(self) -> tuple[int, ...]:
+        return tuple(p for p in (self.uplink, self.tunnel) if p is not None)
+
+
+def context(policy, inv: Inventory, dpid: int) -> Context | None:
+    """A hypervisor's Context, or None on a physical switch."""
     sw = inv.switches[dpid]
     if sw.kind != 'hypervisor':
         return None
-    up = [p.no for p in sw.ports_with(UPLINK)] + [p.no for p in sw.ports_with(TUNNEL)]
-    return tuple(up)
+    first = lambda role: next((p.no for p in sw.ports_with(role)), None)      # noqa: E731
+    hv = policy.fabric.switch_by_dpid(dpid)
+    return Context(first(UPLINK), first(TUNNEL), frozenset(getattr(hv, 'trunk_vlans', ())))
 
 
 def units(policy, inv: Inventory, dpid: int):
@@ -76,7 +90,7 @@ def compile_switch(policy, inv: Inventory, dpid: int, ctx) -> set[Flow]:
     if not routing_tenants(policy, inv, dpid):
         return set()
     flows = {Flow.make('learn', P_SPOOFED, {'eth_src': gw_mac}, cookie=c)}    # from a VM: spoofed
-    for no in ctx:
+    for no in ctx.fabric_ports:
         # routed frames from other hypervisors carry the gateway MAC: not a location
         flows.add(Flow.make('learn', P_TRANSIT, {'in_port': no, 'eth_src': gw_mac}, goto='arp_rsp', cookie=c))
         # only this hypervisor's VMs are answered: ARP from elsewhere goes its usual way
@@ -112,36 +126,54 @@ def compile_unit(policy, inv: Inventory, dpid: int, tenant: str, ctx) -> set[Flo
     # no route out of the VRF (no default route): never flooded, counted here
     flows.add(Flow.make('l3', P_VRF, {R.TENANT: vrf, 'eth_dst': gw_mac}, cookie=cookies.make(
         APP, K_DROP, 'vrf', tenant, t.source)))
-    here = {p.no for p in inv.switches[dpid].ports.values()}
-    for net in t.networks.values():
-        for iface in policy.network_nics.get((tenant, net.name), ()):
-            where = inv.locations.get(iface)
-            if where is None:
-                continue
-            flows |= _nic_flows(policy, policy.nics[iface], where, dpid in (where[0],) and where[1] in here)
+    # where the tenant's nics are; ARP is answered for the networks with a VM here only
+    located = [(policy.nics[i], inv.locations[i]) for n in t.networks.values()
+               for i in policy.network_nics.get((tenant, n.name), ()) if i in inv.locations]
+    here = {bn.network.name for bn, where in located if where[0] == dpid}
+    for bn, where in located:
+        flows |= _nic_flows(policy, dpid, ctx, bn, where, bn.network.name in here)
     return flows
 
 
-def _nic_flows(policy, bn, where, local: bool) -> set[Flow]:
-    """A located nic: its ARP answer in its network, its own requests passed on when it is
-    here, and its host route in the VRF when its network is routed."""
+def _nic_flows(policy, dpid: int, ctx: Context, bn, where, answered: bool) -> set[Flow]:
+    """A located nic: its ARP answer where its network has a VM, its own requests passed on
+    on its port, and its host route in the VRF when its network is routed.  The route emits
+    straight to where the nic is (its port, the uplink tagged with its VLAN, or the tunnel
+    toward its VTEP with its VNI): no l2 entries for networks this hypervisor only routes to."""
     ids, gw_mac = policy.ids, policy.fabric.gateway_mac
     tenant, net, ip, mac = bn.tenant.name, bn.network, str(bn.nic.ip), bn.nic.mac
     c = nic_cookie(APP, K_ARP, bn)
-    flows = {Flow.make('arp_rsp', P_ARP, {R.NETWORK: ids.network[(tenant, net.name)], 'eth_type': ETH_ARP,
-                                          'arp_op': 1, 'arp_tpa': ip, 'vlan_vid': TAGGED}, arp_reply(mac, ip), cookie=c)}
-    if local:                 # its own address: gratuitous ARP and probes go their usual way
+    flows = set()
+    if answered:
+        flows.add(Flow.make('arp_rsp', P_ARP, {R.NETWORK: ids.network[(tenant, net.name)], 'eth_type': ETH_ARP,
+                                               'arp_op': 1, 'arp_tpa': ip, 'vlan_vid': TAGGED},
+                            arp_reply(mac, ip), cookie=c))
+    if where[0] == dpid:      # its own address: gratuitous ARP and probes go their usual way
         flows.add(Flow.make('arp_rsp', P_OWN, {'in_port': where[1], 'eth_type': ETH_ARP, 'arp_tpa': ip},
                             goto='acl_in', cookie=c))
-    if net.gateway is not None:
-        local_vlan = net.vlan if net.vlan is not None else policy.overlay_vlans[(tenant, net.name)]
-        # (every frame here is tagged: OVS wants the tag in the match to rewrite it)
-        flows.add(Flow.make('l3', P_HOST, {R.TENANT: ids.tenant[tenant], 'eth_dst': gw_mac, 'eth_type': ETH_IP,
-                                           'ipv4_dst': ip, 'vlan_vid': TAGGED},
-                            [('dec_ttl',), ('set_field', 'eth_src', gw_mac), ('set_field', 'eth_dst', mac),
-                             ('set_field', 'vlan_vid', vid(local_vlan)),
-                             ('set_field', R.NETWORK, ids.network[(tenant, net.name)])],
-                            goto='l2_lookup', cookie=nic_cookie(APP, K_ROUTE, bn)))
+    if net.gateway is None:
+        return flows
+    hv_vtep = None
+    if where[0] == dpid:
+        out = where[1]
+    elif net.vlan is not None:
+        out = ctx.uplink if net.vlan in ctx.trunk else None        # over the fabric, tagged
+    else:
+        node = policy.fabric.switch_by_dpid(where[0])
+        out, hv_vtep = ctx.tunnel, str(node.vtep) if node is not None else None
+        out = out if hv_vtep else None
+    if out is None:
+        return flows              # no way there from here: the subnet's drop counts it
+    local_vlan = net.vlan if net.vlan is not None else policy.overlay_vlans[(tenant, net.name)]
+    # (every frame here is tagged: OVS wants the tag in the match to rewrite it)
+    flows.add(Flow.make('l3', P_HOST, {R.TENANT: ids.tenant[tenant], 'eth_dst': gw_mac, 'eth_type': ETH_IP,
+                                       'ipv4_dst': ip, 'vlan_vid': TAGGED},
+                        [('dec_ttl',), ('set_field', 'eth_src', gw_mac), ('set_field', 'eth_dst', mac),
+                         ('set_field', 'vlan_vid', vid(local_vlan)),
+                         ('set_field', R.NETWORK, ids.network[(tenant, net.name)])]
+                        + ([('set_field', 'tun_ipv4_dst', hv_vtep)] if hv_vtep else [])
+                        + [('set_field', R.OUT_PORT, out)],
+                        goto='acl_out', cookie=nic_cookie(APP, K_ROUTE, bn)))
     return flows
 
 

@@ -46,8 +46,8 @@ class PortVlans:
     routed_in: frozenset[int] = frozenset()
 
     def carries(self, vlan: int) -> bool:
-        """May a frame of this VLAN be sent out of this port?"""
-        return vlan == self.untagged or vlan in self.tagged or vlan in self.routed_out
+        """Is the port a member of this VLAN (bridged and flooded to; routed frames aside)?"""
+        return vlan == self.untagged or vlan in self.tagged
 
     def admits(self) -> frozenset[int]:
         """The tagged VLANs admitted at this port."""
@@ -177,7 +177,7 @@ def units(policy, inv: Inventory, dpid: int):
     hypervisor, those of the VLANs its trunk carries (the others never get there)."""
     if inv.switches[dpid].kind == 'physical':
         return [i for i in inv.locations if (b := policy.nics.get(i)) is not None and b.network.vlan is not None]
-    out = [i for v in trunk_vlans(policy, inv, dpid) for i in policy.network_nics.get(policy.vlan_networks[v], ())]
+    out = [i for v in local_vlans(policy, inv, dpid) for i in policy.network_nics.get(policy.vlan_networks[v], ())]
     return [i for i in out if i in inv.locations]
 
 

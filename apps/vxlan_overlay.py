@@ -12,8 +12,8 @@ hypervisor that hosts a member nic of a network gets:
     only to that network's local ports (never back into the tunnel: split horizon).  Sources
     seen through the tunnel are never learned; locations come from bindings only.
 A network with a gateway is also reached *routed* (apps/anycast_gateway.py): every hypervisor
-where its tenant routes gets the unicast entries toward its members (not its BUM), and its
-members accept its VNI from those hypervisors' VTEPs too.
+where its tenant routes gets the tunnel's emission for its VNI (the routes carry the VTEP;
+no BUM), and its members accept its VNI from those hypervisors' VTEPs too.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def compile_unit(policy, inv: Inventory, dpid: int, key, tun) -> set[Flow]:
     routed = policy.tenants[key[0]].networks[key[1]].gateway is not None
     if dpid not in by_hv:
         if routed and key[0] in routing_tenants(policy, inv, dpid):
-            return _routed_flows(policy, dpid, tun, key, by_hv)
+            return _routed_flows(policy, tun, key)
         return set()                     # not present here: its VNI is not accepted either
     senders = routing_hypervisors(policy, inv, key[0]) if routed else set()
     return _network_flows(policy, dpid, tun, key, by_hv, senders)
@@ -130,16 +130,10 @@ def _cookies(policy, key):
     return lambda kind, owner: cookies.make(APP, kind, owner, tenant, where)
 
 
-def _routed_flows(policy, dpid, tun, key, by_hv) -> set[Flow]:
-    """A hypervisor with no member that routes into the network: unicast toward its members
-    only (no BUM, nothing accepted from the tunnel)."""
-    c = _cookies(policy, key)
-    local_vlan = policy.overlay_vlans[key]
-    flows = {_emission(policy, key, tun, c)}
-    for hv, nics in by_hv.items():
-        vtep = str(policy.fabric.switch_by_dpid(hv).vtep)
-        flows.update(_remote_entry(local_vlan, bn, vtep, tun) for _, bn in nics)
-    return flows
+def _routed_flows(policy, tun, key) -> set[Flow]:
+    """A hypervisor with no member that routes into the network: only the tunnel's emission
+    for it (the routes, apps/anycast_gateway.py, carry the VTEP); no BUM, nothing accepted."""
+    return {_emission(policy, key, tun, _cookies(policy, key))}
 
 
 def _network_flows(policy, dpid, tun, key, by_hv, senders=()) -> set[Flow]:

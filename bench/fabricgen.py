@@ -8,7 +8,8 @@ import ipaddress
 from controller.inventory.model import (FABRIC, HYPERVISOR, TUNNEL, UPLINK, VM, Binding, Inventory,
                                         LinkEnd, Port, SwitchState)
 from controller.policy.fabric import parse_fabric
-from controller.policy.model import Network, Nic, Policy, Tenant, Workload, frozen_map
+from controller.policy.model import (Allow, Endpoint, Network, Nic, Policy, Rule, Security, Tenant, Workload,
+                                     frozen_map)
 
 VLAN_BASE = 100
 
@@ -27,8 +28,10 @@ def fabric_yaml(racks: int, per_rack: int, vlans: int) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def tenants(networks: int, workloads: int, per_tenant: int = 10) -> list[Tenant]:
-    """networks/per_tenant tenants; network i is VLAN-backed when i is even, VXLAN otherwise."""
+def tenants(networks: int, workloads: int, per_tenant: int = 10, gateways: bool = True,
+            rules: bool = False) -> list[Tenant]:
+    """networks/per_tenant tenants; network i is VLAN-backed when i is even, VXLAN otherwise;
+    every network has a gateway (.1: routed in its tenant) unless gateways is False."""
     out = []
     n_tenants = max(1, networks // per_tenant)
     per_net = max(1, workloads // networks)
@@ -39,21 +42,25 @@ def tenants(networks: int, workloads: int, per_tenant: int = 10) -> list[Tenant]
             i = t * per_tenant + j
             subnet = ipaddress.IPv4Network('10.%d.%d.0/24' % (i // 256, i % 256))
             seg = {'vlan': VLAN_BASE + i // 2} if i % 2 == 0 else {'vni': 10000 + i}
-            nets['n%d' % j] = Network('n%d' % j, subnet, gateway=subnet[1], line=3 + j, **seg)
+            nets['n%d' % j] = Network('n%d' % j, subnet, gateway=subnet[1] if gateways else None, line=3 + j,
+                                        **seg)
             for k in range(per_net):
                 mac = '02:%02x:%02x:%02x:%02x:%02x' % (w >> 32 & 0xff, w >> 24 & 0xff, w >> 16 & 0xff, w >> 8 & 0xff,
                                                        w & 0xff)
                 wls['w%d' % w] = Workload('w%d' % w, ('l%d' % (k % 2),), (Nic(0, 'n%d' % j, mac, subnet[10 + k]),),
                                           line=20 + k)
                 w += 1
-        out.append(Tenant('t%d' % t, 't%d.yaml' % t, frozen_map(nets), frozen_map(wls)))
+        # rules: default deny and one rule (label l0 -> l1, tcp/5432: apps/microseg.py); else open inside
+        security = Security('deny', (Rule('l0-to-l1', Endpoint(label='l0'), Endpoint(label='l1'),
+                                          (Allow('tcp', (5432, 5432)),), line=2),)) if rules else Security('allow')
+        out.append(Tenant('t%d' % t, 't%d.yaml' % t, frozen_map(nets), frozen_map(wls), security))
     return out
 
 
-def world(racks=10, per_rack=10, networks=1000, workloads=10000):
+def world(racks=10, per_rack=10, networks=1000, workloads=10000, per_tenant=10, gateways=True):
     """(policy, inventory) of a fully connected, fully bound data center."""
     fabric = parse_fabric(fabric_yaml(racks, per_rack, networks // 2), '<generated>')
-    policy = Policy(fabric).with_tenants(tenants(networks, workloads))
+    policy = Policy(fabric).with_tenants(tenants(networks, workloads, per_tenant, gateways))
     inv = Inventory()
     spines = [fabric.switches['spine1'].dpid, fabric.switches['spine2'].dpid]
     for s in spines:

@@ -20,6 +20,11 @@ member's number, the *logical port* -- and rewrites each compiled flow for the s
   flood to the bond     ->  plus a copy one priority up for frames that came in on the bond,
                             without the bond: a bond never gets back what it sent (a real
                             switch's LAG; the hypervisor's own bond would learn its MACs back)
+  known unicast from    ->  dropped: an output-stage flow `in_port=anchor, OUT_PORT=logical ->
+  the bond to the bond      drop` above the emission flows.  OVS drops output to the ingress
+                            port, but after the fold the ingress port is the anchor, so the
+                            bundle's pick of the *other* member (or of the member the frame
+                            really came in on) would go out: a hairpin into the bond
 
 A member going down or up is no port event for the core while another member is up: the
 flood tree is not recomputed and no learned MAC is flushed.  Only the aggregate going down
@@ -34,14 +39,16 @@ import logging
 
 from controller.core import Controller
 from controller.inventory import bonds as inv_bonds
-from controller.pipeline import actions as A, cookies
+from controller.pipeline import actions as A, cookies, registers as R
 from controller.pipeline.flow import Flow
 
 LOG = logging.getLogger('opendvs.bonds')
 APP = 'bonds'
 P_FOLD = 2000                       # port_sec's 'bonds' band: above everything there (LLDP is 1000)
+P_HAIRPIN = 200                     # output's 'bonds' band: above every emission flow (at most 150)
 FOLD_TABLE = 'port_sec'
 FLOOD_TABLE = 'flood'
+OUTPUT_TABLE = 'output'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +113,9 @@ def expand(flows, lags) -> set[Flow]:
                         f, priority=f.priority + 1, match=tuple(sorted(dict(m, in_port=g.anchor).items())),
                         actions=_trim(rest)))
     for g in lags:
+        # from the bond, chosen for the bond (a MAC behind it, a frame looping back): no hairpin
+        out.add(Flow.make(OUTPUT_TABLE, P_HAIRPIN, {'in_port': g.anchor, R.OUT_PORT: g.logical}, [],
+                          cookie=cookies.make(APP, 2, '%s/hairpin' % g.name)))
         for member in g.members:
             if member != g.anchor:
                 out.add(Flow.make(FOLD_TABLE, P_FOLD, {'in_port': member},
@@ -307,13 +317,13 @@ class BondedController(Controller):
         with self.lock:
             self._bond_watchers[dpid] = w
 
-    def uplinks(self) -> list[dict]:
-        """Per hypervisor: its declared uplinks, the leaf port (bond) LLDP found it on, both
-        ends' members with link and LACP state, and a status (see inventory.bonds)."""
+    def uplink_bonds(self):
+        """Per hypervisor: (its fabric entry, the leaf port LLDP found it on or None, the leaf's
+        bond on that port or None, br-phy's bond or None, status, problems)."""
         from apps import topology
         with self.lock:
             where = topology.hypervisor_ports(self.inv)
-            rows = []
+            out = []
             for hv in sorted(self.fabric.hypervisors.values(), key=lambda h: h.name):
                 end = where.get(hv.dpid)
                 leaf_bond = None
@@ -322,6 +332,15 @@ class BondedController(Controller):
                                       if end.port in b.ofports), None)
                 hv_bond = next(iter(self.hv_bonds.get(hv.dpid, {}).values()), None)
                 status, problems = inv_bonds.uplink_status(hv.uplinks, hv.bond, leaf_bond, hv_bond)
+                out.append((hv, end, leaf_bond, hv_bond, status, problems))
+            return out
+
+    def uplinks(self) -> list[dict]:
+        """Per hypervisor: its declared uplinks, the leaf port (bond) LLDP found it on, both
+        ends' members with link and LACP state, and a status (see inventory.bonds)."""
+        with self.lock:
+            rows = []
+            for hv, end, leaf_bond, hv_bond, status, problems in self.uplink_bonds():
                 sw = self.inv.switches.get(end.dpid) if end else None
                 rows.append({
                     'hypervisor': hv.name, 'leaf': hv.leaf, 'uplinks': hv.uplinks,

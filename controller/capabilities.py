@@ -34,6 +34,8 @@ REQUIRES = {
     'vxlan_overlay': ('learning_switch', 'underlay_routing'),
     # routed frames are delivered by the port-groups' and overlays' destination entries
     'anycast_gateway': ('vlan_portgroups', 'vxlan_overlay'),
+    # rules act on the stages learning_switch sets up (classify's tenant and zone registers)
+    'microseg': ('learning_switch',),
     # the leaves find their hypervisors' ports through topology
     'underlay_routing': ('topology',),
 }

@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 
-from apps import anycast_gateway, learning_switch, topology, vlan_portgroups
+from apps import anycast_gateway, learning_switch, microseg, topology, vlan_portgroups
 from controller import metrics
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
@@ -177,6 +177,7 @@ class Controller:
             else:
                 out.add(('vxlan_overlay', (bn.tenant.name, bn.network.name)))
             out.add((anycast_gateway.APP, bn.tenant.name))     # its host route and ARP answer
+            out.add((microseg.APP, bn.tenant.name))            # its tenant's rules where it is
             if bn.network.gateway is not None:                 # where its tenant routes from
                 out |= self._routing_units({bn.tenant.name})
         return out

@@ -16,6 +16,18 @@ being copied on every change.
     opendvs_learned_macs{switch}                       MACs learned per switch
     opendvs_policy_applies_total{result,dry_run}       pushes/deletes: applied / rejected / failed
     opendvs_api_requests_total{method,path,status}     REST API requests
+
+Bonded hypervisor uplinks (controller/bonds.py), per hypervisor with `uplinks: 2+` and per end
+(side=leaf: the leaf's bond, side=hypervisor: br-phy's), for each end whose bond is known:
+
+    opendvs_bond_members{hypervisor,side}              members configured
+    opendvs_bond_members_up{hypervisor,side}           members whose link is up
+    opendvs_bond_members_enabled{hypervisor,side}      members that may carry traffic (up, LACP current)
+    opendvs_bond_lacp_negotiated{hypervisor,side}      1: LACP runs and some member has a current partner
+    opendvs_bond_degraded{hypervisor,side}             1: a member short, down or unheard, or LACP not as declared
+    opendvs_bond_member_up{hypervisor,side,member}     1/0 per member
+    opendvs_bond_member_lacp_negotiated{hypervisor,side,member}   1/0 per member (0 with LACP off)
+    opendvs_uplink_status{hypervisor,status}           1 for the status `dvsctl show uplinks` gives, 0 others
 """
 from __future__ import annotations
 
@@ -162,3 +174,49 @@ class _CoreCollector:
 
 
 REGISTRY.register(_CoreCollector())
+
+
+# ---- bonded uplinks, read at scrape time from what the bond watchers last reported -------------
+
+class _BondCollector:
+    def collect(self):
+        from controller.inventory.bonds import BONDED_STATUSES, end_degraded
+        g = {name: GaugeMetricFamily('opendvs_bond_' + name, doc, labels=['hypervisor', 'side'])
+             for name, doc in (('members', 'Members configured in this end of the uplink bond'),
+                               ('members_up', 'Members of the bond whose link is up'),
+                               ('members_enabled', 'Members that may carry traffic: link up and, with LACP, '
+                                                   'a current partner'),
+                               ('lacp_negotiated', '1 when the bond runs LACP and a member has a current partner'),
+                               ('degraded', '1 when a member is missing, down or hears no LACP partner, or '
+                                            'the bond runs LACP where the fabric says otherwise'))}
+        member_up = GaugeMetricFamily('opendvs_bond_member_up', 'Link state of a bond member (1 up)',
+                                      labels=['hypervisor', 'side', 'member'])
+        member_lacp = GaugeMetricFamily('opendvs_bond_member_lacp_negotiated',
+                                        '1 when the member has a current LACP partner (0 with LACP off)',
+                                        labels=['hypervisor', 'side', 'member'])
+        status = GaugeMetricFamily('opendvs_uplink_status', 'Status of a bonded hypervisor\'s uplinks, as '
+                                   '`dvsctl show uplinks` gives it (1 for the current one)',
+                                   labels=['hypervisor', 'status'])
+        core = _core() if _core else None
+        view = getattr(core, 'uplink_bonds', None)
+        for hv, _, leaf, hv_bond, now, _ in (view() if view else ()):
+            if hv.uplinks < 2:
+                continue
+            for word in BONDED_STATUSES:
+                status.add_metric([hv.name, word], int(word == now))
+            for side, b in (('leaf', leaf), ('hypervisor', hv_bond)):
+                if b is None:                  # not read (yet): `dvsctl show uplinks` says why
+                    continue
+                labels = [hv.name, side]
+                g['members'].add_metric(labels, len(b.members))
+                g['members_up'].add_metric(labels, sum(m.link_up for m in b.members))
+                g['members_enabled'].add_metric(labels, sum(map(b.usable, b.members)))
+                g['lacp_negotiated'].add_metric(labels, int(b.negotiated))
+                g['degraded'].add_metric(labels, int(end_degraded(hv.uplinks, hv.bond, b)))
+                for m in b.members:
+                    member_up.add_metric(labels + [m.name], int(m.link_up))
+                    member_lacp.add_metric(labels + [m.name], int(bool(m.lacp_current)))
+        return [*g.values(), member_up, member_lacp, status]
+
+
+REGISTRY.register(_BondCollector())

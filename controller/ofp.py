@@ -311,15 +311,17 @@ def flow_mod(dp, flow: Flow, command: int, registry=None):
         command=command, idle_timeout=flow.idle_timeout, hard_timeout=flow.hard_timeout,
         priority=flow.priority, buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
         out_group=ofp.OFPG_ANY, flags=ofp.OFPFF_SEND_FLOW_REM if flow.notify_removal else 0,
-        match=ofp_match(p, flow.match_dict()), instructions=inst)
+        match=_match(p, flow), instructions=inst)
 
 
-def ofp_match(p, match: dict):
-    """The OXM match with every field after its prerequisites: os-ken sorts fields by OXM type,
-    which puts Nicira fields (nw_ttl, tcp_flags, ...) before eth_type, and OVS checks each
-    field against the fields before it (OFPBMC_BAD_PREREQ, the whole bundle refused)."""
-    m = p.OFPMatch(**match)
-    return p.OFPMatch(_ordered_fields=sorted(m._fields2, key=lambda kv: len(fields.PREREQS.get(kv[0], ()))))
+def _match(p, flow: Flow):
+    """The flow's OXM match with every field after its prerequisites: OVS checks them in
+    order, and os-ken sorts by OXM type, which puts Nicira fields (nw_ttl, arp_sha...) before
+    the eth_type they need."""
+    m = p.OFPMatch(**flow.match_dict())
+    depth = fields.PREREQS
+    m._fields2.sort(key=lambda kv: len(depth.get(kv[0], ())))        # stable: OXM order otherwise
+    return m
 
 
 def flow_from_stats(dp, stat, registry=None) -> Flow:

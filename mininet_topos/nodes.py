@@ -145,7 +145,14 @@ class OVSHypervisor(Switch):
                                 f'unix:{self.rundir}/br-int.mgmt', 'table=0'])
         except LabError:
             return False
-        return all(f'in_port={no},' in flows or f'in_port={no} ' in flows for no in nos)
+        if not all(f'in_port={no},' in flows or f'in_port={no} ' in flows for no in nos):
+            return False
+        # overlay traffic also needs the routed underlay: its rack gateway (the leaf, once
+        # LLDP has found this hypervisor there) answers ARP.  Without this, the first packet of
+        # an overlay ping whose ARP the gateway answers locally could leave before the
+        # underlay routes exist, and `mn --test pingall` pings only once.
+        out = self.cmd(f'arping -c 1 -w 1 -I br-phy {self.hv.gateway} >/dev/null 2>&1; echo rc=$?')
+        return 'rc=0' in out
 
     def setup_ovs(self):
         self.start_ovs()

@@ -127,6 +127,24 @@ class ControllerProcess:
                    what='%d switches connected to the controller' % switches)
 
 
+def scrape(ctl: ControllerProcess) -> dict:
+    """{(name, frozenset(labels)): value} from an unauthenticated GET /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % ctl.api_port, timeout=10) as r:
+        assert r.status == 200 and r.headers['Content-Type'].startswith('text/plain; version=0.0.4')
+        text = r.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def total(samples: dict, name: str, **labels) -> float:
+    """Sum of a metric's samples whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
 def ping_counts(out: str) -> tuple[int, int]:
     """(sent, received) from a finished ping's summary line."""
     m = re.search(r'(\d+) packets transmitted, (\d+) received', out)

@@ -8,7 +8,7 @@ tables and reports every bond (a Port with two or more Interfaces) whenever one 
   and controller/bonds.py makes them one;
 - each hypervisor's OVSDB (tcp:<mgmt ip>:6640, the one BindingWatcher follows): br-phy's end.
 
-Both feed `dvsctl show uplinks` through uplink_status().
+Both feed `dvsctl show uplinks` through uplink_status(), and /metrics through end_degraded().
 """
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ class Bond:
     @property
     def ofports(self) -> tuple[int, ...]:
         return tuple(sorted(m.ofport for m in self.members if m.ofport and m.ofport > 0))
+
+    @property
+    def negotiated(self) -> bool:
+        """LACP runs and some member has a current partner (OVS's lacp_status: negotiated)."""
+        return self.lacp != 'off' and any(m.lacp_current for m in self.members)
 
     def usable(self, m: Member) -> bool:
         """A member that may carry traffic: link up and, with LACP, a current partner."""
@@ -135,6 +140,7 @@ class BondWatcher:
 
 OK, DEGRADED, DOWN, NO_LACP, MISCONFIGURED, UNKNOWN, SINGLE = (
     'ok', 'degraded', 'down', 'no-lacp-partner', 'misconfigured', 'unknown', 'single')
+BONDED_STATUSES = (OK, DEGRADED, DOWN, NO_LACP, MISCONFIGURED, UNKNOWN)     # all but SINGLE
 
 
 def uplink_status(declared: int, kind: str, leaf: Bond | None, hv: Bond | None) -> tuple[str, list[str]]:
@@ -174,3 +180,11 @@ def uplink_status(declared: int, kind: str, leaf: Bond | None, hv: Bond | None) 
     if down:
         problems.append('link down: %s' % ', '.join(down))
     return status, problems
+
+
+def end_degraded(declared: int, kind: str, b: Bond) -> bool:
+    """One end of a hypervisor's uplink bond is degraded when it has fewer members than the
+    fabric declares, a member cannot carry traffic (link down, or LACP on and no current
+    partner), or it runs LACP where the fabric says otherwise (then its partner hears none)."""
+    return (len(b.members) < declared or not all(map(b.usable, b.members))
+            or (b.lacp != 'off') != (kind == 'lacp'))

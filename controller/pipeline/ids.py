@@ -246,6 +246,7 @@ class PolicyIds:
     zone: Mapping[str, int]
     network: Mapping[tuple[str, str], int]
     overlay_vlan: Mapping[tuple[str, str], int]
+    conj: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))  # (tenant, rule) -> id
 
 
 def bind(store: IdStore, policy) -> PolicyIds:
@@ -255,15 +256,17 @@ def bind(store: IdStore, policy) -> PolicyIds:
     tenants = sorted(policy.tenants)
     nets = sorted((t, n) for t in tenants for n in policy.tenants[t].networks)
     overlays = sorted(k for k in nets if policy.tenants[k[0]].networks[k[1]].vni is not None)
+    rules = sorted((t, r.name) for t in tenants for r in policy.tenants[t].security.rules)
     with store._lock:
         ids = PolicyIds(
             tenant=MappingProxyType({t: store.get('tenant', t) for t in tenants}),
             zone=MappingProxyType({t: store.get('zone', t) for t in tenants}),
             network=MappingProxyType({k: store.get('network', '%s/%s' % k) for k in nets}),
             overlay_vlan=MappingProxyType({k: store.get('overlay_vlan', '%s/%s' % k, fabric_vlans)
-                                           for k in overlays}))
+                                           for k in overlays}),
+            conj=MappingProxyType({k: store.get('conj', '%s/%s' % k) for k in rules}))
         for space, live in (('zone', set(tenants)), ('network', {'%s/%s' % k for k in nets}),
-                            ('overlay_vlan', {'%s/%s' % k for k in overlays})):
+                            ('overlay_vlan', {'%s/%s' % k for k in overlays}), ('conj', {'%s/%s' % k for k in rules})):
             for name in set(store.names(space)) - live:
                 store.release(space, name)
         # tenant ids stay (cookies of a deleted tenant's flows must still decode until gone)

@@ -76,7 +76,8 @@ TABLES = (
        'ingress security rules with conntrack (microsegmentation issue)'),
     _t('l3', 50, {'underlay_routing': (1, 100), 'anycast_gateway': (200, 350)},
        ['eth_type', 'eth_dst', 'vlan_vid', 'ipv4_dst', 'ip_proto', 'icmpv4_type', 'nw_ttl', R.TENANT],
-       ['eth_src', 'eth_dst', 'ipv4_src', 'ipv4_dst', 'icmpv4_type', 'vlan_vid', R.NETWORK, R.ECMP, R.OUT_PORT],
+       ['eth_src', 'eth_dst', 'ipv4_src', 'ipv4_dst', 'icmpv4_type', 'vlan_vid', 'tun_ipv4_dst', R.NETWORK, R.ECMP,
+        R.OUT_PORT],
        ['ecmp', 'l2_lookup', 'acl_out'], ('goto', 'l2_lookup'),
        'routing: the underlay between racks on physical switches (a VTEP of this rack -> its '
        'hypervisor, another rack -> toward its leaf); on hypervisors each tenant\'s VRF (the '
@@ -90,13 +91,17 @@ TABLES = (
        ['vlan_vid', 'eth_dst'], [R.OUT_PORT, 'tun_ipv4_dst'], ['acl_out'], ('flood', 'acl_out'),
        'destination MAC -> out-port (bound nics, learned MACs, remote overlay members with their '
        'VTEP); a miss sets the flood out-port'),
-    _t('acl_out', 70, {}, [R.OUT_PORT, R.TENANT, R.ZONE, 'eth_type', 'ip_proto', 'ipv4_dst'],
+    _t('acl_out', 70, {'microseg': (100, 300)},
+       [R.OUT_PORT, R.TENANT, R.ZONE, 'eth_type', 'eth_dst', 'ip_proto', 'ipv4_src', 'ipv4_dst', 'tcp_dst', 'udp_dst',
+        'ct_state', 'ct_mark', 'conj_id'],
        [], ['output'], ('goto', 'output'),
-       'egress security rules for the destination (microsegmentation issue)'),
+       'the tenant\'s security rules where the destination is, stateful (conntrack in the tenant\'s zone, '
+       'conjunctions): apps/microseg.py'),
+    # bonds and in_port: controller/bonds.py drops a frame from a bond chosen for that bond
     _t('output', 80,
        {'learning_switch': (100, 110), 'vxlan_overlay': (150, 150), 'underlay_routing': (120, 120),
-        PIPELINE: (1, 1)},
-       [R.OUT_PORT, 'vlan_vid'], ['vlan_vid', 'tunnel_id'], ['flood'], ('drop',),
+        PIPELINE: (1, 1), 'bonds': (200, 200)},
+       [R.OUT_PORT, 'vlan_vid', 'in_port'], ['vlan_vid', 'tunnel_id'], ['flood'], ('drop',),
        'emission: the out-port as it carries the frame (tag popped on access ports, VNI on the '
        'tunnel, tagged on trunks); the flood out-port goes to flood'),
     # learning_switch up to 101: controller/bonds.py adds a split-horizon copy of a flood flow

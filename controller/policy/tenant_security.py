@@ -20,6 +20,8 @@ def build_security(c, value, networks, workloads, labels) -> model.Security:
     """networks/workloads: the tenant's names (entries may be None when broken: still known);
     labels: every label some workload carries."""
     path = ('security',)
+    if value is None:           # no `security:` at all: open inside, like a Faucet VLAN without ACLs
+        return model.Security(default='allow')
     m = c.mapping(path, value, ('default', 'rules'))
     if m is None:
         return model.Security()

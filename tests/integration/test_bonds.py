@@ -2,7 +2,8 @@
 
 Both members carry traffic; either one can be cut under a 100 pps ping and a TCP stream with
 at most 3 pings lost and the stream alive; a member cut never touches the flood tree or the
-learned MACs; LACP state and a partner that does not speak LACP show in `dvsctl show uplinks`.
+learned MACs; LACP state and a partner that does not speak LACP show in `dvsctl show uplinks`
+and in /metrics (the bond degraded while a member is cut, healthy again once it is back).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from controller.pipeline import tables
 from mininet_topos import Lab
 from mininet_topos import osutil
-from tests.support import ControllerProcess, dump_flows, free_port, ping_counts, wait_until
+from tests.support import ControllerProcess, dump_flows, free_port, ping_counts, scrape, total, wait_until
 
 FABRIC = '''\
 controller: {{openflow: "tcp:127.0.0.1:{port}"}}
@@ -62,6 +63,25 @@ def uplinks(ctl) -> dict:
 
 def uplink(ctl, hv) -> dict:
     return uplinks(ctl)[hv]
+
+
+BOND_GAUGES = ('members', 'members_up', 'members_enabled', 'lacp_negotiated', 'degraded')
+HEALTHY = (2, 2, 2, 1, 0)
+
+
+def bond_metrics(ctl, hv, want: dict, status: str, members=()):
+    """Wait until a scrape of /metrics shows hv's bond ends as `want` {side: (members, up,
+    enabled, LACP negotiated, degraded)} and the uplink `status`; members: (side, member, link
+    up) to check too.  The scrape."""
+    def got():
+        m = scrape(ctl)
+        ends = {side: tuple(total(m, 'opendvs_bond_' + g, hypervisor=hv, side=side) for g in BOND_GAUGES)
+                for side in want}
+        ok = ends == want and total(m, 'opendvs_uplink_status', hypervisor=hv, status=status) == 1 and all(
+            total(m, 'opendvs_bond_member_up', hypervisor=hv, side=side, member=name) == up
+            for side, name, up in members)
+        return m if ok else None
+    return wait_until(got, 10, what='/metrics: %s bond %r, %s' % (hv, want, status))
 
 
 def member_counters(lab, hv) -> dict[int, tuple[int, int]]:
@@ -173,6 +193,9 @@ def test_a_member_cut_loses_at_most_3_pings_and_no_tcp_stream(env, member):
         row = uplink(ctl, 'hv1')
         assert row['status'] == 'degraded', row
         assert any(p.startswith('link down: ') and 'phy%d' % member in p for p in row['problems']), row
+        cut = list(zip(('leaf', 'hypervisor'), lab.uplink_members('hv1')[member]))
+        bond_metrics(ctl, 'hv1', {'leaf': (2, 1, 1, 1, 1), 'hypervisor': (2, 1, 1, 1, 1)}, 'degraded',
+                     [(side, name, 0) for side, name in cut])
         assert fabric_state(lab, ctl) == state                # no tree change, no MAC flushed
     finally:
         for p in (pinger, stream):
@@ -181,6 +204,7 @@ def test_a_member_cut_loses_at_most_3_pings_and_no_tcp_stream(env, member):
                 p.communicate()
         lab.set_link('hv1', 'leaf1', up=True, member=member)
     wait_until(lambda: uplink(ctl, 'hv1')['status'] == 'ok', 20, what='both members back in the bond')
+    bond_metrics(ctl, 'hv1', {'leaf': HEALTHY, 'hypervisor': HEALTHY}, 'ok', [(side, name, 1) for side, name in cut])
     assert fabric_state(lab, ctl) == state
     spread_check(lab, rounds=3)                               # restored: traffic spreads again
 
@@ -203,6 +227,11 @@ def test_a_partner_without_lacp_is_reported_and_not_used(env, end):
                          20, what='hv3 reported without an LACP partner')
         assert 'no LACP from the partner on %s' % silent in row['problems'], row
         assert any('lacp=off' in p for p in row['problems']), row
+        m = scrape(ctl)                        # both ends degraded, neither negotiated
+        for side in ('leaf', 'hypervisor'):
+            assert total(m, 'opendvs_bond_degraded', hypervisor='hv3', side=side) == 1
+            assert total(m, 'opendvs_bond_lacp_negotiated', hypervisor='hv3', side=side) == 0
+        assert total(m, 'opendvs_uplink_status', hypervisor='hv3', status='no-lacp-partner') == 1
         assert not lab.ping('hv2vm1', 'hv3vm1', count=2)        # not silently used as two ports
         assert uplink(ctl, 'hv1')['status'] == 'ok'             # the other bond is not affected
         assert lab.ping('hv2vm1', 'hv1vm1')

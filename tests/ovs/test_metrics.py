@@ -7,10 +7,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ovs.scratch import ScratchFabric
-from tests.support import ControllerProcess, free_port, wait_until
+from tests.support import ControllerProcess, free_port, scrape, total, wait_until
 
 PHYSICAL = ('spine1', 'spine2', 'leaf1', 'leaf2')
 TENANT = '''tenant: acme
@@ -31,21 +30,6 @@ def lab(tmp_path_factory):
             yield fab, ctl, work
         finally:
             ctl.stop()
-
-
-def scrape(ctl) -> dict:
-    """{(name, frozenset(labels)): value} from an unauthenticated GET /metrics."""
-    with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % ctl.api_port, timeout=10) as r:
-        assert r.status == 200 and r.headers['Content-Type'].startswith('text/plain; version=0.0.4')
-        text = r.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-
-def total(samples, name, **labels) -> float:
-    """Sum of a metric's samples whose labels include `labels`."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
 def test_switches_flows_and_reconciles_are_visible(lab):

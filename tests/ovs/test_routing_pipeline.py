@@ -6,45 +6,14 @@ from __future__ import annotations
 import pytest
 
 from apps import anycast_gateway as gw
-from controller.inventory.model import Binding
 from controller.pipeline import cookies
 from controller.pipeline.flow import vid
-from controller.policy.model import Policy
 from tests.ovs.pipeline_bridge import PipelineBridge
 from tests.support import is_root
-from tests.unit.builders import (HV_TUN, HV_UPLINK, HV_VM2, HV_VM3, add_hypervisor, cabled_mesh, example_fabric,
-                                 hypervisor_seen, make_tenant, switch_flows)
+from tests.unit.builders import (APP1, APP2, DB1, HV_TUN, HV_UPLINK, HV_VM2, HV_VM3, HV_VM5, WEB1, WEB2, ZWEB,
+                                 example_fabric, routing_world as world, switch_flows)
 
 pytestmark = pytest.mark.skipif(not is_root(), reason='needs root and the OVS daemons')
-
-WEB1, APP1, WEB2, APP2, DB1, ZWEB = ('02:00:0a:00:00:%02x' % i for i in (1, 2, 3, 4, 5, 6))
-HV_VM5 = 5                                        # a third VM port on hv1: zeta's
-
-
-def world():
-    fabric = example_fabric()
-    nets = {'users': {'vlan': 10, 'routed': True}, 'servers': {'vni': 5020, 'routed': True},
-            'db': {'vlan': 20, 'routed': True}}
-    acme = make_tenant('acme', nets, {'web1': [('users', WEB1)], 'app1': [('servers', APP1)],
-                                      'web2': [('users', WEB2)], 'app2': [('servers', APP2)], 'db1': [('db', DB1)]})
-    # same name length: the same subnets, and zweb the same address as acme's web1
-    zeta = make_tenant('zeta', {'users': {'vlan': 30, 'routed': True}, 'servers': {'vni': 6020, 'routed': True},
-                                'db': {'vlan': 40, 'routed': True}}, {'zweb': [('users', ZWEB)]})
-    policy = Policy(fabric).with_tenants([acme, zeta])
-    inv, _ = cabled_mesh(fabric)
-    hv1, hv3 = add_hypervisor(inv, fabric, 'hv1'), add_hypervisor(inv, fabric, 'hv3')
-    inv.switches[hv1].ports[HV_VM5] = inv.switches[hv1].ports[HV_VM3].__class__(HV_VM5, 'tap-hv1-c', True,
-                                                                                inv.switches[hv1].ports[HV_VM3].role)
-    inv.bind(hv1, {HV_VM2: Binding('vnet0', 'acme/web1/nic0', WEB1), HV_VM3: Binding('vnet1', 'acme/app1/nic0', APP1),
-                   HV_VM5: Binding('vnet2', 'zeta/zweb/nic0', ZWEB)})
-    inv.bind(hv3, {HV_VM2: Binding('vnet0', 'acme/web2/nic0', WEB2), HV_VM3: Binding('vnet1', 'acme/app2/nic0', APP2),
-                   5: Binding('vnet2', 'acme/db1/nic0', DB1)})
-    inv.switches[hv3].ports[5] = inv.switches[hv3].ports[HV_VM3].__class__(5, 'tap-hv3-c', True,
-                                                                          inv.switches[hv3].ports[HV_VM3].role)
-    hypervisor_seen(fabric, inv, fabric.switches['leaf1'].dpid, 9, hv1)
-    hypervisor_seen(fabric, inv, fabric.switches['leaf2'].dpid, 9, hv3)
-    return fabric, policy, inv, hv1
-
 
 def ip(policy, tenant, workload):
     return str(policy.tenants[tenant].workloads[workload].nics[0].ip)

@@ -3,12 +3,12 @@ import ipaddress
 import pathlib
 
 from apps import topology
-from controller.inventory.model import (FABRIC, PENDING, TUNNEL, UPLINK, VM, Inventory, LinkEnd, Port,
+from controller.inventory.model import (FABRIC, PENDING, TUNNEL, UPLINK, VM, Binding, Inventory, LinkEnd, Port,
                                         SwitchState)
 from controller.pipeline import registers, tables
 from controller.pipeline.flow import UNTAGGED, Flow, vid
 from controller.policy.fabric import parse_fabric
-from controller.policy.model import Network, Nic, Tenant, Workload, frozen_map
+from controller.policy.model import Network, Nic, Policy, Security, Tenant, Workload, frozen_map
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE_FABRIC = ROOT / 'examples' / 'fabric.yaml'
@@ -73,7 +73,7 @@ def cabled_mesh(fabric, edge_ports: int = 2):
     return inv, ends
 
 
-def make_tenant(name, networks, workloads=None):
+def make_tenant(name, networks, workloads=None, security=None):
     """A Tenant built by hand.  networks: {name: vlan} (an int) or {name: {'vni': n}}, with
     'routed': True for a network with a gateway (its subnet's first address; without one a
     network is an L2 island); workloads: {name: [(network, mac), ...]} (nic i is the i-th pair)."""
@@ -86,7 +86,8 @@ def make_tenant(name, networks, workloads=None):
     for j, (wl, nics) in enumerate((workloads or {}).items()):
         wls[wl] = Workload(wl, (), tuple(
             Nic(i, net, mac.lower(), nets[net].subnet[10 + j]) for i, (net, mac) in enumerate(nics)))
-    return Tenant(name, '%s.yaml' % name, frozen_map(nets), frozen_map(wls))
+    # no `security:` section unless given: open inside (apps/microseg.py compiles nothing)
+    return Tenant(name, '%s.yaml' % name, frozen_map(nets), frozen_map(wls), security or Security(default='allow'))
 
 
 # a hypervisor br-int as the lab builds it: uplink patch port 1, VM ports 2 and 3, tunnel 4
@@ -176,6 +177,7 @@ class FakeSwitch:
         self.reads = 0
         self.applied: list[tuple[list[Flow], list[Flow]]] = []
         self.sent: list[tuple[int, bytes]] = []
+        self.meters: dict[int, tuple[int, int]] = {}
 
     def read_flows(self) -> set:
         self.reads += 1
@@ -188,3 +190,38 @@ class FakeSwitch:
 
     def packet_out(self, port: int, data: bytes) -> None:
         self.sent.append((port, data))
+
+    def set_meter(self, meter_id: int, pps: int, burst: int) -> None:
+        self.meters[meter_id] = (pps, burst)
+
+
+# ---- a routing world (apps/anycast_gateway.py) ----------------------------------------------
+
+WEB1, APP1, WEB2, APP2, DB1, ZWEB = ('02:00:0a:00:00:%02x' % i for i in (1, 2, 3, 4, 5, 6))
+HV_VM5 = 5                                        # a third VM port on hv1: zeta's
+
+
+def routing_world():
+    """hv1 and hv3 (two racks) with tenant acme routing between users (VLAN 10), servers
+    (VNI 5020) and db (VLAN 20), and tenant zeta on the very same subnets and addresses:
+    (fabric, policy, inventory, hv1's dpid)."""
+    fabric = example_fabric()
+    nets = {'users': {'vlan': 10, 'routed': True}, 'servers': {'vni': 5020, 'routed': True},
+            'db': {'vlan': 20, 'routed': True}}
+    acme = make_tenant('acme', nets, {'web1': [('users', WEB1)], 'app1': [('servers', APP1)],
+                                      'web2': [('users', WEB2)], 'app2': [('servers', APP2)], 'db1': [('db', DB1)]})
+    # same name length: the same subnets, and zweb the same address as acme's web1
+    zeta = make_tenant('zeta', {'users': {'vlan': 30, 'routed': True}, 'servers': {'vni': 6020, 'routed': True},
+                                'db': {'vlan': 40, 'routed': True}}, {'zweb': [('users', ZWEB)]})
+    policy = Policy(fabric).with_tenants([acme, zeta])
+    inv, _ = cabled_mesh(fabric)
+    hv1, hv3 = add_hypervisor(inv, fabric, 'hv1'), add_hypervisor(inv, fabric, 'hv3')
+    inv.switches[hv1].ports[HV_VM5] = Port(HV_VM5, 'tap-hv1-c', True, VM)
+    inv.switches[hv3].ports[HV_VM5] = Port(HV_VM5, 'tap-hv3-c', True, VM)
+    inv.bind(hv1, {HV_VM2: Binding('vnet0', 'acme/web1/nic0', WEB1), HV_VM3: Binding('vnet1', 'acme/app1/nic0', APP1),
+                   HV_VM5: Binding('vnet2', 'zeta/zweb/nic0', ZWEB)})
+    inv.bind(hv3, {HV_VM2: Binding('vnet0', 'acme/web2/nic0', WEB2), HV_VM3: Binding('vnet1', 'acme/app2/nic0', APP2),
+                   HV_VM5: Binding('vnet2', 'acme/db1/nic0', DB1)})
+    hypervisor_seen(fabric, inv, fabric.switches['leaf1'].dpid, 9, hv1)
+    hypervisor_seen(fabric, inv, fabric.switches['leaf2'].dpid, 9, hv3)
+    return fabric, policy, inv, hv1

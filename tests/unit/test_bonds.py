@@ -33,14 +33,33 @@ def test_output_to_a_bond_becomes_a_bundle_over_its_members():
 
 def test_the_other_members_are_folded_into_the_anchor_for_the_whole_pipeline():
     out = expand(set(), [lag()])
+    folds = {f for f in out if ('resubmit', 'port_sec') in f.actions}
     # the in_port itself is rewritten: resubmit(3,...) would only look up as port 3 (OVS puts the
     # real in_port back for the actions), and later tables would see member 4 again
-    assert {(f.match_dict()['in_port'], f.actions) for f in out} == {
+    assert {(f.match_dict()['in_port'], f.actions) for f in folds} == {
         (4, (('set_in_port', 3), ('resubmit', 'port_sec')))}
-    for f in out:
+    for f in folds:
         assert f.table == 'port_sec'                       # first: every later stage sees the anchor
+        assert f.priority > 1000                           # ahead of LLDP
+    for f in out:
         tables.check(f)                                    # bonds may write port_sec (and in_port there)
-        assert cookies.app_of(f.cookie) == 'bonds' and f.priority > 1000   # ahead of LLDP
+        assert cookies.app_of(f.cookie) == 'bonds'
+
+
+def test_a_frame_from_the_bond_chosen_for_the_bond_is_dropped_not_hairpinned():
+    """After the fold every frame from the bond has in_port=anchor, so OVS's own 'no output to
+    the ingress port' only covers the bundle picking the anchor: the output stage drops the rest."""
+    c = cookies.make('learning_switch')
+    emit = {Flow.make('output', 100, {'reg15': 3}, [('output', 3)], cookie=c),
+            Flow.make('output', 110, {'reg15': 3, 'vlan_vid': vid(1)}, [('pop_vlan',), ('output', 3)], cookie=c)}
+    for g in (lag(), lag(up=(4,))):
+        out = by_table(expand(emit, [g]), 'output')
+        drops = [f for f in out if cookies.app_of(f.cookie) == 'bonds']
+        assert [(f.match_dict(), f.actions) for f in drops] == [({'in_port': g.anchor, 'reg15': 3}, ())]
+        assert drops[0].priority > max(f.priority for f in out if f not in drops)
+        for f in out:
+            tables.check(f)
+    assert by_table(expand(emit, []), 'output') == emit                  # no bond: nothing added
 
 
 def test_a_bond_whose_first_member_is_down_is_anchored_on_the_next():
@@ -53,7 +72,7 @@ def test_a_bond_whose_first_member_is_down_is_anchored_on_the_next():
     out = expand({f, arp}, [g])
     assert {x.match_dict()['in_port'] for x in by_table(out, 'classify') if cookies.app_of(x.cookie) != 'bonds'} == {4}
     assert [x.actions for x in out if x.priority == 500] == [(('output', IN_PORT),)]   # replies leave by the anchor
-    assert {x.match_dict()['in_port'] for x in out if cookies.app_of(x.cookie) == 'bonds'} == {3}
+    assert {x.match_dict()['in_port'] for x in by_table(out, 'port_sec') if cookies.app_of(x.cookie) == 'bonds'} == {3}
 
 
 def test_a_flood_never_goes_back_into_the_bond_it_came_from():
@@ -91,8 +110,9 @@ def leaf_bond(up=(True, True), lacp='active'):
     return Bond('tleaf1', 'tb1', 'balance-tcp', lacp, (Member('tu1', 3, up[0], True), Member('tu1m1', 4, up[1], True)))
 
 
-@pytest.fixture
-def bonded(fabric):
+def bonded_leaf(fabric):
+    """leaf1 with bond tb1 (ports 3 and 4) to hv1, whose LLDP came in on member 4; port 1 a
+    fabric link to spine1, 2 and 5 edge ports; tenant acme on VLAN 10.  (ctl, leaf, hv dpid)"""
     ctl = BondedController(Policy(fabric).with_tenants([make_tenant('acme', {'users': 10})]))
     ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': leaf_bond()})})
     leaf = FakeSwitch(LEAF1)
@@ -107,6 +127,12 @@ def bonded(fabric):
     with ctl.lock:
         topology.classify_ports(ctl.fabric, ctl.inv, time.monotonic() + topology.DISCOVERY_WINDOW)
         ctl._topology_changed()
+    return ctl, leaf, hv
+
+
+@pytest.fixture
+def bonded(fabric):
+    ctl, leaf, hv = bonded_leaf(fabric)
     yield ctl, leaf, hv
     ctl.stop()
 
@@ -258,7 +284,7 @@ def test_the_worker_converges_a_bonded_switch_with_its_rewritten_flows(bonded, m
     ctl._converge(ctl.conns[LEAF1])
     folds = {f for f in leaf.flows if cookies.app_of(f.cookie) == 'bonds'}
     assert {(f.table, f.match_dict()['in_port'], f.actions) for f in folds} == {
-        ('port_sec', 4, (('set_in_port', 3), ('resubmit', 'port_sec')))}
+        ('port_sec', 4, (('set_in_port', 3), ('resubmit', 'port_sec'))), ('output', 3, ())}
     assert leaf.flows == ctl.desired(LEAF1)
     assert any(('bundle', 'hrw', (3, 4)) in f.actions for f in leaf.flows)
     assert not any(('output', 3) in f.actions for f in leaf.flows)      # the bond is never one member
@@ -268,5 +294,75 @@ def test_the_worker_converges_a_bonded_switch_with_its_rewritten_flows(bonded, m
     assert ctl._stale.get(LEAF1) is incremental.ALL                     # the whole switch is recompiled
     ctl._converge(ctl.conns[LEAF1])
     assert leaf.flows == ctl.desired(LEAF1)
-    assert {f.match_dict()['in_port'] for f in leaf.flows if cookies.app_of(f.cookie) == 'bonds'} == {3}
+    assert {(f.table, f.match_dict()['in_port']) for f in leaf.flows if cookies.app_of(f.cookie) == 'bonds'} == {
+        ('port_sec', 3), ('output', 4)}
     assert not any(f.match_dict().get('in_port') == 3 for f in leaf.flows if cookies.app_of(f.cookie) != 'bonds')
+
+
+# ---- /metrics: both ends of each bonded hypervisor's uplinks, from what the watchers report ----
+
+def gauge(name, **labels):
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def ends(hv='hv1'):
+    """{side: (members, up, enabled, lacp negotiated, degraded)} as /metrics has them."""
+    out = {}
+    for side in ('leaf', 'hypervisor'):
+        got = tuple(gauge('opendvs_bond_' + n, hypervisor=hv, side=side)
+                    for n in ('members', 'members_up', 'members_enabled', 'lacp_negotiated', 'degraded'))
+        if got != (None,) * 5:
+            out[side] = got
+    return out
+
+
+def status(hv='hv1'):
+    return [s for s in inv_bonds.BONDED_STATUSES if gauge('opendvs_uplink_status', hypervisor=hv, status=s) == 1]
+
+
+def test_bond_metrics_follow_a_member_cut_and_its_restore(bonded):
+    ctl, leaf, hv = bonded
+    # only the leaf's end is known yet (hv1's OVSDB not read): no series for the other end
+    assert ends() == {'leaf': (2, 2, 2, 1, 0)} and status() == ['misconfigured']
+    ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end()})})
+    assert ends() == {'leaf': (2, 2, 2, 1, 0), 'hypervisor': (2, 2, 2, 1, 0)} and status() == ['ok']
+    assert gauge('opendvs_bond_member_up', hypervisor='hv1', side='leaf', member='tu1m1') == 1
+    assert gauge('opendvs_bond_member_lacp_negotiated', hypervisor='hv1', side='hypervisor', member='phy1') == 1
+    # the second cable cut: both ends lose that member (link and LACP)
+    cut = Bond('tleaf1', 'tb1', 'balance-tcp', 'active',
+               (Member('tu1', 3, True, True), Member('tu1m1', 4, False, False)))
+    ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': cut})})
+    ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end(up=(True, False), current=(True, False))})})
+    assert ends() == {'leaf': (2, 1, 1, 1, 1), 'hypervisor': (2, 1, 1, 1, 1)} and status() == ['degraded']
+    for side, member in (('leaf', 'tu1m1'), ('hypervisor', 'phy1')):
+        assert gauge('opendvs_bond_member_up', hypervisor='hv1', side=side, member=member) == 0
+        assert gauge('opendvs_bond_member_lacp_negotiated', hypervisor='hv1', side=side, member=member) == 0
+    assert gauge('opendvs_bond_member_up', hypervisor='hv1', side='leaf', member='tu1') == 1
+    # restored
+    ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': leaf_bond()})})
+    ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end()})})
+    assert ends() == {'leaf': (2, 2, 2, 1, 0), 'hypervisor': (2, 2, 2, 1, 0)} and status() == ['ok']
+    # a single-uplink hypervisor has no bond series at all
+    assert ends('hv2') == {} and status('hv2') == []
+
+
+def test_bond_metrics_report_a_partner_that_does_not_speak_lacp(bonded):
+    ctl, leaf, hv = bonded
+    static = Bond('tleaf1', 'tb1', 'balance-tcp', 'off', (Member('tu1', 3, True, None), Member('tu1m1', 4, True, None)))
+    ctl.switch_bonds_changed({'tleaf1': (LEAF1, {'tb1': static})})
+    ctl._hv_bonds_changed(hv, {'br-phy': (None, {'bond0': hv_end(current=(False, False))})})
+    # the hypervisor's members hear nobody and carry nothing; the leaf's runs no LACP, as the fabric
+    # does not say: both ends are degraded, the uplink is reported as without an LACP partner
+    assert ends() == {'leaf': (2, 2, 2, 0, 1), 'hypervisor': (2, 2, 0, 0, 1)}
+    assert status() == ['no-lacp-partner']
+    assert gauge('opendvs_bond_member_lacp_negotiated', hypervisor='hv1', side='leaf', member='tu1') == 0
+
+
+def test_end_degraded():
+    assert not inv_bonds.end_degraded(2, 'lacp', leaf_bond())
+    assert inv_bonds.end_degraded(3, 'lacp', leaf_bond())                       # a member short
+    assert inv_bonds.end_degraded(2, 'lacp', leaf_bond(up=(True, False)))
+    assert inv_bonds.end_degraded(2, 'lacp', hv_end(current=(True, False)))     # up, no partner
+    assert inv_bonds.end_degraded(2, 'active-backup', leaf_bond())             # LACP not declared
+    assert not inv_bonds.end_degraded(2, 'active-backup', hv_end(lacp='off'))

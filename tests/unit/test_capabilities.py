@@ -52,7 +52,7 @@ def apps_of(flows) -> set:
 def test_resolve_adds_dependencies_logs_them_and_refuses_unknown_apps(caplog):
     assert resolve(None) == tuple(m.APP for m in core.APPS)
     assert set(resolve(None)) == {'learning_switch', 'topology', 'vlan_portgroups', 'vxlan_overlay',
-                                  'anycast_gateway', 'underlay_routing'}
+                                  'anycast_gateway', 'microseg', 'underlay_routing'}
     assert resolve(['learning_switch', 'topology']) == ('learning_switch', 'topology')
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     with caplog.at_level(logging.WARNING, 'opendvs.capabilities'):
@@ -62,7 +62,7 @@ def test_resolve_adds_dependencies_logs_them_and_refuses_unknown_apps(caplog):
     assert resolve(['topology']) == ('topology',)
     assert resolve(['anycast_gateway']) == ('learning_switch', 'topology', 'vlan_portgroups', 'vxlan_overlay',
                                             'anycast_gateway', 'underlay_routing')
-    for bad in (['microseg'], ['learning_switch', 'nope'], ['apps']):
+    for bad in (['nope'], ['learning_switch', 'nope'], ['apps']):
         with pytest.raises(CapabilityError, match='unknown app.*the apps are learning_switch'):
             resolve(bad)
 

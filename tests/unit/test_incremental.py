@@ -36,7 +36,7 @@ class World:
     def __init__(self, seed):
         self.rnd = random.Random(seed)
         fabric = parse_fabric(fabric_yaml(RACKS, PER_RACK, NETWORKS // 2), '<generated>')
-        self.all_tenants = gen_tenants(NETWORKS, WORKLOADS, per_tenant=5)
+        self.all_tenants = gen_tenants(NETWORKS, WORKLOADS, per_tenant=5, rules=True)   # every app: microseg too
         self.ctl = Controller(Policy(fabric).with_tenants(self.all_tenants))
         self.fabric = fabric
         self.conns: dict[int, FakeSwitch] = {}

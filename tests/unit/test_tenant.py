@@ -256,7 +256,7 @@ def test_parsed_model():
 
 def test_defaults_and_optional_sections():
     t = parse_tenant('tenant: t\nnetworks: {n: {vlan: 5, subnet: 10.0.0.0/31}}\nworkloads:\nsecurity:\n')
-    assert t.source == '<tenant>' and dict(t.workloads) == {} and t.security == model.Security()
+    assert t.source == '<tenant>' and dict(t.workloads) == {} and t.security == model.Security(default='allow')   # no section: open inside
     assert t.networks['n'].gateway is None
     # /31 has no network or broadcast address (RFC 3021): both addresses are usable
     t = parse_tenant('tenant: t\nnetworks: {n: {vlan: 5, subnet: 10.0.0.0/31}}\nworkloads:\n'
