@@ -13,16 +13,15 @@ pings web2 (hv3, leaf2) at 100 pps across the spines.  Each case, on hv1, 2 s in
 
 Per case: sent, received, lost, the longest run of lost pings in ms, and the flow changes the
 controller logged after the event (adds/deletes it had to make to resync).  The root OVS
-(every physical switch) is the machine's shared ovs-vswitchd, not started by this script, so
-it is not restarted here.
+(every physical switch) is restarted only by tests/integration/test_restarts.py, through
+mininet_topos/rootovs.py, which checks it is safe first; bench/restarts_runs.py runs that
+module several times and summarises its losses.
 
   flock /tmp/opendvs-lab.lock .venv/bin/python bench/restarts.py
 """
 from __future__ import annotations
 
 import json
-import os
-import signal
 import re
 import subprocess
 import sys
@@ -34,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mininet_topos import Lab                                                   # noqa: E402
-from mininet_topos import osutil                                               # noqa: E402
 from tests.support import ControllerProcess, free_port, wait_until             # noqa: E402
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
@@ -43,28 +41,8 @@ HV, SRC, DST = 'hv1', 'web1', 'web2'
 PPS, SECONDS = 100, 30
 
 
-def _daemon_cmd(d: str, which: str, mgmt_ip: str) -> str:
-    """How the lab starts a hypervisor's daemon (mininet_topos/nodes.py _start_daemons)."""
-    if which == 'ovsdb-server':
-        return (f'ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock --remote=ptcp:6640:{mgmt_ip}'
-                f' --pidfile={d}/ovsdb-server.pid --unixctl={d}/ovsdb-server.ctl'
-                f' --log-file={d}/ovsdb-server.log --detach --no-chdir -vconsole:off')
-    return (f'OVS_RUNDIR={d} OVS_LOGDIR={d} OVS_DBDIR={d} ovs-vswitchd unix:{d}/db.sock --disable-system'
-            f' --pidfile={d}/ovs-vswitchd.pid --unixctl={d}/ovs-vswitchd.ctl'
-            f' --log-file={d}/ovs-vswitchd.log --detach --no-chdir -vconsole:off')
-
-
 def restart(lab, which: str) -> None:
-    info = lab.describe()['hypervisors'][HV]
-    d = info['rundir']
-    pid = osutil.read_pidfile(f'{d}/{which}.pid')
-    os.kill(pid, signal.SIGTERM)                 # a daemon this lab started, by its pid
-    wait_until(lambda: not Path('/proc/%d' % pid).exists(), 10, what=f'{which} {pid} gone')
-    rc, out = lab.exec(HV, _daemon_cmd(d, which, info['mgmt_ip']))
-    if rc:
-        raise RuntimeError(f'restarting {which}: {out}')
-    node = lab._node(HV)                  # so lab.down() stops the new daemons, not the old pids
-    node.daemon_pids = [osutil.read_pidfile(f'{d}/{p}.pid') for p in ('ovs-vswitchd', 'ovsdb-server')]
+    lab.restart_daemon(HV, which)        # SIGTERM by pid, then the lab's own start command
     if which == 'ovsdb-server':
         t0 = time.monotonic()
         wait_until(lambda: ovsdb_sessions(lab) > 0, 60, what='the controller back on hv1 OVSDB')

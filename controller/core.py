@@ -261,7 +261,15 @@ class Controller:
                 return                          # an older connection of a switch that is back
             del self.conns[conn.dpid]
             self.rec.forget(conn.dpid)
-            sw = self.inv.switches.pop(conn.dpid, None)
+            sw = self.inv.switches.get(conn.dpid)
+            # -- issue 7 part 6: a hypervisor whose session drops (its ovs-vswitchd restarts,
+            # its management link is down) still has its VMs on their ports and its cable on
+            # its leaf: keep its ports, so its nics stay located and no other switch deletes
+            # its flows toward them.  It shows as not connected (not in conns); switch_up
+            # replaces it; bindings or its leaf port going down still move or drop its nics.
+            if sw is None or sw.kind != 'hypervisor':
+                self.inv.switches.pop(conn.dpid, None)
+            # -- end issue 7 part 6
             for no in (sw.ports if sw else ()):
                 topology.port_down(self.inv, conn.dpid, no)
             self.inv.macs.pop(conn.dpid, None)

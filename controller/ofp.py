@@ -352,6 +352,7 @@ def flow_from_stats(dp, stat, registry=None) -> Flow:
 class _Waiter:
     def __init__(self):
         self.msgs, self.error, self.done = [], None, threading.Event()
+        self.closed = False                # the session died before the reply came (issue 7)
 
 
 class OFSwitch:
@@ -370,6 +371,18 @@ class OFSwitch:
         self._errors: dict[int, object] = {}
         self._lock = threading.Lock()
         self._bundle_ids = itertools.count(1)
+        self._closed = False
+
+    # -- issue 7 part 6: a session that dies stops every wait on it at once.  Without this the
+    # converge thread, the only one that writes to switches, waited REPLY_TIMEOUT (10 s) per
+    # request on a dead session when the root OVS restarted, and every switch waited with it.
+    def closed(self) -> None:
+        """The session is gone (DEAD_DISPATCHER): whoever waits for a reply stops waiting."""
+        self._closed = True
+        for w in list(self._waiters.values()):
+            w.closed = True
+            w.done.set()
+    # -- end issue 7 part 6
 
     # -- plumbing
     def _xid(self, msg) -> int:
@@ -380,12 +393,17 @@ class OFSwitch:
     def _expect(self, msg) -> _Waiter:
         w = _Waiter()
         self._waiters[self._xid(msg)] = w
+        if self._closed:                   # issue 7 part 6: nothing will ever answer
+            w.closed = True
+            w.done.set()
         return w
 
     def _wait(self, msg, w: _Waiter, what: str):
         try:
             if not w.done.wait(REPLY_TIMEOUT):
                 raise SwitchError('%016x: no reply to %s within %ss' % (self.dpid, what, REPLY_TIMEOUT))
+            if w.closed:                   # issue 7 part 6
+                raise SwitchError('%016x: the session closed before the reply to %s' % (self.dpid, what))
             if w.error is not None:
                 raise SwitchError('%016x: %s failed: %s' % (self.dpid, what, _error_text(self.dp, w.error)),
                                   nothing_applied=True)     # refused: an atomic request changed nothing
@@ -581,6 +599,7 @@ class OpenDVSApp(AppBase):
         elif ev.state == DEAD_DISPATCHER:
             conn = self.conns.pop(id(dp), None)
             if conn is not None:
+                conn.closed()                  # issue 7 part 6: no wait on it outlives it
                 self.core.switch_down(conn)
 
     def _accept(self, conn, ports) -> None:

@@ -436,6 +436,30 @@ class Lab:
             new.addIntf(intf, moveIntfFn=lambda *a, **k: None)
         self._where[vm] = hv
 
+    def restart_daemon(self, hv, which, timeout=10) -> int:
+        """Restart a hypervisor's ovsdb-server or ovs-vswitchd as a crash and a restart by its
+        init system would: SIGTERM its PID (from its pidfile: a daemon this lab started), wait
+        until it is gone, then start it with the very command the lab started it with
+        (OVSHypervisor.daemon_cmd: the same conf.db, sockets and run dir, so it comes back
+        with its OVSDB config).  Returns the new PID; down() stops that one."""
+        self._hv(hv)
+        node = self._node(hv)
+        cmd = node.daemon_cmd(which)                 # refuses an unknown daemon first
+        pidfile = f'{node.rundir}/{which}.pid'
+        pid = osutil.read_pidfile(pidfile)
+        if pid is None or pid not in node.daemon_pids:
+            raise LabError(f'{hv}: {which} is not running (pidfile {pidfile}: {pid})')
+        osutil.stop_pids([pid], timeout=timeout)
+        try:
+            sh(node, cmd)
+        finally:              # whatever runs now must be stoppable by down()
+            node.daemon_pids = [osutil.read_pidfile(f'{node.rundir}/{p}.pid')
+                                for p in ('ovs-vswitchd', 'ovsdb-server')]
+        new = osutil.read_pidfile(pidfile)
+        if new is None or new == pid:
+            raise LabError(f'{hv}: {which} did not come back (pidfile {pidfile}: {new})')
+        return new
+
     # --- OVS tools ----------------------------------------------------------------------------
 
     def ofctl(self, node, *args, bridge='br-int') -> str:

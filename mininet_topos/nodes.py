@@ -175,15 +175,25 @@ class OVSHypervisor(Switch):
                for i in self.hv.uplink_intfs),
            f'rm -rf {d}', f'mkdir -p {d}',
            f'ovsdb-tool create {d}/conf.db {SCHEMA}',
-           f'ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock'
-           f' --remote=ptcp:{OVSDB_PORT}:{self.hv.mgmt_ip} --pidfile={d}/ovsdb-server.pid'
-           f' --unixctl={d}/ovsdb-server.ctl --log-file={d}/ovsdb-server.log'
-           ' --detach --no-chdir -vconsole:off',
+           self.daemon_cmd('ovsdb-server'),
            f'ovs-vsctl --db=unix:{d}/db.sock --no-wait init',
-           # OVS_RUNDIR keeps br-*.mgmt sockets in our run dir, not /var/run/openvswitch
-           f'OVS_RUNDIR={d} OVS_LOGDIR={d} OVS_DBDIR={d} ovs-vswitchd unix:{d}/db.sock'
-           f' --disable-system --pidfile={d}/ovs-vswitchd.pid --unixctl={d}/ovs-vswitchd.ctl'
-           f' --log-file={d}/ovs-vswitchd.log --detach --no-chdir -vconsole:off')
+           self.daemon_cmd('ovs-vswitchd'))
+
+    def daemon_cmd(self, which) -> str:
+        """The shell command (run in this hv's netns) that starts its ovsdb-server or its
+        ovs-vswitchd: at lab start and again after a restart (Lab.restart_daemon)."""
+        d = self.rundir
+        if which == 'ovsdb-server':
+            return (f'ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock'
+                    f' --remote=ptcp:{OVSDB_PORT}:{self.hv.mgmt_ip} --pidfile={d}/ovsdb-server.pid'
+                    f' --unixctl={d}/ovsdb-server.ctl --log-file={d}/ovsdb-server.log'
+                    ' --detach --no-chdir -vconsole:off')
+        if which == 'ovs-vswitchd':
+            # OVS_RUNDIR keeps br-*.mgmt sockets in our run dir, not /var/run/openvswitch
+            return (f'OVS_RUNDIR={d} OVS_LOGDIR={d} OVS_DBDIR={d} ovs-vswitchd unix:{d}/db.sock'
+                    f' --disable-system --pidfile={d}/ovs-vswitchd.pid --unixctl={d}/ovs-vswitchd.ctl'
+                    f' --log-file={d}/ovs-vswitchd.log --detach --no-chdir -vconsole:off')
+        raise LabError(f'no daemon {which!r}: ovsdb-server or ovs-vswitchd')
 
     def make_bridges(self):
         hv, mtu = self.hv, self.lab.underlay_mtu

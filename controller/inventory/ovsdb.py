@@ -93,10 +93,17 @@ class BindingWatcher:
         helper.register_columns('Port', ['name', 'interfaces'])
         helper.register_columns('Interface', ['name', 'ofport', 'external_ids', 'mac_in_use'])
         idl = ovs.db.idl.Idl(self.remote, helper)
-        seen, last = None, None
+        seen, last, monitoring = None, None, False
         try:
             while not self._stop.is_set():
                 idl.run()
+                # every (re)connection ends with the server's full dump replacing the replica:
+                # say so, so a restart or cut shows the bindings were read again
+                now_monitoring = idl.state == idl.IDL_S_MONITORING
+                if now_monitoring and not monitoring:
+                    LOG.info('%s: OVSDB %s read: %d bound interfaces', self.name, self.remote,
+                             len(read_bindings(idl)))
+                monitoring = now_monitoring
                 # before the first monitor reply the replica is empty, not "no bindings": an
                 # empty report would unbind every VM on that hypervisor for a moment
                 if idl.has_ever_connected() and idl.change_seqno != seen:

@@ -1,0 +1,123 @@
+"""Restarting the root OVS's ovs-vswitchd (every physical switch of every lab), safely.
+
+The root ovsdb-server and ovs-vswitchd are shared by everything on this machine.  A restart
+is done only when all of this holds, and refused (RootRestartRefused, with the reason)
+otherwise:
+  - this process runs under `flock /tmp/opendvs-lab.lock` (an ancestor holds the lock), so
+    no other lab or scratch bridge is in use;
+  - the running ovs-vswitchd is exactly what scripts/setup.sh starts
+    (`ovs-vswitchd --pidfile --detach --log-file --disable-system`), so starting that command
+    again restores it as it was;
+  - every bridge on the root OVS is one the caller owns (its lab's).
+The restart is SIGTERM to the pidfile's PID, then the same command; afterwards `ovs-vsctl show`
+answers and every bridge is back (ovs-ofctl reaches each).  The bridges, ports and controller
+settings live in the root OVSDB, which is not touched; the flows are lost (OVS does not keep
+them across a restart unless `ovs-ctl restart` saves them) and the controller puts them back.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from mininet_topos import osutil
+from mininet_topos.errors import LabError
+
+LOCK = '/tmp/opendvs-lab.lock'
+PIDFILE = '/var/run/openvswitch/ovs-vswitchd.pid'
+START = ['ovs-vswitchd', '--pidfile', '--detach', '--log-file', '--disable-system']   # scripts/setup.sh
+
+
+class RootRestartRefused(LabError):
+    """The root ovs-vswitchd may not be restarted here (why: the message)."""
+
+
+def _ancestors() -> set[int]:
+    out, pid = set(), os.getpid()
+    while pid > 1:
+        out.add(pid)
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                pid = int(f.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
+def holding_lab_lock(path: str = LOCK) -> bool:
+    """True if this process or an ancestor holds the flock on `path` (flock(1) keeps it in its
+    own process while the command runs as its child)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    inode = '%02x:%02x:%d' % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    mine = _ancestors()
+    with open('/proc/locks') as f:
+        for line in f:
+            parts = line.split()
+            if '->' in parts:                    # a waiter, not a holder
+                continue
+            if len(parts) >= 6 and parts[1] == 'FLOCK' and parts[5] == inode and int(parts[4]) in mine:
+                return True
+    return False
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            return [a.decode() for a in f.read().split(b'\0') if a]
+    except OSError:
+        return []
+
+
+def bridges() -> set[str]:
+    return set(osutil.run(['ovs-vsctl', '--timeout=10', 'list-br']).split())
+
+
+def check(own_bridges) -> int:
+    """The PID to restart, or RootRestartRefused saying why not."""
+    if not holding_lab_lock(LOCK):
+        raise RootRestartRefused(f'not running under `flock {LOCK}`: other labs may be using the root OVS')
+    pid = osutil.read_pidfile(PIDFILE)
+    if pid is None or not osutil.alive(pid):
+        raise RootRestartRefused(f'no running root ovs-vswitchd (pidfile {PIDFILE}: {pid})')
+    argv = _cmdline(pid)
+    if not argv or [os.path.basename(argv[0])] + argv[1:] != START:
+        raise RootRestartRefused(f'the root ovs-vswitchd ({pid}) runs as {" ".join(argv)!r}, not as '
+                                 f'scripts/setup.sh starts it ({" ".join(START)!r}): it could not be '
+                                 'restarted as it was')
+    foreign = sorted(bridges() - set(own_bridges))
+    if foreign:
+        raise RootRestartRefused(f'the root OVS holds bridges of someone else: {", ".join(foreign)}')
+    return pid
+
+
+def restart_vswitchd(own_bridges, timeout: float = 30) -> int:
+    """Restart the root ovs-vswitchd (see the module docstring); returns the new PID.  Raises
+    RootRestartRefused before touching anything if it is not safe."""
+    pid = check(own_bridges)
+    before = bridges()
+    try:
+        osutil.stop_pids([pid], timeout=10)
+    finally:
+        # whatever happened, the machine's switch must run again, started as setup.sh does
+        pid_now = osutil.read_pidfile(PIDFILE)
+        if pid_now is None or pid_now == pid or not osutil.alive(pid_now):
+            subprocess.run(START, cwd='/', check=True, timeout=30, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    new = osutil.read_pidfile(PIDFILE)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            osutil.run(['ovs-vsctl', '--timeout=5', 'show'])
+            if bridges() == before:
+                for br in before:
+                    osutil.run(['ovs-ofctl', '-O', 'OpenFlow14', 'show', br], timeout=10)
+                return new
+        except LabError:
+            pass
+        if time.monotonic() > deadline:
+            raise LabError(f'the root OVS is not back {timeout:g} s after its restart: bridges {sorted(before)} '
+                           f'before, `ovs-vsctl list-br` now: {sorted(bridges())}')
+        time.sleep(0.1)
