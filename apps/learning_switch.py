@@ -4,6 +4,8 @@ Stages (see controller/pipeline/tables.py):
   port_sec   which ports admit which VLANs; untagged frames get their VLAN's tag
   classify   the VLAN's network, tenant and conntrack zone ids into registers
   learn      known (vlan, src MAC, port) go on; unknown sources are copied to the controller
+             through their port's meter (punt), or dropped once a VM/edge port is full
+             (controller/floods.py)
   l2_lookup  known destination MAC -> its port in the out-port register (miss: flood)
   output     per port: how to emit (tagged on a trunk, the tag popped for its untagged VLAN)
   flood      per VLAN, every flood port of the switch (OVS skips the ingress port)
@@ -14,16 +16,20 @@ switch tells us (flow removed) and the destination entry goes with it.
 """
 from __future__ import annotations
 
+import collections
+
+from controller import floods
 from controller.inventory.model import EDGE, HYPERVISOR, VM, Inventory
-from controller.pipeline import cookies, registers as R
-from controller.pipeline.flow import UNTAGGED, Flow, vid
+from controller.pipeline import actions as A, cookies, registers as R
+from controller.pipeline.flow import CONTROLLER, UNTAGGED, Flow, vid
 
 from apps import vlan_portgroups
 from apps.vlan_portgroups import PortVlans
 
 APP = 'learning_switch'
-K_STATIC, K_SRC, K_DST, K_REFUSED = 0, 1, 2, 3
-P_PORT, P_UNTAGGED, P_MAC = 100, 110, 100
+K_STATIC, K_SRC, K_DST, K_REFUSED, K_GUARD = 0, 1, 2, 3, 4
+P_PORT, P_UNTAGGED, P_MAC, P_GUARD = 100, 110, 100, 90
+LIMITED = (EDGE, VM)             # roles whose ports hold at most max_macs_per_port MACs
 
 
 def _cookie(kind: int, owner: str | None = None, tenant: str | None = None) -> int:
@@ -37,6 +43,7 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     flows = _admission(policy, ports)
     flows |= classify_flows(policy, {v for pv in ports.values() for v in pv.admits() | {pv.untagged}} - {None})
     flows |= _learned(policy, inv, dpid, ports)
+    flows |= _guards(policy, inv, dpid, ports)
     flows |= emission_flows(policy, ports)
     flows |= _flood(policy, ports)
     return flows
@@ -119,6 +126,31 @@ def _learned(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
     return flows
 
 
+def _guards(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
+    """Per port, below every known source: an unknown source is copied to the controller
+    through the port's meter and goes on -- on a VM/edge port through its unknown-source
+    meter, and once that port holds its MAC limit it is dropped (controller/floods.py).  Only
+    switch ports get one: their meters exist."""
+    sw = inv.switches[dpid]
+    limit = policy.fabric.learning.max_macs_per_port
+    counts = collections.Counter(inv.macs.get(dpid, {}).values())
+    flows = set()
+    for no in ports:
+        port, meter = sw.ports.get(no), floods.port_meter(no)
+        if port is None or meter is None:
+            continue
+        c = _cookie(K_GUARD, 'port:%d' % no)
+        if port.role not in LIMITED:
+            flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, [floods.punt(no)], goto='arp_rsp', cookie=c))
+        elif counts[no] < limit:            # unknown sources forwarded at a bounded rate too
+            flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, [A.meter(floods.unknown_meter(no)), floods.punt(no)],
+                                goto='arp_rsp', cookie=c))
+        else:
+            flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, cookie=c))
+        flows.add(Flow.make('punt', P_PORT, {'in_port': no}, [A.meter(meter), A.output(CONTROLLER)], cookie=c))
+    return flows
+
+
 def _flood(policy, ports: dict[int, PortVlans]) -> set[Flow]:
     tagged: dict[int, list[int]] = {}
     untagged: dict[int, list[int]] = {}
@@ -140,19 +172,20 @@ def _flood(policy, ports: dict[int, PortVlans]) -> set[Flow]:
 # ---- learning (called from packet-in; mutates inventory) ----------------------------------
 
 def learn(fabric, inv: Inventory, dpid: int, port: int, vlan: int, mac: str) -> bool:
-    """Record that `mac` on `vlan` was seen on `port`.  True if the inventory changed."""
+    """Record that `mac` on `vlan` was seen on `port`.  True if the inventory changed.
+    O(1): the port's count comes from the MacTable, a refusal goes to the bounded
+    RefusedTable (oldest evicted: controller/floods.py)."""
     mac = mac.lower()
-    if int(mac.split(':')[0], 16) & 1:
+    if int(mac[:2], 16) & 1:
         return False                                # never learn a multicast source
     sw = inv.switches.get(dpid)
     if sw is None or port not in sw.ports:
         return False
-    table = inv.macs.setdefault(dpid, {})
+    table = floods.mac_table(inv, dpid)
     if table.get((vlan, mac)) == port:
         return False
-    limited = sw.ports[port].role in (EDGE, VM)
-    if limited and len(inv.macs_on_port(dpid, port)) >= fabric.learning.max_macs_per_port:
-        refused = inv.refused.setdefault(dpid, set())
+    if sw.ports[port].role in LIMITED and table.on_port(port) >= fabric.learning.max_macs_per_port:
+        refused = floods.refused_table(inv, dpid)
         if (vlan, mac, port) in refused:
             return False
         refused.add((vlan, mac, port))
@@ -164,8 +197,8 @@ def learn(fabric, inv: Inventory, dpid: int, port: int, vlan: int, mac: str) -> 
 def adopt(inv: Inventory, dpid: int, installed: set[Flow]) -> None:
     """Take learned entries back from a switch's flows (after a controller restart), so the
     restarted controller wants exactly what the switch already has."""
-    table = inv.macs.setdefault(dpid, {})
-    refused = inv.refused.setdefault(dpid, set())
+    table = floods.mac_table(inv, dpid)
+    refused = floods.refused_table(inv, dpid)
     for f in installed:
         if f.table != 'learn' or cookies.app_of(f.cookie) != APP:
             continue

@@ -179,6 +179,9 @@ def _services(allows) -> list[tuple]:
     out = []
     for a in allows:
         proto = (('ip_proto', PROTO[a.proto]),)
+        if a.icmp_type is not None:
+            out.append(proto + (('icmpv4_type', a.icmp_type),))
+            continue
         if a.ports is None:
             out.append(proto)
             continue

@@ -38,6 +38,8 @@ REQUIRES = {
     'microseg': ('learning_switch',),
     # the leaves find their hypervisors' ports through topology
     'underlay_routing': ('topology',),
+    # frames a VM may send go on to learning_switch's classify, with its admission's VLAN
+    'port_security': ('learning_switch',),
 }
 
 

@@ -14,8 +14,8 @@ import struct
 import threading
 import time
 
-from apps import anycast_gateway, learning_switch, microseg, topology, vlan_portgroups
-from controller import metrics
+from apps import anycast_gateway, learning_switch, microseg, port_security, topology, vlan_portgroups
+from controller import floods, metrics
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
 from controller.policy.model import Fabric, Policy
@@ -253,6 +253,7 @@ class Controller:
                 set_meter = getattr(conn, 'set_meter', None)
                 if set_meter is not None:
                     set_meter(anycast_gateway.METER, anycast_gateway.METER_PPS, anycast_gateway.METER_BURST)
+            _port_meters(conn, [no for no, _, _ in ports])        # floods: before the flows that use them
         LOG.info('%s %s (%016x) connected with %d ports', kind, node.name, conn.dpid, len(ports))
 
     def switch_down(self, conn) -> None:
@@ -302,7 +303,12 @@ class Controller:
             pg = vlan_portgroups
             local, routed = pg.local_vlans(self.policy, self.inv, dpid), pg.routed_vlans(self.policy, self.inv, dpid)
             routing = pg.routing_tenants(self.policy, self.inv, dpid)
+            before = self.inv.bindings.get(dpid, {})
             moved = self.inv.bind(dpid, bindings)
+            # port security: the nics whose ports changed here (apps/port_security.py)
+            self._invalidate(dpid, {port_security.APP + incremental.CONTEXT})
+            self._stale_units.setdefault(dpid, set()).update(
+                (port_security.APP, i) for i in port_security.changed(before, bindings))
             if moved:
                 LOG.info('nic locations changed: %s', sorted(moved))
             self._bindings_invalidate(dpid, (local ^ pg.local_vlans(self.policy, self.inv, dpid))
@@ -331,7 +337,10 @@ class Controller:
             old = sw.ports.get(no)
             if reason == 'delete':
                 sw.ports.pop(no, None)
+                _port_meters(self.conns.get(dpid), [no], delete=True)      # floods
             elif old is None or old.up != up:
+                if old is None:
+                    _port_meters(self.conns.get(dpid), [no])                # floods
                 sw.ports[no] = Port(no, name, up, self._initial_role(sw.kind, name))
             else:
                 return
@@ -364,7 +373,7 @@ class Controller:
                 if reply is not None and conn is not None:
                     conn.packet_out(in_port, reply)
                 return
-            if table_id != tables.table_id('learn') or len(data) < 14:
+            if table_id not in (tables.table_id('learn'), tables.table_id('punt')) or len(data) < 14:
                 return
             vlan = _vlan_of(data)
             src = ':'.join('%02x' % b for b in data[6:12])
@@ -618,3 +627,11 @@ def _vlan_of(data: bytes) -> int | None:
     if struct.unpack('!H', data[12:14])[0] != 0x8100 or len(data) < 16:
         return None
     return struct.unpack('!H', data[14:16])[0] & 0xfff
+
+
+def _port_meters(conn, ports, delete: bool = False) -> None:
+    """Create (or delete) the per-port packet-in meters of controller/floods.py."""
+    fn = getattr(conn, 'delete_meter' if delete else 'set_meter', None)
+    for no in ports if fn is not None else ():
+        for mid, pps, burst in floods.port_meters(no):
+            fn(mid) if delete else fn(mid, pps, burst)

@@ -180,9 +180,34 @@ def to_actions(dp, actions) -> list:
             out.append(p.NXActionCTClear())
         elif kind == 'learn':
             out.append(_learn(dp, a))
+        elif kind == 'clone':
+            out.append(_clone(dp, a[1]))
+        elif kind == 'output_trunc':
+            out.append(p.NXActionOutputTrunc(NX_PORTS.get(a[1], a[1]), a[2]))      # a 16-bit port
         else:
             raise ValueError('unknown action %r' % (a,))
     return out
+
+
+NX_PORTS = {CONTROLLER: 0xfffd, IN_PORT: 0xfff8, LOCAL: 0xfffe}     # OpenFlow 1.0 numbers
+NXAST_CLONE = 42        # os-ken has no class for it: an NXActionUnknown carrying its body
+
+
+def _clone(dp, inner):
+    """NX clone: 6 bytes of padding, then the nested actions."""
+    body = bytearray(6)
+    for act in to_actions(dp, inner):
+        act.serialize(body, len(body))
+    return dp.ofproto_parser.NXActionUnknown(NXAST_CLONE, data=bytes(body))
+
+
+def _from_clone(dp, data) -> tuple:
+    p, acts, off = dp.ofproto_parser, [], 6
+    while off < len(data):
+        a = p.OFPAction.parser(data, off)
+        acts.append(a)
+        off += a.len
+    return actions.clone(*from_actions(dp, acts))
 
 
 _BUNDLE_ALGS = {nicira_ext.NX_BD_ALG_HRW: 'hrw', nicira_ext.NX_BD_ALG_ACTIVE_BACKUP: 'active_backup'}
@@ -280,6 +305,11 @@ def _from_action(dp, a, nxt):
         return _from_ct(dp, a), 1
     if isinstance(a, p.NXActionLearn):
         return _from_learn(dp, a), 1
+    if isinstance(a, p.NXActionUnknown) and a.subtype == NXAST_CLONE:
+        return _from_clone(dp, bytes(a.data)), 1
+    if isinstance(a, p.NXActionOutputTrunc):
+        special = {v: k for k, v in NX_PORTS.items()}
+        return actions.output_trunc(special.get(a.port, a.port), a.max_len), 1
     return ('unknown', str(a)), 1     # never equals a desired flow: gets replaced
 
 
@@ -501,6 +531,11 @@ class OFSwitch:
         mods = [p.OFPMeterMod(self.dp, command=cmd, flags=flags, meter_id=meter_id, bands=band)
                 for cmd in (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY)]
         self._send_all(mods)        # the refused ADD's error lands in the bounded _errors, unread
+
+    def delete_meter(self, meter_id: int) -> None:
+        """Delete a meter (OVS also deletes the flows that still use it)."""
+        p, ofp = self.dp.ofproto_parser, self.dp.ofproto
+        self.dp.send_msg(p.OFPMeterMod(self.dp, command=ofp.OFPMC_DELETE, flags=0, meter_id=meter_id, bands=[]))
 
     def packet_out(self, port: int, data: bytes) -> None:
         p, ofp = self.dp.ofproto_parser, self.dp.ofproto

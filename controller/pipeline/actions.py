@@ -21,6 +21,9 @@ Normal forms (a[0] is the kind):
   ('write_metadata', value, mask)       an instruction: it runs after the actions, so it must
                                         come last (use set_field metadata to set it earlier)
   ('resubmit', table)                   table by name (controller.pipeline.tables)
+  ('clone', (action, ...))              the actions on a copy of the packet; the original goes
+                                        on unchanged (NX clone; no instruction inside)
+  ('output_trunc', port, max_len)       output at most max_len bytes (NX output_trunc)
   ('conjunction', id, clause, n)        clause counts from 1, as ovs-ofctl prints it
   ('ct', (key, value), ...)             keys in order commit, force, zone, table, nat, exec;
                                         defaults left out.  zone: int, or a 16-bit subfield
@@ -120,6 +123,15 @@ def write_metadata(value: int, mask: int = ALL64) -> tuple:
 
 def resubmit(table: str) -> tuple:
     return ('resubmit', table)
+
+
+def clone(*acts) -> tuple:
+    """Run `acts` on a copy of the packet; the original goes on as if nothing happened."""
+    return ('clone', tuple(acts))
+
+
+def output_trunc(port, max_len: int) -> tuple:
+    return ('output_trunc', port, max_len)
 
 
 def conjunction(conj_id: int, clause: int, n_clauses: int) -> tuple:
@@ -376,6 +388,20 @@ def _c_resubmit(table):
     _table(table, 'resubmit table')
 
 
+def _c_clone(acts):
+    if not isinstance(acts, tuple):
+        raise ActionError('clone takes a tuple of actions, not %r' % (acts,))
+    for a in acts:
+        check(a)
+        if a[0] in ('meter', 'write_metadata', 'conjunction'):
+            raise ActionError('%s cannot run inside clone (an instruction, or a whole-flow action)' % a[0])
+
+
+def _c_output_trunc(port, max_len):
+    _c_output(port)
+    _int(max_len, 14, 0xffff, 'output_trunc max_len')
+
+
 def _c_conjunction(conj_id, clause, n):
     _int(conj_id, 0, F.ones(32), 'conjunction id')
     _int(n, 2, 64, 'conjunction n_clauses')
@@ -488,5 +514,6 @@ _CHECKS = {
     'move': _c_move, 'dec_ttl': _c_none, 'ct_clear': _c_none, 'multipath': _c_multipath,
     'bundle': _c_bundle, 'set_in_port': _c_set_in_port,
     'group': _c_group, 'meter': _c_meter, 'write_metadata': _c_write_metadata,
-    'resubmit': _c_resubmit, 'conjunction': _c_conjunction, 'ct': _c_ct, 'learn': _c_learn,
+    'resubmit': _c_resubmit, 'clone': _c_clone, 'output_trunc': _c_output_trunc, 'conjunction': _c_conjunction,
+    'ct': _c_ct, 'learn': _c_learn,
 }

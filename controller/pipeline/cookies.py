@@ -33,6 +33,7 @@ APPS = {
     'microseg': 0x06,
     'underlay_routing': 0x07,
     'bonds': 0x08,                 # controller/bonds.py: a bond's members folded into one port
+    'port_security': 0x09,         # apps/port_security.py: a VM sends only as itself
     'pipeline': 0x0f,            # generated miss flows (tables.miss_flows)
 }
 _APP_NAMES = {v: k for k, v in APPS.items()}

@@ -181,6 +181,9 @@ _FORMAT = {
     'write_metadata': lambda v, m: 'write_metadata:%#x' % v + ('' if m == ALL64 else '/%#x' % m),
     'resubmit': lambda table: 'resubmit(,%d)' % tables.table_id(table),
     'conjunction': lambda cid, clause, n: 'conjunction(%d,%d/%d)' % (cid, clause, n),
+    'clone': lambda acts: 'clone(%s)' % ','.join(action(a) for a in acts),
+    'output_trunc': lambda port, n: 'output(port=%s,max_len=%d)' % (
+        port.upper() if isinstance(port, str) else port, n),
     'ct': _ct,
     'learn': _learn,
 }

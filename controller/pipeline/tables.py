@@ -2,7 +2,7 @@
 faucet_pipeline.py idea, OVN's stage names).  Ingress stages decide *where* a frame goes;
 egress stages check and *emit* it, so routing and ACLs slot in without renumbering.
 
-    ingress  port_sec -> classify -> learn -> arp_rsp -> acl_in -> l3 (-> ecmp) -> l2_lookup
+    ingress  port_sec -> classify -> learn (-> punt) -> arp_rsp -> acl_in -> l3 (-> ecmp) -> l2_lookup
     egress   acl_out -> output (-> flood)
 
 A declaration names: the apps that may write the table and each one's priority band, the
@@ -50,22 +50,30 @@ _ARP_REWRITE = ('eth_src', 'eth_dst', 'arp_op', 'arp_sha', 'arp_tha', 'arp_spa',
 TABLES = (
     _t('port_sec', 0,
        {'bonds': (2000, 2000), 'topology': (1000, 1000), 'underlay_routing': (500, 500),
-        'vxlan_overlay': (200, 200), 'learning_switch': (100, 100)},
-       ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa', 'tunnel_id', 'tun_ipv4_src'],
+        'vxlan_overlay': (200, 200), 'port_security': (120, 130), 'learning_switch': (100, 100)},
+       ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa', 'tunnel_id', 'tun_ipv4_src',
+        # port_security: a VM's own MAC and IP (and the DHCP client broadcast)
+        'eth_src', 'ipv4_src', 'ipv4_dst', 'ip_proto', 'udp_src', 'udp_dst', 'arp_sha', 'arp_spa'],
        ('vlan_vid', 'in_port') + _ARP_REWRITE, ['classify', 'l3'], ('drop',),
        'admission per port (a bond\'s members folded into one port first): the VLANs a port takes (untagged frames get their VLAN tag), LLDP to '
        'the controller, tunnel traffic from member VTEPs, routed underlay frames to l3 and the '
-       'rack gateway ARP responder'),
+       'rack gateway ARP responder; port security on bound VM ports (own MAC and IP only, the '
+       'rest dropped by the nic\'s flows)'),
     _t('classify', 10,
        {'learning_switch': (100, 100), 'vxlan_overlay': (100, 100)},
        ['vlan_vid'], [R.NETWORK, R.TENANT, R.ZONE], ['learn'], ('goto', 'learn'),
        'the frame\'s VLAN -> network, tenant (VRF) and conntrack zone ids in registers'),
+    # learning_switch 90: a port's guard (apps/learning_switch.py: unknown sources from a port
+    # are copied to punt and go on, or dropped once the port holds its MAC limit)
     _t('learn', 20,
-       {'learning_switch': (100, 100), 'vlan_portgroups': (150, 150), 'vxlan_overlay': (150, 160),
+       {'learning_switch': (90, 100), 'vlan_portgroups': (150, 150), 'vxlan_overlay': (150, 160),
         'anycast_gateway': (165, 170)},
        ['in_port', 'vlan_vid', 'eth_src'], [], ['arp_rsp'], ('controller', 'arp_rsp'),
        'source MACs: known (VLAN, MAC, port) go on; unknown are copied to the controller and go on; '
        'nothing is learned from tunnels, nor the gateway MAC from anywhere'),
+    _t('punt', 25, {'learning_switch': (100, 100)}, ['in_port'], [], [], ('drop',),
+       'the copy of an unknown source to the controller, through its port\'s meter: reached only '
+       'from learn by clone(resubmit), so a meter drop here drops the copy, never the frame'),
     _t('arp_rsp', 30, {'anycast_gateway': (100, 250)},
        ['in_port', 'vlan_vid', 'eth_type', 'arp_op', 'arp_tpa', R.NETWORK, R.TENANT],
        _ARP_REWRITE + ('vlan_vid',), ['acl_in'], ('goto', 'acl_in'),
@@ -93,7 +101,7 @@ TABLES = (
        'VTEP); a miss sets the flood out-port'),
     _t('acl_out', 70, {'microseg': (100, 300)},
        [R.OUT_PORT, R.TENANT, R.ZONE, 'eth_type', 'eth_dst', 'ip_proto', 'ipv4_src', 'ipv4_dst', 'tcp_dst', 'udp_dst',
-        'ct_state', 'ct_mark', 'conj_id'],
+        'icmpv4_type', 'ct_state', 'ct_mark', 'conj_id'],
        [], ['output'], ('goto', 'output'),
        'the tenant\'s security rules where the destination is, stateful (conntrack in the tenant\'s zone, '
        'conjunctions): apps/microseg.py'),

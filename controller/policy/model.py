@@ -145,6 +145,7 @@ class Endpoint:
 class Allow:
     proto: str                        # 'tcp' | 'udp' | 'icmp' | 'any'
     ports: tuple[int, int] | None = None   # inclusive range for tcp/udp; None = every port
+    icmp_type: int | None = None      # icmp only: one ICMP type (8 = echo request); None = every type
 
 
 @dataclasses.dataclass(frozen=True)

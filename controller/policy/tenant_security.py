@@ -102,13 +102,19 @@ def _allows(c, p, v):
 
 
 def _allow(c, p, v):
-    m = c.mapping(p, v, ('proto', 'port', 'ports'), required=('proto',))
+    m = c.mapping(p, v, ('proto', 'port', 'ports', 'type'), required=('proto',))
     if m is None or 'proto' not in m:
         return None
     proto = m['proto']
     if proto not in PROTOS:
         c.error(p + ('proto',), f"expected one of {', '.join(PROTOS)}, got {kind(proto)}")
         return None
+    if 'type' in m:
+        if proto != 'icmp':
+            c.error(p, f'type needs proto icmp ({proto} has no ICMP type)', at=p + ('type',), key=True)
+            return None
+        t = c.integer(p + ('type',), m['type'], 0, 255)
+        return None if t is None else model.Allow('icmp', icmp_type=t)
     given = [k for k in ('port', 'ports') if k in m]
     if not given:
         return model.Allow(proto)

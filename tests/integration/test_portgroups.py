@@ -155,6 +155,71 @@ def test_crafted_tagged_frames_from_a_vm_are_dropped(env):
     assert captured('web2', lambda: lab.send_frames('web1', ['02:00:0a:0a:00:0b'] * 3, vlan=99)) == 0
 
 
+def _icmp_echo(dst_mac, src_mac, src_ip, dst_ip, ident=0x4d53) -> bytes:
+    """An Ethernet frame carrying an ICMP echo request, any addresses we like."""
+    import socket
+    import struct
+
+    def csum(b):
+        s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+        s = (s >> 16) + (s & 0xffff)
+        return ~(s + (s >> 16)) & 0xffff
+    icmp = struct.pack('!BBHHH', 8, 0, 0, ident, 1) + b'portsec!' * 4
+    icmp = icmp[:2] + struct.pack('!H', csum(icmp)) + icmp[4:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
+                     socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+    return bytes.fromhex(dst_mac.replace(':', '')) + bytes.fromhex(src_mac.replace(':', '')) + b'\x08\x00' + ip + icmp
+
+
+_SEND_RAW = ('import socket, sys\n'
+             's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n'
+             's.bind((sys.argv[1], 0))\n'
+             'for f in sys.argv[2:]:\n'
+             '    s.send(bytes.fromhex(f))\n')
+
+
+def _port_security_drops(lab, vm) -> int:
+    """Packets dropped by the port security drop flows (apps/port_security.py: app 0x09,
+    kind 2) of the VM's port on its hypervisor, from the switch's own counters."""
+    out = lab.ofctl(lab.vms[vm].hypervisor, 'dump-flows',
+                    'cookie=0x0902000000000000/0xffff000000000000,in_port=%d' % lab.vm_ofport(vm))
+    counts = [int(n) for n in re.findall(r'n_packets=(\d+)', out)]
+    assert len(counts) == 4, out                 # the port's catch-all, and IPv4, ARP, IPv6
+    return sum(counts)
+
+
+def test_a_vm_spoofing_its_source_address_reaches_nobody_and_is_counted(env):
+    """Raw frames from inside web1: an ICMP echo to web2 from web1's own MAC and IP arrives;
+    the same from another source IP, or another source MAC, never does, and web1's drop
+    counters on hv1 move by exactly those; a normal ping still works."""
+    import sys
+    lab, _, _ = env
+    web1, web2 = lab.vms['web1'], lab.vms['web2']
+    assert lab.ping('web1', 'web2')
+
+    def arrived(frames) -> int:
+        cap = lab.popen('web2', ['timeout', '5', 'tcpdump', '-i', 'eth0', '-nn', '-p', '-l', '--immediate-mode',
+                                 'icmp[0] = 8 and icmp[4:2] = 0x4d53'],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert 'listening on' in cap.stderr.readline() + cap.stderr.readline()    # its socket is open
+        rc, out = lab.exec('web1', [sys.executable, '-c', _SEND_RAW, 'eth0'] + [f.hex() for f in frames])
+        assert rc == 0, out
+        _, err = cap.communicate(timeout=15)
+        return int(err.split(' packets captured')[0].split()[-1])
+
+    own = _icmp_echo(web2.mac, web1.mac, web1.ip, web2.ip)
+    spoofed_ip = _icmp_echo(web2.mac, web1.mac, '10.10.0.99', web2.ip)
+    spoofed_mac = _icmp_echo(web2.mac, '02:00:0a:0a:00:99', web1.ip, web2.ip)
+    before = _port_security_drops(lab, 'web1')
+    assert arrived([own] * 3) == 3                        # the control: the tool and the path work
+    assert _port_security_drops(lab, 'web1') == before
+    assert arrived([spoofed_ip] * 3 + [spoofed_mac] * 2) == 0
+    assert wait_until(lambda: _port_security_drops(lab, 'web1') - before == 5, 10), \
+        lab.ofctl('hv1', 'dump-flows', 'cookie=0x0900000000000000/0xff00000000000000')
+    assert lab.ping('web1', 'web2')
+
+
 def test_a_vlan_not_on_the_hypervisors_trunk_is_refused_and_nothing_changes(env, tmp_path):
     lab, ctl, _ = env
     bad = tmp_path / 'initech.yaml'

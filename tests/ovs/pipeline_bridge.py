@@ -23,6 +23,7 @@ import string
 import tempfile
 from pathlib import Path
 
+from controller import floods
 from controller.pipeline import actions
 from controller.pipeline import fields as F
 from controller.pipeline import ofctl_text, tables
@@ -144,6 +145,7 @@ class PipelineBridge:
     def __init__(self, ports=(1, 2, 3), tunnel: int | None = None):
         self.name = _prefix() + 'pl'
         self.ports, self.tunnel = list(ports), tunnel
+        self._meters: set[int] = set()
 
     def up(self) -> 'PipelineBridge':
         cmd = ('ovs-vsctl add-br {b} -- set bridge {b} datapath_type=netdev fail_mode=secure '
@@ -179,6 +181,12 @@ class PipelineBridge:
             sh('ovs-ofctl -O OpenFlow14 add-group %s %s' % (self.name, g))
         for m in meters:
             sh('ovs-ofctl -O OpenFlow14 add-meter %s %s' % (self.name, m))
+        # every other meter the flows use (the per-port packet-in meters, controller/floods.py)
+        given = {int(re.match(r'meter=(\d+)', m).group(1)) for m in meters} | self._meters
+        for mid in sorted({a[1] for f in flows for a in f.actions if a[0] == 'meter'} - given):
+            sh('ovs-ofctl -O OpenFlow14 add-meter %s meter=%d,pktps,burst,band=type=drop,rate=%d,burst_size=%d'
+               % (self.name, mid, floods.PUNT_PPS, floods.PUNT_BURST))
+        self._meters = given | {a[1] for f in flows for a in f.actions if a[0] == 'meter'}
         with tempfile.NamedTemporaryFile('w', suffix='.flows', delete=False) as fh:
             fh.write(''.join(ofctl_text.flow(f, registry) + '\n' for f in sorted(flows, key=_order)))
         try:

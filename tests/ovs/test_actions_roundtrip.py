@@ -75,6 +75,8 @@ CASES = [
      'multipath(symmetric_l4,0,hash_threshold,2,0,NXM_NX_REG0[0..15]),goto_table:%d' % ID[T1]),
     ('group', _f([A.group(GROUP)]), 'priority=100', 'group:%d' % GROUP),
     ('meter', _f([A.meter(METER), A.output(1)]), 'priority=100', 'meter:%d,output:1' % METER),
+    ('clone_punt', _f([A.clone(A.output_trunc(1, 64), A.resubmit('punt'))], goto='arp_rsp'), 'priority=100',
+     'clone(output(port=1,max_len=64),resubmit(,%d)),goto_table:%d' % (ID['punt'], ID['arp_rsp'])),
     ('write_metadata', _f([A.output(1), A.write_metadata(0x20, 0xf0)], goto=T1), 'priority=100',
      'output:1,write_metadata:0x20/0xf0,goto_table:%d' % ID[T1]),
     ('write_metadata_full', _f([A.write_metadata(0x99)], goto=T1), 'priority=100',
@@ -221,6 +223,8 @@ def test_a_routing_hypervisors_whole_flow_set_goes_through_the_codec_and_reads_b
     _, policy, inv, hv = world()
     reg = cookies.Registry()
     compiled = switch_flows(policy, inv, hv)
+    for mid in {a[1] for f in compiled for a in f.actions if a[0] == 'meter'} - {anycast_gateway.METER}:
+        sh('ovs-ofctl -O OpenFlow14 add-meter %s meter=%d,pktps,band=type=drop,rate=100' % (br, mid), check=False)
     assert {f for f in compiled if f.cookie.app == anycast_gateway.APP}
     flows = {dataclasses.replace(f, cookie=reg.encode(f.cookie)) for f in compiled}
     osk.converge(set())

@@ -41,8 +41,8 @@ def test_only_the_named_capabilities_program_the_fabric(fabric, tmp_path):
     try:
         wait_until(lambda: all('underlay_routing' in apps_on(fabric, sw) for sw in ('leaf1', 'leaf2')), 40,
                    what='underlay_routing flows on the leaves')
-        assert 'capabilities: learning_switch, topology, vlan_portgroups, vxlan_overlay, anycast_gateway, microseg, underlay_routing ' \
-               '(none named: all of them)' in ctl.text()
+        assert 'capabilities: learning_switch, topology, vlan_portgroups, vxlan_overlay, anycast_gateway, microseg, ' \
+               'underlay_routing, port_security (none named: all of them)' in ctl.text()
         wait_until(lambda: fabric.ping('h1', '10.99.0.2'), 40, what='h1 pings h2 (every app)')
     finally:
         ctl.stop()

@@ -19,6 +19,8 @@ from tests.unit.builders import (HV_TUN, HV_UPLINK, HV_VM2, HV_VM3, add_hypervis
 pytestmark = pytest.mark.skipif(not is_root(), reason='needs root and the OVS daemons')
 
 WEB1, WEB2, APP1, APP2, DB9 = ('02:00:0a:00:00:%02x' % i for i in (1, 2, 3, 4, 9))
+# a VM's frames carry its own addresses (apps/port_security.py drops anything else)
+OWN_IP = {WEB1: '10.4.0.10', WEB2: '10.4.0.11', APP1: '10.4.1.12', APP2: '10.4.1.13'}
 INGRESS = ['port_sec', 'classify', 'learn', 'arp_rsp', 'acl_in', 'l3', 'l2_lookup', 'acl_out', 'output']
 
 
@@ -46,6 +48,7 @@ def hv1():
     reg = cookies.Registry()
     with PipelineBridge(ports=[HV_UPLINK, HV_VM2, HV_VM3], tunnel=HV_TUN) as br:
         br.load(switch_flows(policy, inv, hv), registry=reg)
+        assert OWN_IP == {b.nic.mac: str(b.nic.ip) for b in policy.nics.values() if b.tenant.name == 'acme'}
         yield br, reg, policy, fabric
 
 
@@ -55,7 +58,7 @@ def names(trace):
 
 def test_a_vm_reaches_a_vm_of_its_port_group_on_another_hypervisor_through_every_stage(hv1):
     br, reg, policy, _ = hv1
-    t = br.trace(HV_VM2, eth_src=WEB1, eth_dst=WEB2, eth_type=0x0800)
+    t = br.trace(HV_VM2, eth_src=WEB1, eth_dst=WEB2, eth_type=0x0800, ipv4_src=OWN_IP[WEB1])
     assert names(t) == INGRESS
     assert t.output_ports == [HV_UPLINK] and 'push_vlan(vid=10' in t.datapath_actions
     classify = next(s for s in t.steps if s.name == 'classify')
@@ -69,7 +72,7 @@ def test_a_vm_reaches_a_vm_of_its_port_group_on_another_hypervisor_through_every
 
 def test_an_overlay_vm_reaches_its_peer_through_the_tunnel_with_vni_and_vtep(hv1):
     br, _, _, fabric = hv1
-    t = br.trace(HV_VM3, eth_src=APP1, eth_dst=APP2, eth_type=0x0800)
+    t = br.trace(HV_VM3, eth_src=APP1, eth_dst=APP2, eth_type=0x0800, ipv4_src=OWN_IP[APP1])
     assert names(t)[-3:] == ['l2_lookup', 'acl_out', 'output']
     final = t.final_flow
     assert final.get('tun_dst') == str(fabric.hypervisors['hv3'].vtep)
@@ -81,9 +84,9 @@ def test_an_overlay_vm_reaches_its_peer_through_the_tunnel_with_vni_and_vtep(hv1
 def test_frames_never_cross_from_a_port_group_into_an_overlay_or_another_tenant(hv1):
     br, _, _, _ = hv1
     for dst in (APP1, APP2, DB9):           # known elsewhere, not on VLAN 10: floods within VLAN 10 only
-        t = br.trace(HV_VM2, eth_src=WEB1, eth_dst=dst, eth_type=0x0800)
+        t = br.trace(HV_VM2, eth_src=WEB1, eth_dst=dst, eth_type=0x0800, ipv4_src=OWN_IP[WEB1])
         assert HV_VM3 not in t.output_ports and HV_TUN not in t.output_ports, (dst, t.text)
-    t = br.trace(HV_VM3, eth_src=APP1, eth_dst=WEB2, eth_type=0x0800)
+    t = br.trace(HV_VM3, eth_src=APP1, eth_dst=WEB2, eth_type=0x0800, ipv4_src=OWN_IP[APP1])
     assert HV_UPLINK not in t.output_ports and HV_VM2 not in t.output_ports
 
 
@@ -110,10 +113,12 @@ def test_the_tunnel_admits_only_member_vteps_with_their_vni_and_never_learns(hv1
 
 def test_a_broadcast_floods_its_port_group_only(hv1):
     br, _, _, _ = hv1
-    t = br.trace(HV_VM2, eth_src=WEB1, eth_dst='ff:ff:ff:ff:ff:ff', eth_type=0x0806)
+    t = br.trace(HV_VM2, eth_src=WEB1, eth_dst='ff:ff:ff:ff:ff:ff', eth_type=0x0806, arp_op=1,
+                 arp_sha=WEB1, arp_spa=OWN_IP[WEB1], arp_tpa='10.4.0.99')
     assert names(t)[-2:] == ['output', 'flood']
     assert t.output_ports == [HV_UPLINK]
-    o = br.trace(HV_VM3, eth_src=APP1, eth_dst='ff:ff:ff:ff:ff:ff', eth_type=0x0806)
+    o = br.trace(HV_VM3, eth_src=APP1, eth_dst='ff:ff:ff:ff:ff:ff', eth_type=0x0806, arp_op=1,
+                 arp_sha=APP1, arp_spa=OWN_IP[APP1], arp_tpa='10.4.1.99')
     flood = next(s for s in o.steps if s.name == 'flood')
     # replicated to the one member VTEP (this machine has no route to it, so the datapath
     # part of the trace stops there: read the OpenFlow actions) and nowhere else

@@ -194,6 +194,9 @@ class FakeSwitch:
     def set_meter(self, meter_id: int, pps: int, burst: int) -> None:
         self.meters[meter_id] = (pps, burst)
 
+    def delete_meter(self, meter_id: int) -> None:
+        self.meters.pop(meter_id, None)
+
 
 # ---- a routing world (apps/anycast_gateway.py) ----------------------------------------------
 

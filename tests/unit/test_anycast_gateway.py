@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 
 from apps import anycast_gateway as gw, vlan_portgroups
+from controller import floods
 from controller.core import Controller
 from controller.inventory.model import Binding
 from controller.pipeline import cookies, registers as R, tables
@@ -88,7 +89,9 @@ def test_ttl_expiry_is_answered_through_the_meter_and_the_hypervisor_it_came_fro
     try:
         conn = FakeSwitch(hv1)
         ctl.switch_up(conn, [(p.no, p.name, True) for p in inv.switches[hv1].ports.values()])
-        assert conn.meters == {gw.METER: (gw.METER_PPS, gw.METER_BURST)}
+        assert conn.meters[gw.METER] == (gw.METER_PPS, gw.METER_BURST)
+        ports = inv.switches[hv1].ports
+        assert set(conn.meters) - {gw.METER} == {m for p in ports for m, _, _ in floods.port_meters(p)}
         ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 28, 1, 0, 1, 17, 0, bytes([10, 4, 0, 10]), bytes([10, 4, 2, 14]))
         mac = lambda m: bytes.fromhex(m.replace(':', ''))       # noqa: E731
         frame = mac(fabric.gateway_mac) + mac(WEB1) + struct.pack('!HH', 0x8100, 10) + b'\x08\x00' + ip + bytes(8)

@@ -52,7 +52,7 @@ def apps_of(flows) -> set:
 def test_resolve_adds_dependencies_logs_them_and_refuses_unknown_apps(caplog):
     assert resolve(None) == tuple(m.APP for m in core.APPS)
     assert set(resolve(None)) == {'learning_switch', 'topology', 'vlan_portgroups', 'vxlan_overlay',
-                                  'anycast_gateway', 'microseg', 'underlay_routing'}
+                                  'anycast_gateway', 'microseg', 'underlay_routing', 'port_security'}
     assert resolve(['learning_switch', 'topology']) == ('learning_switch', 'topology')
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     with caplog.at_level(logging.WARNING, 'opendvs.capabilities'):
@@ -60,6 +60,7 @@ def test_resolve_adds_dependencies_logs_them_and_refuses_unknown_apps(caplog):
     assert 'app vlan_portgroups needs learning_switch: running it too' in caplog.text
     assert resolve(['vxlan_overlay']) == ('learning_switch', 'topology', 'vxlan_overlay', 'underlay_routing')
     assert resolve(['topology']) == ('topology',)
+    assert resolve(['port_security']) == ('learning_switch', 'topology', 'port_security')
     assert resolve(['anycast_gateway']) == ('learning_switch', 'topology', 'vlan_portgroups', 'vxlan_overlay',
                                             'anycast_gateway', 'underlay_routing')
     for bad in (['nope'], ['learning_switch', 'nope'], ['apps']):

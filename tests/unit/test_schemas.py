@@ -50,7 +50,7 @@ def test_tenant_schema_keys_match_the_loader():
     assert _props(d['nic']) == set(d['nic']['required']) == {'network', 'mac', 'ip'}
     assert _props(d['rule']) == set(d['rule']['required']) == {'name', 'from', 'to', 'allow'}
     assert _props(d['endpoint']) == set(tenant_security.ENDPOINT_KEYS)
-    assert _props(d['allow']) == {'proto', 'port', 'ports'}
+    assert _props(d['allow']) == {'proto', 'port', 'ports', 'type'}
     assert d['allow']['properties']['proto']['enum'] == list(tenant_security.PROTOS)
     assert s['properties']['security']['properties']['default']['enum'] == list(tenant_security.DEFAULTS)
 

@@ -181,11 +181,13 @@ CASES = [
     (RULES + rule(allow='[{port: 80}]'), "9:64: security.rules[0].allow[0]: missing required key 'proto'"),
     (RULES + rule(allow='[{proto: gre}]'), "9:72: security.rules[0].allow[0].proto: expected one of tcp, udp, icmp, any, got string 'gre'"),
     (RULES + rule(allow='[{proto: TCP}]'), "9:72: security.rules[0].allow[0].proto: expected one of tcp, udp, icmp, any, got string 'TCP'"),
-    (RULES + rule(allow='[{proto: tcp, dport: 80}]'), "9:77: security.rules[0].allow[0]: unknown key 'dport' (allowed: port, ports, proto); did you mean 'port'?"),
+    (RULES + rule(allow='[{proto: tcp, dport: 80}]'), "9:77: security.rules[0].allow[0]: unknown key 'dport' (allowed: port, ports, proto, type); did you mean 'port'?"),
     (RULES + rule(allow='[{proto: tcp, port: 0}]'), '9:83: security.rules[0].allow[0].port: 0 is out of range 1..65535'),
     (RULES + rule(allow='[{proto: tcp, port: 65536}]'), '9:83: security.rules[0].allow[0].port: 65536 is out of range 1..65535'),
     (RULES + rule(allow='[{proto: tcp, port: "80"}]'), "9:83: security.rules[0].allow[0].port: expected an integer in 1..65535, got string '80'"),
     (RULES + rule(allow='[{proto: icmp, port: 80}]'), '9:78: security.rules[0].allow[0]: port needs proto tcp or udp (icmp has no ports)'),
+    (RULES + rule(allow='[{proto: tcp, type: 8}]'), '9:77: security.rules[0].allow[0]: type needs proto icmp (tcp has no ICMP type)'),
+    (RULES + rule(allow='[{proto: icmp, type: 300}]'), '9:84: security.rules[0].allow[0].type: 300 is out of range 0..255'),
     (RULES + rule(allow='[{proto: any, ports: "1-1024"}]'), '9:77: security.rules[0].allow[0]: ports needs proto tcp or udp (any has no ports)'),
     (RULES + rule(allow='[{proto: udp, port: 53, ports: "53-54"}]'), '9:87: security.rules[0].allow[0]: give port or ports, not both'),
     (RULES + rule(allow='[{proto: udp, ports: "8100-8000"}]'), '9:84: security.rules[0].allow[0].ports: port range 8100-8000 is backwards; write 8000-8100'),
@@ -231,7 +233,7 @@ def test_parsed_model():
                      + 'security:\n  default: allow\n  rules:\n'
                      + rule(name='web-to-db', to='{label: db}', allow='[{proto: tcp, port: 5432}]')
                      + rule(name='any-in', frm='{cidr: 0.0.0.0/0}', to='{workload: web1}',
-                            allow='[{proto: icmp}, {proto: udp, ports: "8000-8100"}, {proto: any}]')
+                            allow='[{proto: icmp}, {proto: udp, ports: "8000-8100"}, {proto: any}, {proto: icmp, type: 8}]')
                      + rule(name='net', frm='{network: users}', to='{network: servers}', allow='[{proto: tcp}]'),
                      'acme.yaml')
     assert t.name == 'acme' and t.source == 'acme.yaml'
@@ -249,7 +251,8 @@ def test_parsed_model():
     assert sec.rules[0].src == model.Endpoint(label='web') and sec.rules[0].allow == (model.Allow('tcp', (5432, 5432)),)
     assert sec.rules[1].src == model.Endpoint(cidr=ipaddress.IPv4Network('0.0.0.0/0'))
     assert sec.rules[1].dst == model.Endpoint(workload='web1')
-    assert sec.rules[1].allow == (model.Allow('icmp'), model.Allow('udp', (8000, 8100)), model.Allow('any'))
+    assert sec.rules[1].allow == (model.Allow('icmp'), model.Allow('udp', (8000, 8100)), model.Allow('any'),
+                                  model.Allow('icmp', icmp_type=8))
     assert sec.rules[2].src == model.Endpoint(network='users') and sec.rules[2].allow == (model.Allow('tcp'),)
     assert t.iface_id('db1', 0) == 'acme/db1/nic0'
 
