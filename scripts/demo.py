@@ -1,11 +1,13 @@
 """make demo: controller + tenant policies + lab from examples/, then a reachability matrix
-(expected vs actual, per tenant).  Everything started here is stopped here, by PID; the lab
-removes only what it built."""
+(expected vs actual, per tenant: bridged inside a network, routed through the anycast gateway
+between networks of one tenant that have a gateway), then one routed pair shown hop by hop.
+Everything started here is stopped here, by PID; the lab removes only what it built."""
 from __future__ import annotations
 
 import argparse
 import glob
 import itertools
+import re
 import signal
 import socket
 import subprocess
@@ -72,15 +74,20 @@ def main() -> int:
         lab.up(timeout=60)
         print('demo: every switch connected after %.1fs' % (time.monotonic() - t0))
         vms = sorted(lab.vms)
-        expected = {(a, b): same_network(lab, a, b) for a, b in itertools.permutations(vms, 2)}
+        gateways = routed_networks(lab.tenants)
+        expected = {(a, b): expect_reach(lab.vms[a], lab.vms[b], gateways) for a, b in itertools.permutations(vms, 2)}
+        routed = {(a, b) for (a, b), v in expected.items() if v and net_of(lab.vms[a]) != net_of(lab.vms[b])}
         # wait for convergence (every pair that should talk does), not for a fixed time
         pending, deadline = {k for k, v in expected.items() if v}, time.monotonic() + 60
         while pending and time.monotonic() < deadline:
             pending = {k for k in pending if not reaches(lab, *k, timeout=1)}
         print('demo: converged after %.1fs\n' % (time.monotonic() - t0))
         actual = {k: reaches(lab, *k, timeout=1 if expected[k] else 0.3) for k in expected}
-        print_matrix(lab, vms, expected, actual)
+        print_matrix(lab, vms, expected, actual, routed)
         ok = actual == expected
+        pair = routed_pair(lab.vms, routed, {h: hv.leaf for h, hv in fabric.hypervisors.items()})
+        if pair:
+            ok = show_routed_pair(lab, *pair) and ok
         print('\ndemo: %s (controller log: %s)' % ('all as expected' if ok else 'UNEXPECTED results', log_path))
         return 0 if ok else 1
     finally:
@@ -92,30 +99,79 @@ def main() -> int:
 
 def reaches(lab, a, b, timeout) -> bool:
     """a reaches the VM b itself: tenants reuse addresses, so a reply from b's IP counts only
-    if it came from b's MAC (and pinging one's own address is not reaching anybody)."""
-    ip = lab.vms[b].ip
-    if ip == lab.vms[a].ip or not lab.ping(a, b, timeout=timeout):
-        return False
-    out = lab.exec(a, 'ip neigh show %s' % ip)[1].split()
-    return 'lladdr' in out and out[out.index('lladdr') + 1] == lab.vms[b].mac
-
-
-def same_network(lab, a, b) -> bool:
-    """Expected reachability: same tenant and same port-group (no gateway yet); VMs without a
-    tenant share the fabric's native VLAN."""
+    if it came from b's MAC (and pinging one's own address is not reaching anybody).  Across
+    subnets the neighbour is the gateway, so there b's own count of echo requests must grow."""
     va, vb = lab.vms[a], lab.vms[b]
-    return (va.tenant, va.nics[0].network) == (vb.tenant, vb.nics[0].network)
+    if vb.ip == va.ip:
+        return False
+    if net_of(va) != net_of(vb):
+        before = echoes_in(lab, b)
+        return lab.ping(a, b, timeout=timeout) and echoes_in(lab, b) > before
+    if not lab.ping(a, b, timeout=timeout):
+        return False
+    out = lab.exec(a, 'ip neigh show %s' % vb.ip)[1].split()
+    return 'lladdr' in out and out[out.index('lladdr') + 1] == vb.mac
 
 
-def print_matrix(lab, vms, expected, actual) -> None:
+def echoes_in(lab, vm) -> int:
+    """ICMP echo requests vm has received (its own network namespace's counter)."""
+    lines = [l.split() for l in lab.exec(vm, 'cat /proc/net/snmp')[1].splitlines() if l.startswith('Icmp:')]
+    return int(lines[1][lines[0].index('InEchos')])
+
+
+def net_of(vm) -> tuple:
+    """(tenant, network) of a VM's first nic; VMs without a tenant share the native VLAN."""
+    return vm.tenant, vm.nics[0].network if vm.nics else None
+
+
+def routed_networks(tenants) -> set:
+    """(tenant, network) of every network with a gateway: those route to each other inside
+    their tenant (the anycast gateway); a network without one is an isolated segment."""
+    return {(t.name, n.name) for t in tenants for n in t.networks.values() if n.gateway is not None}
+
+
+def expect_reach(va, vb, routed) -> bool:
+    """Expected reachability: the same network (bridged), or two networks of one tenant that
+    both have a gateway (routed).  Never another tenant."""
+    a, b = net_of(va), net_of(vb)
+    return a == b or (va.tenant is not None and va.tenant == vb.tenant and a in routed and b in routed)
+
+
+def routed_pair(vms, routed, leaf_of):
+    """The routed pair to show: across racks if there is one, then by name."""
+    pairs = sorted(routed, key=lambda p: (leaf_of[vms[p[0]].hypervisor] == leaf_of[vms[p[1]].hypervisor], p))
+    return pairs[0] if pairs else None
+
+
+def show_routed_pair(lab, a, b) -> bool:
+    """Ping and traceroute from a to b: TTL 63 (one hop) and the gateway as hop 1."""
+    va, vb = lab.vms[a], lab.vms[b]
+    print('\ndemo: a routed pair, %s/%s (%s %s on %s) -> %s/%s (%s %s on %s), through the anycast gateway %s:'
+          % (va.tenant, a, va.nics[0].network, va.ip, va.hypervisor,
+             vb.tenant, b, vb.nics[0].network, vb.ip, vb.hypervisor, va.gateway))
+    out = lab.exec(a, ['ping', '-n', '-c', '1', '-W', '1', vb.ip])[1]
+    reply = re.search(r'^\d+ bytes from .*$', out, re.M)
+    print('  $ ping -c 1 %s\n    %s' % (vb.ip, reply.group(0) if reply else 'no reply'))
+    trace = lab.exec(a, ['traceroute', '-n', '-q', '1', '-w', '1', '-m', '4', vb.ip])[1].rstrip()
+    print('  $ traceroute -n %s\n%s' % (vb.ip, '\n'.join('    ' + l for l in trace.splitlines())))
+    hops = [l.split()[1] for l in trace.splitlines()[1:] if len(l.split()) > 1 and l.split()[0].isdigit()]
+    ok = bool(reply) and 'ttl=63' in reply.group(0) and hops == [va.gateway, vb.ip]
+    print('  %s' % ('routed: ttl 63 (one hop, on %s), hop 1 is the gateway %s' % (va.hypervisor, va.gateway)
+                    if ok else 'UNEXPECTED: want ttl=63 and hops [%s, %s]' % (va.gateway, vb.ip)))
+    return ok
+
+
+def print_matrix(lab, vms, expected, actual, routed=frozenset()) -> None:
     tenants = {v: lab.vms[v].tenant for v in vms}
-    print('\n'.join(matrix_lines(tenants, vms, expected, actual)))
-    print("\n'+' reached (expected), '.' refused (expected), '!' differs from expectation")
+    print('\n'.join(matrix_lines(tenants, vms, expected, actual, routed)))
+    print("\n'+' reached (expected), 'r' reached through the gateway (routed, expected), "
+          "'.' refused (expected), '!' differs from expectation")
 
 
-def matrix_lines(tenants, vms, expected, actual) -> list[str]:
-    """One line per source; '+' reached as expected, '.' refused as expected, '!' wrong.
-    Columns are headed by the VMs' full names (unique in a lab), as wide as the longest."""
+def matrix_lines(tenants, vms, expected, actual, routed=frozenset()) -> list[str]:
+    """One line per source; '+' reached as expected ('r' when routed), '.' refused as
+    expected, '!' wrong.  Columns are headed by the VMs' full names (unique in a lab), as
+    wide as the longest."""
     label = {v: '%s/%s' % (tenants[v] or '-', v) for v in vms}
     width = max(len(x) for x in label.values())
     col = max(len(v) for v in vms)
@@ -127,7 +183,8 @@ def matrix_lines(tenants, vms, expected, actual) -> list[str]:
                 cells.append('-')
             else:
                 got = actual[(a, b)]
-                cells.append(('+' if got else '.') if got == expected[(a, b)] else '!')
+                reached = 'r' if (a, b) in routed else '+'
+                cells.append((reached if got else '.') if got == expected[(a, b)] else '!')
         lines.append(('%-*s  %s' % (width, label[a], ' '.join(c.ljust(col) for c in cells))).rstrip())
     return lines
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 APT_PKGS="openvswitch-switch mininet iproute2 iputils-ping iperf3 tcpdump arping netcat-openbsd
-          ethtool socat python3-venv python3-pip procps"
+          ethtool socat python3-venv python3-pip procps traceroute"
 
 missing=""
 for p in $APT_PKGS; do
