@@ -138,3 +138,15 @@ def test_the_rule_flow_carries_the_rules_cookie_and_yaml_line():
     clauses = [f for f in flows if any(a[0] == 'conjunction' for a in f.actions)]
     assert len(clauses) == 100 + dbs + 1
     assert {(f.cookie.owner, f.cookie.tenant) for f in clauses} == {('rules', 't0')}
+
+
+def test_fabricgen_rules_n_covers_every_pair_of_groups_and_stays_under_the_bound():
+    from bench.fabricgen import GROUPS, rule_set
+    rules = rule_set(100)
+    assert len({(r.src.label, r.dst.label) for r in rules}) == GROUPS * GROUPS
+    assert sum(any(a.proto == 'icmp' for a in r.allow) for r in rules) == 10
+    policy, inv = world(racks=2, per_rack=2, networks=4, workloads=400, per_tenant=2, rules=100)
+    assert len(policy.tenants) == 2 and all(len(t.security.rules) == 100 for t in policy.tenants.values())
+    for dpid in hvs(policy):
+        n = len(microseg.compile_flows(policy, inv, dpid))
+        assert 0 < n <= bound(policy, inv, dpid)
