@@ -38,3 +38,4 @@ bench: setup
 	$(PY) bench/compile.py
 	$(PY) bench/routing.py
 	$(PY) bench/bonds.py
+	$(PY) bench/microseg.py --big

@@ -28,15 +28,38 @@ def fabric_yaml(racks: int, per_rack: int, vlans: int) -> str:
     return '\n'.join(lines) + '\n'
 
 
+GROUPS = 10                             # rules=N: workloads in 10 groups g0..g9 by a second label
+
+
+def rule_set(n: int) -> tuple[Rule, ...]:
+    """N rules over the 10 groups: rule i from g(i % 10) to g(i // 10 % 10) (every ordered
+    pair once per 100 rules), each its own service: tcp/(1000 + i), or for every 5th rule a
+    10-port range tcp/(2000 + 10i)-(2009 + 10i) (two or more masked prefixes); every 10th
+    allows icmp too."""
+    out = []
+    for i in range(n):
+        allow = [Allow('tcp', (2000 + 10 * i, 2009 + 10 * i)) if i % 5 == 4 else Allow('tcp', (1000 + i, 1000 + i))]
+        if i % 10 == 0:
+            allow.append(Allow('icmp'))
+        out.append(Rule('r%d' % i, Endpoint(label='g%d' % (i % GROUPS)), Endpoint(label='g%d' % (i // GROUPS % GROUPS)),
+                        tuple(allow), line=3 + i))
+    return tuple(out)
+
+
 def tenants(networks: int, workloads: int, per_tenant: int = 10, gateways: bool = True,
-            rules: bool = False) -> list[Tenant]:
+            rules: bool | int = False) -> list[Tenant]:
     """networks/per_tenant tenants; network i is VLAN-backed when i is even, VXLAN otherwise;
-    every network has a gateway (.1: routed in its tenant) unless gateways is False."""
+    every network has a gateway (.1: routed in its tenant) unless gateways is False.
+    rules=True: every tenant default deny with one rule (l0 -> l1, tcp/5432); rules=N (an int):
+    default deny with rule_set(N) in every tenant, and each workload also labelled g<its index
+    in the tenant % 10>; False: open inside."""
+    many = rules is not True and isinstance(rules, int) and rules > 0
     out = []
     n_tenants = max(1, networks // per_tenant)
     per_net = max(1, workloads // networks)
     w = 0
     for t in range(n_tenants):
+        first = w
         nets, wls = {}, {}
         for j in range(per_tenant):
             i = t * per_tenant + j
@@ -47,20 +70,25 @@ def tenants(networks: int, workloads: int, per_tenant: int = 10, gateways: bool 
             for k in range(per_net):
                 mac = '02:%02x:%02x:%02x:%02x:%02x' % (w >> 32 & 0xff, w >> 24 & 0xff, w >> 16 & 0xff, w >> 8 & 0xff,
                                                        w & 0xff)
-                wls['w%d' % w] = Workload('w%d' % w, ('l%d' % (k % 2),), (Nic(0, 'n%d' % j, mac, subnet[10 + k]),),
-                                          line=20 + k)
+                labels = ('l%d' % (k % 2),) + (('g%d' % ((w - first) % GROUPS),) if many else ())
+                wls['w%d' % w] = Workload('w%d' % w, labels, (Nic(0, 'n%d' % j, mac, subnet[10 + k]),), line=20 + k)
                 w += 1
         # rules: default deny and one rule (label l0 -> l1, tcp/5432: apps/microseg.py); else open inside
-        security = Security('deny', (Rule('l0-to-l1', Endpoint(label='l0'), Endpoint(label='l1'),
-                                          (Allow('tcp', (5432, 5432)),), line=2),)) if rules else Security('allow')
+        if many:
+            security = Security('deny', rule_set(rules))
+        elif rules:
+            security = Security('deny', (Rule('l0-to-l1', Endpoint(label='l0'), Endpoint(label='l1'),
+                                              (Allow('tcp', (5432, 5432)),), line=2),))
+        else:
+            security = Security('allow')
         out.append(Tenant('t%d' % t, 't%d.yaml' % t, frozen_map(nets), frozen_map(wls), security))
     return out
 
 
-def world(racks=10, per_rack=10, networks=1000, workloads=10000, per_tenant=10, gateways=True):
-    """(policy, inventory) of a fully connected, fully bound data center."""
+def world(racks=10, per_rack=10, networks=1000, workloads=10000, per_tenant=10, gateways=True, rules=False):
+    """(policy, inventory) of a fully connected, fully bound data center (rules: as tenants())."""
     fabric = parse_fabric(fabric_yaml(racks, per_rack, networks // 2), '<generated>')
-    policy = Policy(fabric).with_tenants(tenants(networks, workloads, per_tenant, gateways))
+    policy = Policy(fabric).with_tenants(tenants(networks, workloads, per_tenant, gateways, rules))
     inv = Inventory()
     spines = [fabric.switches['spine1'].dpid, fabric.switches['spine2'].dpid]
     for s in spines:
