@@ -88,6 +88,9 @@ def main() -> int:
         pair = routed_pair(lab.vms, routed, {h: hv.leaf for h, hv in fabric.hypervisors.items()})
         if pair:
             ok = show_routed_pair(lab, *pair) and ok
+        acme = next((t for t in args.tenants if Path(t).name == 'acme.yaml'), None)
+        if acme is not None and {'web1', 'db1'} <= set(lab.vms):
+            ok = show_microseg(lab, dvsctl[:-len(args.tenants)], Path(acme), work) and ok
         print('\ndemo: %s (controller log: %s)' % ('all as expected' if ok else 'UNEXPECTED results', log_path))
         return 0 if ok else 1
     finally:
@@ -159,6 +162,36 @@ def show_routed_pair(lab, a, b) -> bool:
     print('  %s' % ('routed: ttl 63 (one hop, on %s), hop 1 is the gateway %s' % (va.hypervisor, va.gateway)
                     if ok else 'UNEXPECTED: want ttl=63 and hops [%s, %s]' % (va.gateway, vb.ip)))
     return ok
+
+
+def connects(lab, src, dst, port, tries=3) -> bool:
+    """A real TCP handshake src -> dst:port, a listener running on dst for the attempt."""
+    server = lab.popen(dst, ['nc', '-l', '-k', str(port)])
+    try:
+        deadline = time.monotonic() + 5
+        while (':%d ' % port) not in lab.exec(dst, 'ss -ltn')[1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return any(lab.exec(src, 'nc -z -w 1 %s %d' % (lab.vms[dst].ip, port))[0] == 0 for _ in range(tries))
+    finally:
+        server.kill()
+        server.wait()
+
+
+def show_microseg(lab, apply_cmd, acme: Path, work: Path) -> bool:
+    """acme's own rules (examples/tenants/acme.yaml) with `default: deny`: web -> db tcp/5432
+    connects, db -> web tcp/22 is blocked (both across the racks, routed)."""
+    deny = work / 'acme.yaml'
+    deny.write_text(acme.read_text().replace('default: allow', 'default: deny'))
+    print('\ndemo: microsegmentation: acme with `default: deny` and its rules (web-to-db: tcp/5432)')
+    print('  $ dvsctl apply acme.yaml   (default: deny)')
+    r = subprocess.run(apply_cmd + [str(deny)], capture_output=True, text=True)
+    if r.returncode:
+        print(r.stdout + r.stderr)
+        return False
+    allowed, blocked = connects(lab, 'web1', 'db1', 5432), connects(lab, 'db1', 'web1', 22, tries=1)
+    print('  web1 -> db1 tcp/5432: %s' % ('connected (rule web-to-db)' if allowed else 'UNEXPECTED: refused'))
+    print('  db1 -> web1 tcp/22:   %s' % ('blocked (default deny)' if not blocked else 'UNEXPECTED: connected'))
+    return allowed and not blocked
 
 
 def print_matrix(lab, vms, expected, actual, routed=frozenset()) -> None:
