@@ -45,9 +45,26 @@ UNICAST = ('00:00:00:00:00:00', '01:00:00:00:00:00')
 PROTO = {'tcp': 6, 'udp': 17, 'icmp': 1}
 
 
+_PER_TENANT: dict = {}         # (id(tenant), what) -> (tenant, value): computed once per policy
+
+
+def _once(tenant, what, fn):
+    """fn() once per tenant object (a policy's tenants are frozen): every hypervisor's
+    compile shares the rules' hash and source sets instead of redoing them."""
+    hit = _PER_TENANT.get((id(tenant), what))
+    if hit is not None and hit[0] is tenant:
+        return hit[1]
+    if len(_PER_TENANT) > 65536:
+        _PER_TENANT.clear()
+    value = fn()
+    _PER_TENANT[(id(tenant), what)] = (tenant, value)
+    return value
+
+
 def generation(tenant) -> int:
     """The ct_mark of connections committed under the tenant's current rules."""
-    return zlib.crc32(repr((tenant.security.default, tenant.security.rules)).encode()) or 1
+    return _once(tenant, 'generation', lambda: zlib.crc32(
+        repr((tenant.security.default, tenant.security.rules)).encode()) or 1)
 
 
 def enforced(tenant) -> bool:
@@ -134,7 +151,7 @@ def _rules(policy, t, local, commit) -> set[Flow]:
         dsts = sorted({port for port, bn in local if _selects(t, rule.dst, bn)})
         if not dsts:
             continue                      # no destination of this rule here
-        srcs = _sources(t, rule.src)
+        srcs = _once(t, ('sources', rule.src), lambda: _sources(t, rule.src))
         services = None if any(a.proto == 'any' for a in rule.allow) else _services(rule.allow)
         n = 3 if services else 2
         cid = ids.conj[(t.name, rule.name)]
