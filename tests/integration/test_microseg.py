@@ -1,4 +1,4 @@
-"""Microsegmentation with real TCP through the userspace conntrack: a web/db tenant across
+"""Microsegmentation with real TCP through the userspace conntrack: a web/app/db tenant across
 hypervisors and racks (bridged and routed, same and other hypervisor), default deny, rules by
 label; a second tenant with the very same addresses and other rules; a policy change that
 closes one established connection and keeps another flowing."""
@@ -16,7 +16,9 @@ SHOP = '''tenant: shop
 networks:
   web: {vlan: 10, subnet: 10.61.0.0/24, gateway: 10.61.0.1}
   db:  {vni: 5061, subnet: 10.62.0.0/24, gateway: 10.62.0.1}
+  app: {vlan: 20, subnet: 10.63.0.0/24, gateway: 10.63.0.1}
 workloads:
+  app1: {hypervisor: hv4, labels: [app], nics: [{network: app, mac: "02:00:3f:00:00:01", ip: 10.63.0.31}]}
   web1: {hypervisor: hv1, labels: [web], nics: [{network: web, mac: "02:00:3d:00:00:01", ip: 10.61.0.11}]}
   web2: {hypervisor: hv3, labels: [web], nics: [{network: web, mac: "02:00:3d:00:00:02", ip: 10.61.0.12}]}
   db1:  {hypervisor: hv2, labels: [db],  nics: [{network: db,  mac: "02:00:3e:00:00:01", ip: 10.62.0.21}]}
@@ -27,6 +29,8 @@ security:
     - {name: web-to-db, from: {label: web}, to: {label: db}, allow: [{proto: tcp, port: 5432}]}
     - {name: web-to-db-alt, from: {label: web}, to: {label: db}, allow: [{proto: tcp, ports: "5433-5434"}]}
     - {name: web-peers, from: {label: web}, to: {label: web}, allow: [{proto: any}]}
+    - {name: web-to-app, from: {label: web}, to: {label: app}, allow: [{proto: tcp, port: 8080}, {proto: icmp, type: 8}]}
+    - {name: app-to-db, from: {label: app}, to: {network: db}, allow: [{proto: tcp, port: 5432}]}
 '''
 # the same addresses, the other way round: db may open web's port 80, nothing else
 MIRROR = '''tenant: mirror
@@ -97,6 +101,16 @@ def test_rules_admit_their_direction_and_the_default_denies_the_rest(env):
     assert not connects(lab, 'web1', 'db1', 22, tries=1)                # a port no rule allows
     assert not lab.ping('db1', 'db2', timeout=0.5)             # bridged in one network, still denied
     assert not lab.ping('web1', 'db1', timeout=0.5)            # icmp is not allowed to db
+
+
+def test_a_three_tier_chain_each_tier_opens_only_the_next(env):
+    lab, _, _, _ = env
+    assert connects(lab, 'web1', 'app1', 8080)                 # web -> app (VLAN -> VLAN, other rack)
+    assert connects(lab, 'app1', 'db1', 5432)                  # app -> db, selected by network
+    assert lab.ping('web2', 'app1')                            # icmp type 8 allowed, its reply passes
+    assert not connects(lab, 'app1', 'web1', 8080, tries=1)    # never backwards
+    assert not connects(lab, 'db2', 'app1', 8080, tries=1)
+    assert not lab.ping('app1', 'web1', timeout=0.5)
 
 
 def test_the_other_tenant_with_the_same_addresses_has_its_own_rules(env):
