@@ -22,6 +22,7 @@ from controller.pipeline import cookies
 
 LOG = logging.getLogger('opendvs.api')
 TIMEOUT = 2.0            # s each hypervisor has to answer
+MAX_ASKED = 256          # hypervisors asked at once (more wait their turn, and may be reported late)
 HITS = ('a rule counts connections (the packet that opens one, or re-checks it after a policy '
         'change), not every packet')
 OPEN = 'open inside: no rules enforced'
@@ -103,7 +104,8 @@ def _ask(conns: dict, match: tuple[int, int], timeout: float, failed: dict):
     asked at once; put the others in `failed` (name -> why)."""
     if not conns:
         return
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(conns)), thread_name_prefix='rule-hits')
+    # a thread per hypervisor (each only sends and waits), so all are asked at once
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(MAX_ASKED, len(conns)), thread_name_prefix='rule-hits')
     try:
         jobs = {pool.submit(c.flow_counters, *match, timeout=timeout): n for n, c in conns.items()}
         done, late = concurrent.futures.wait(jobs, timeout + 0.5)
