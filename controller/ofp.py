@@ -428,10 +428,10 @@ class OFSwitch:
             w.done.set()
         return w
 
-    def _wait(self, msg, w: _Waiter, what: str):
+    def _wait(self, msg, w: _Waiter, what: str, timeout: float = REPLY_TIMEOUT):
         try:
-            if not w.done.wait(REPLY_TIMEOUT):
-                raise SwitchError('%016x: no reply to %s within %ss' % (self.dpid, what, REPLY_TIMEOUT))
+            if not w.done.wait(timeout):
+                raise SwitchError('%016x: no reply to %s within %ss' % (self.dpid, what, timeout))
             if w.closed:                   # issue 7 part 6
                 raise SwitchError('%016x: the session closed before the reply to %s' % (self.dpid, what))
             if w.error is not None:
@@ -476,10 +476,19 @@ class OFSwitch:
         req = self.dp.ofproto_parser.OFPBarrierRequest(self.dp)
         self._send_and_wait(req, 'barrier')
 
-    def _send_and_wait(self, msg, what):
+    def _send_and_wait(self, msg, what, timeout: float = REPLY_TIMEOUT):
         w = self._expect(msg)
         self.dp.send_msg(msg)
-        return self._wait(msg, w, what)
+        return self._wait(msg, w, what, timeout)
+
+    def flow_counters(self, cookie: int, mask: int, timeout: float = REPLY_TIMEOUT) -> list[tuple[int, int, int]]:
+        """(cookie, packets, bytes) of every flow whose cookie matches cookie/mask, as the
+        switch counts them (`dvsctl show rules`: one tenant's microseg flows)."""
+        p, ofp = self.dp.ofproto_parser, self.dp.ofproto
+        req = p.OFPFlowStatsRequest(self.dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                    cookie, mask, p.OFPMatch())
+        replies = self._send_and_wait(req, 'flow stats', timeout)
+        return [(s.cookie, s.packet_count, s.byte_count) for r in replies for s in r.body]
 
     # -- SwitchConn
     def read_flows(self) -> set[Flow]:

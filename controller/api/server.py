@@ -34,6 +34,7 @@ BACKLOG = 1024              # connections the kernel queues before we accept the
 APPLY_KEYS = {'tenants', 'dry_run'}
 DOC_KEYS = {'source', 'text'}
 MAX_SOURCE = 4096           # characters of a pushed file's name
+TENANT_VIEWS = {'routes', 'rules'}      # GET /v1/<view>/<tenant>
 
 
 class BadRequest(ValueError):
@@ -229,8 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
                     method, _short(url.path), ', '.join(sorted(allowed)))})
             if method == 'GET' and rest == ['flows']:
                 return self._reply(200, self.service.flows(query.get('switch')))
-            if method == 'GET' and rest[0] == 'routes':
-                return self._reply(200, self.service.routes(rest[1]))
+            if method == 'GET' and rest[0] in TENANT_VIEWS:
+                return self._reply(200, getattr(self.service, rest[0])(rest[1]))
             if method == 'GET':
                 return self._reply(200, getattr(self.service, rest[0])())
             if method == 'POST':
@@ -269,7 +270,7 @@ def _methods(rest: list[str], views) -> set[str]:
     """The methods a path under /v1 answers (empty: no such path)."""
     if len(rest) == 1 and rest[0] in views:
         return {'GET'}
-    if len(rest) == 2 and rest[0] == 'routes':
+    if len(rest) == 2 and rest[0] in TENANT_VIEWS:
         return {'GET'}
     if rest == ['apply']:
         return {'POST'}

@@ -205,6 +205,12 @@ class PolicyService:
                 for n in sorted(t.networks.values(), key=lambda n: n.name)]
         return {'tenant': tenant, 'gateway_mac': pol.fabric.gateway_mac, 'networks': nets}
 
+    def rules(self, tenant: str) -> dict:
+        """One tenant's microsegmentation rules with their hits and the tenant's drops, read
+        from the hypervisors' flow counters (controller/api/rule_hits.py)."""
+        from controller.api import rule_hits
+        return rule_hits.view(self.core, tenant)
+
     def switches(self) -> list[dict]:
         core = self.core
         with core.lock:

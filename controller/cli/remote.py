@@ -135,12 +135,15 @@ SHOW = {
     'uplinks': ('/v1/uplinks', ['hypervisor', 'leaf', 'uplinks', 'bond', 'status', 'leaf_port', 'members',
                                 'problems']),
     'routes': ('/v1/routes', None),           # of one TENANT: route_lines
+    'rules': ('/v1/rules', None),             # of one TENANT: rule_lines
 }
+TENANT_VIEWS = ('routes', 'rules')
 
 
 def _show_arguments(p) -> None:
     p.add_argument('what', choices=sorted(SHOW))
-    p.add_argument('tenant', nargs='?', metavar='TENANT', help='routes: the tenant whose subnets to show')
+    p.add_argument('tenant', nargs='?', metavar='TENANT',
+                   help='routes, rules: the tenant whose subnets, or rules and their hits, to show')
     p.add_argument('--switch', help='flows: only this switch')
     p.add_argument('--json', action='store_true', help='print the raw JSON')
     _connection_arguments(p)
@@ -156,14 +159,16 @@ def _cell(value) -> str:
 
 
 @command('show', 'show what runs: tenants, networks, workloads (and where bound), switches, flows, tunnels, '
-         'uplinks (bonds and LACP), routes TENANT (its subnets and where their workloads are)',
+         'uplinks (bonds and LACP), routes TENANT (its subnets and where their workloads are), rules TENANT '
+         '(its rules with their hits and the drops, from the switches\' counters)',
          _show_arguments)
 def cmd_show(args) -> int:
     path, columns = SHOW[args.what]
-    if (args.what == 'routes') != (args.tenant is not None):
-        args.usage_error('name a tenant: dvsctl show routes TENANT' if args.what == 'routes' else
-                         'only `show routes` takes a TENANT (got %r after %s)' % (args.tenant, args.what))
-    if args.what == 'routes':
+    if (args.what in TENANT_VIEWS) != (args.tenant is not None):
+        args.usage_error('name a tenant: dvsctl show %s TENANT' % args.what if args.what in TENANT_VIEWS else
+                         'only `show routes` and `show rules` take a TENANT (got %r after %s)'
+                         % (args.tenant, args.what))
+    if args.what in TENANT_VIEWS:
         path += '/' + urllib.parse.quote(args.tenant, safe='')
     if args.what == 'flows' and args.switch:
         path += '?switch=' + args.switch
@@ -174,8 +179,8 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    if args.what in ('flows', 'routes'):
-        print('\n'.join(flow_lines(rows) if args.what == 'flows' else route_lines(rows)))
+    if args.what in ('flows', 'routes', 'rules'):
+        print('\n'.join({'flows': flow_lines, 'routes': route_lines, 'rules': rule_lines}[args.what](rows)))
         return 0
     table = [columns] + [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
@@ -209,4 +214,37 @@ def route_lines(view) -> list[str]:
         out += ['  %-*s  %s  %-*s  %s' % (ip_w, w['ip'], w['mac'], name_w, name(w),
                                           'on ' + w['hypervisor'] if w['hypervisor'] else 'not bound')
                 for w in n['workloads']] or ['  (no workloads)']
+    return out
+
+
+def _side(ep: dict) -> str:
+    return ' '.join('%s %s' % kv for kv in ep.items())
+
+
+def _service(a: dict) -> str:
+    port = a.get('port', a.get('ports'))
+    return a['proto'] if port is None else '%s/%s' % (a['proto'], port)
+
+
+def rule_lines(view) -> list[str]:
+    """The tenant's rules in file order -- rule, `label web -> label db`, allow, hits
+    (connections), bytes, file:line -- then its drops and the hypervisors counted; a tenant
+    with `default: allow` says it is open inside (its rules are not enforced, nothing counts)."""
+    out = ['tenant %s (%s): default %s' % (view['tenant'], view['source'], view['default']), view['note']]
+    table = [['rule', 'from -> to', 'allow', 'hits (connections)', 'bytes', 'file:line']]
+    table += [[r['name'], '%s -> %s' % (_side(r['from']), _side(r['to'])), ','.join(map(_service, r['allow'])),
+               _cell(r['packets']), _cell(r['bytes']), r['where']] for r in view['rules']]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    out += ['  '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    if len(table) == 1:
+        out.append('(no rules)')
+    if not view['enforced']:
+        return out
+    for key, what in (('default_drops', 'default deny'), ('invalid_drops', 'invalid'),
+                      ('unknown_unicast_drops', 'unknown unicast')):
+        out.append('%s: %d packets dropped (%d bytes)' % (what, view[key]['packets'], view[key]['bytes']))
+    out.append('counted on: %s' % (', '.join(view['answered']) or 'no hypervisor'))
+    out += ['no answer from %s: %s' % kv for kv in view['no_answer'].items()]
+    if view['not_connected']:
+        out.append('not connected: %s' % ', '.join(view['not_connected']))
     return out

@@ -4,6 +4,7 @@ label; a second tenant with the very same addresses and other rules; a policy ch
 closes one established connection and keeps another flowing."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -120,13 +121,31 @@ def test_the_other_tenant_with_the_same_addresses_has_its_own_rules(env):
     assert connects(lab, 'web1', 'db1', 5432)                  # shop unchanged
 
 
+def show_rules(ctl, *args):
+    r = ctl.dvsctl('show', 'rules', 'shop', *args)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout) if args else r.stdout
+
+
 def test_rule_hits_and_default_drops_are_counted_on_the_destination_hypervisor(env):
-    lab, _, _, _ = env
+    lab, ctl, _, paths = env
     rules, drops = acl_counters(lab, 'hv2', 3), acl_counters(lab, 'hv2', 4)
+    before = show_rules(ctl, '--json')
     assert connects(lab, 'web1', 'db1', 5432)
     assert not connects(lab, 'web1', 'db1', 23, tries=1)
     wait_until(lambda: acl_counters(lab, 'hv2', 3) > rules, 10, what='the rule counted its hit on hv2')
     wait_until(lambda: acl_counters(lab, 'hv2', 4) > drops, 10, what='the default counted its drop on hv2')
+    # dvsctl show rules: the same counters, read by the controller from every hypervisor
+    after = show_rules(ctl, '--json')
+    assert after['answered'] == ['hv1', 'hv2', 'hv3', 'hv4'] and after['no_answer'] == {}
+    hits = {r['name']: r['packets'] for r in after['rules']}
+    assert hits['web-to-db'] > before['rules'][0]['packets'] > 0       # earlier tests connected too
+    assert hits['web-to-db-alt'] == before['rules'][1]['packets']       # nothing went to 5433-5434 since
+    assert after['default_drops']['packets'] > before['default_drops']['packets']
+    text = show_rules(ctl)
+    assert re.search(r'^web-to-db +label web -> label db +tcp/5432 +[1-9][0-9]* +[1-9][0-9]* +%s:13$'
+                     % re.escape(paths[0]), text, re.M), text
+    assert re.search(r'^default deny: [1-9][0-9]* packets dropped', text, re.M), text
 
 
 def stream(lab, src, dst, port, out):

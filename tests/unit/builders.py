@@ -178,6 +178,7 @@ class FakeSwitch:
         self.applied: list[tuple[list[Flow], list[Flow]]] = []
         self.sent: list[tuple[int, bytes]] = []
         self.meters: dict[int, tuple[int, int]] = {}
+        self.counters: list[tuple[int, int, int]] = []     # (cookie, packets, bytes) per flow
 
     def read_flows(self) -> set:
         self.reads += 1
@@ -196,6 +197,10 @@ class FakeSwitch:
 
     def delete_meter(self, meter_id: int) -> None:
         self.meters.pop(meter_id, None)
+
+    def flow_counters(self, cookie: int, mask: int, timeout: float = 10.0) -> list[tuple[int, int, int]]:
+        """The entries of self.counters whose cookie is under cookie/mask."""
+        return [c for c in self.counters if c[0] & mask == cookie]
 
 
 # ---- a routing world (apps/anycast_gateway.py) ----------------------------------------------

@@ -145,7 +145,7 @@ def test_routes_needs_one_tenant_and_only_routes_takes_one(capsys):
     with pytest.raises(SystemExit) as e:
         dvsctl.main(['show', 'tenants', 'acme', '--token', TOKEN])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "only `show routes` takes a TENANT (got 'acme' after tenants)" in err
+    assert e.value.code == 2 and "only `show routes` and `show rules` take a TENANT (got 'acme' after tenants)" in err
 
 
 def test_the_api_path(api):
