@@ -29,9 +29,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import struct
+import sys
 
 from controller.inventory.model import TUNNEL, UPLINK, Inventory
-from controller.pipeline import cookies, registers as R
+from controller.pipeline import cookies, incremental, registers as R
 from controller.pipeline.flow import CONTROLLER, IN_PORT, OFPVID_PRESENT, Flow, vid
 
 from apps.vlan_portgroups import nic_cookie, routing_tenants
@@ -192,13 +193,7 @@ def echo_reply(mac: str, ip: str) -> list[tuple]:
 
 def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     """Everything at once (the full compile the incremental one is checked against)."""
-    if dpid not in inv.switches:
-        return set()
-    ctx = context(policy, inv, dpid)
-    flows = compile_switch(policy, inv, dpid, ctx)
-    for key in units(policy, inv, dpid):
-        flows |= compile_unit(policy, inv, dpid, key, ctx)
-    return flows
+    return incremental.from_units(sys.modules[__name__], policy, inv, dpid)
 
 
 # ---- Time Exceeded (called from packet-in; the l3 TTL flow sends TTL-1 frames here) -------

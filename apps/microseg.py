@@ -30,10 +30,11 @@ pass, so nothing half-open lingers on the other side's state).
 from __future__ import annotations
 
 import ipaddress
+import sys
 import zlib
 
 from controller.inventory.model import TUNNEL, UPLINK, Inventory
-from controller.pipeline import actions as A, cookies, registers as R
+from controller.pipeline import actions as A, cookies, incremental, registers as R
 from controller.pipeline.flow import Flow
 
 APP = 'microseg'
@@ -222,10 +223,4 @@ def port_masks(lo: int, hi: int) -> list[tuple[int, int]]:
 
 def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     """Everything at once (the full compile the incremental one is checked against)."""
-    if dpid not in inv.switches:
-        return set()
-    ctx = context(policy, inv, dpid)
-    flows = compile_switch(policy, inv, dpid, ctx)
-    for key in units(policy, inv, dpid):
-        flows |= compile_unit(policy, inv, dpid, key, ctx)
-    return flows
+    return incremental.from_units(sys.modules[__name__], policy, inv, dpid)

@@ -29,7 +29,9 @@ iface-ids whose bindings changed there (stale_units) and refreshes the context.
 """
 from __future__ import annotations
 
+import sys
 from controller.inventory.model import VM, Inventory
+from controller.pipeline import incremental
 from controller.pipeline.flow import UNTAGGED, Flow
 
 from apps.vlan_portgroups import nic_cookie
@@ -104,13 +106,7 @@ def port_flows(policy, bound, no: int) -> set[Flow]:
 
 def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     """Everything at once (the full compile the incremental one is checked against)."""
-    if dpid not in inv.switches:
-        return set()
-    ctx = context(policy, inv, dpid)
-    flows = compile_switch(policy, inv, dpid, ctx)
-    for key in units(policy, inv, dpid):
-        flows |= compile_unit(policy, inv, dpid, key, ctx)
-    return flows
+    return incremental.from_units(sys.modules[__name__], policy, inv, dpid)
 
 
 def changed(before: dict, after: dict) -> set[str]:

@@ -23,9 +23,10 @@ recompiles that nic's entries only.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from controller.inventory.model import EDGE, FABRIC, HYPERVISOR, UPLINK, VM, Inventory
-from controller.pipeline import cookies, registers as R
+from controller.pipeline import cookies, incremental, registers as R
 from controller.pipeline.flow import Flow, vid
 from controller.policy.model import Hypervisor
 
@@ -217,10 +218,4 @@ def compile_unit(policy, inv: Inventory, dpid: int, iface_id: str, ctx: Context)
 
 def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     """Everything at once (the full compile the incremental one is checked against)."""
-    if dpid not in inv.switches:
-        return set()
-    ctx = context(policy, inv, dpid)
-    flows = compile_switch(policy, inv, dpid, ctx)
-    for key in units(policy, inv, dpid):
-        flows |= compile_unit(policy, inv, dpid, key, ctx)
-    return flows
+    return incremental.from_units(sys.modules[__name__], policy, inv, dpid)

@@ -17,10 +17,11 @@ no BUM), and its members accept its VNI from those hypervisors' VTEPs too.
 """
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
 from controller.inventory.model import TUNNEL, Inventory
-from controller.pipeline import cookies, registers as R
+from controller.pipeline import cookies, incremental, registers as R
 from controller.pipeline.flow import Flow, vid
 
 from apps import learning_switch
@@ -102,13 +103,7 @@ def compile_unit(policy, inv: Inventory, dpid: int, key, tun) -> set[Flow]:
 
 def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     """Everything at once (the full compile the incremental one is checked against)."""
-    if dpid not in inv.switches:
-        return set()
-    tun = context(policy, inv, dpid)
-    flows = compile_switch(policy, inv, dpid, tun)
-    for key in units(policy, inv, dpid):
-        flows |= compile_unit(policy, inv, dpid, key, tun)
-    return flows
+    return incremental.from_units(sys.modules[__name__], policy, inv, dpid)
 
 
 def _remote_entry(local_vlan, bn, vtep, tun) -> Flow:

@@ -142,6 +142,18 @@ def compile_switch(apps, policy, inv, dpid: int, compiled: Compiled, stale, stal
             compiled.put((name, key), app.compile_unit(policy, inv, dpid, key, ctx))
 
 
+def from_units(app, policy, inv, dpid: int) -> set[Flow]:
+    """An app's whole set on one switch, from its switch part and every unit present (an
+    app's compile_flows: the full compile the incremental one is checked against)."""
+    if dpid not in inv.switches:
+        return set()
+    ctx = app.context(policy, inv, dpid)
+    flows = set(app.compile_switch(policy, inv, dpid, ctx))
+    for key in app.units(policy, inv, dpid):
+        flows |= app.compile_unit(policy, inv, dpid, key, ctx)
+    return flows
+
+
 def full(apps, policy, inv, dpid: int) -> set[Flow]:
     """The whole set for one switch, compiled from scratch (the cross-check)."""
     if dpid not in inv.switches:
