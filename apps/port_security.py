@@ -30,6 +30,7 @@ iface-ids whose bindings changed there (stale_units) and refreshes the context.
 from __future__ import annotations
 
 import sys
+
 from controller.inventory.model import VM, Inventory
 from controller.pipeline import incremental
 from controller.pipeline.flow import UNTAGGED, Flow
