@@ -113,9 +113,16 @@ def _continuous_ping(lab, src, dst, count, interval=0.1):
                      stdout=subprocess.PIPE, text=True)
 
 
+def admitting_ports(lab, sw) -> set:
+    """The ports of a physical switch that admit frames into its pipeline (in the flood tree)."""
+    return {m.group(1) for f in dump_flows(lab.bridge(sw), 'table=0') if 'goto_table:10' in f['actions']
+            for m in [re.search(r'in_port=(\d+)', f['match'])] if m}
+
+
 def test_spine_link_cut_traffic_recovers(env):
     lab, ctl = env
     wait_until(lambda: lab.ping('hv1vm1', 'hv3vm2'), 30, what='path before the cut')
+    tree = admitting_ports(lab, 'spine1')
     pinger = _continuous_ping(lab, 'hv1vm1', 'hv3vm2', count=100)
     try:
         time.sleep(1)
@@ -129,6 +136,9 @@ def test_spine_link_cut_traffic_recovers(env):
             pinger.kill()
         lab.set_link('spine1', 'leaf1', up=True)
     wait_until(lambda: lab.ping('hv2vm1', 'hv4vm1'), 30, what='traffic after the link is back')
+    # the link rejoins the flood tree only after LLDP has proved it again: wait for that move
+    # (and its MAC flush) here, so the next test does not run through it
+    wait_until(lambda: admitting_ports(lab, 'spine1') == tree, 30, what='spine1-leaf1 back in the flood tree')
 
 
 def test_controller_kill9_and_restart_loses_no_ping_and_touches_no_flow(env):
