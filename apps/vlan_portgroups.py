@@ -128,11 +128,6 @@ def routed_vlans(policy, inv: Inventory, hv: int) -> frozenset[int]:
                      if n.vlan is not None and n.gateway is not None)
 
 
-def trunk_vlans(policy, inv: Inventory, hv: int) -> frozenset[int]:
-    """Every VLAN a hypervisor's trunk carries either way (what its bindings change)."""
-    return local_vlans(policy, inv, hv) | routed_vlans(policy, inv, hv)
-
-
 def located_nics(policy, inv: Inventory, overlay: bool = False):
     """(hypervisor dpid, ofport, BoundNic) for every nic at its location (one place, even
     while a nic is bound twice), whose port is up: VLAN nics, or overlay nics."""

@@ -313,9 +313,10 @@ class Controller:
                 LOG.info('nic locations changed: %s', sorted(moved))
             self._bindings_invalidate(dpid, (local ^ pg.local_vlans(self.policy, self.inv, dpid))
                                       | (routed ^ pg.routed_vlans(self.policy, self.inv, dpid)), moved)
-            if routing != pg.routing_tenants(self.policy, self.inv, dpid):
+            routing_now = pg.routing_tenants(self.policy, self.inv, dpid)
+            if routing != routing_now:
                 self._invalidate(dpid, {anycast_gateway.APP})
-                self._invalidate_units(self._routing_units(routing ^ pg.routing_tenants(self.policy, self.inv, dpid)))
+                self._invalidate_units(self._routing_units(routing ^ routing_now))
             if vtep_mac and self.inv.vtep_macs.get(dpid) != vtep_mac.lower():
                 self.inv.vtep_macs[dpid] = vtep_mac.lower()
                 for d, sw in self.inv.switches.items():
