@@ -15,7 +15,7 @@ import threading
 import time
 
 from apps import anycast_gateway, learning_switch, microseg, port_security, topology, vlan_portgroups
-from controller import floods, metrics
+from controller import eventlog, floods, metrics
 from controller.inventory.model import (PENDING, TUNNEL, UPLINK, UPLINK_PORT_NAME, VM, Binding,
                                         Inventory, LinkEnd, Port, SwitchState)
 from controller.policy.model import Fabric, Policy
@@ -79,6 +79,7 @@ class Controller:
         self.apps = APPS if apps is None else load_apps(capabilities.resolve(apps))
         self.ids = idstore.IdStore(state_dir)
         self.cookies = cookies.Registry(self.ids)
+        self.events = eventlog.EventLog(state_dir)      # binds, activations, moves (controller/eventlog.py)
         policy = policy if isinstance(policy, Policy) else Policy(policy)
         self.policy = policy.with_ids(idstore.bind(self.ids, policy))
         self.ids.save()
