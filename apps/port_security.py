@@ -21,9 +21,19 @@ and no longer matches anything from a bound port):
     122  own MAC, untagged (other ethertypes)                                              -> go on
     120  anything else: other source MACs, tagged frames                                   -> drop
 
-Every port bound to the nic gets them (a nic bound twice during a live migration too), and
-only where learning_switch admits the nic (an up VM port): no bound port ever admits
-without them.  Ports with no bound nic (native VLAN), or a binding no policy knows, are
+Those are the flows of the port where the nic is *located*.  A nic bound in a second place
+(a live migration: the VM's new port appears before the old one goes) waits there for
+activation, as OVN's activation-strategy=rarp does: its new port sends only the VM's
+announcement -- a RARP, or a gratuitous ARP (sender = target = its own IP) -- to the
+controller (metered), and drops the rest; the controller then makes that port the nic's
+location (core.activate) and every location-dependent flow moves.  A binding on a hypervisor
+that may never hold the nic (its trunk lacks the nic's VLAN) drops everything:
+
+    140  pending: own MAC, RARP | GARP for own IP                                 -> controller
+    135  pending or refused: anything else                                        -> drop
+
+Every port bound to the nic gets flows, and only where learning_switch admits the nic (an
+up VM port): no bound port ever admits without them.  Ports with no bound nic (native VLAN), or a binding no policy knows, are
 left as they are.  One compile unit per iface-id bound on a hypervisor; the core marks the
 iface-ids whose bindings changed there (stale_units) and refreshes the context.
 """
@@ -33,14 +43,16 @@ import sys
 
 from controller.inventory.model import VM, Inventory
 from controller.pipeline import incremental
-from controller.pipeline.flow import UNTAGGED, Flow
+from controller.pipeline.flow import CONTROLLER, UNTAGGED, Flow
 
+from apps.anycast_gateway import METER
 from apps.vlan_portgroups import nic_cookie
 
 APP = 'port_security'
-K_ALLOW, K_DROP = 1, 2
+K_ALLOW, K_DROP, K_ANNOUNCE, K_PENDING, K_REFUSED = 1, 2, 3, 4, 5
+P_ANNOUNCE, P_BLOCK = 140, 135
 P_ALLOW, P_GUARD, P_OTHER, P_DROP = 130, 125, 122, 120
-ETH_IP, ETH_ARP, ETH_IPV6 = 0x0800, 0x0806, 0x86dd
+ETH_IP, ETH_ARP, ETH_IPV6, ETH_RARP = 0x0800, 0x0806, 0x86dd, 0x8035
 ANY = '0.0.0.0'
 
 
@@ -81,8 +93,45 @@ def compile_unit(policy, inv: Inventory, dpid: int, iface_id: str, ctx) -> set[F
         return set()
     flows = set()
     for no in ctx.get(iface_id, ()):
-        flows |= port_flows(policy, bound, no)
+        if (iface_id, dpid) in inv.refused_places:
+            flows.add(Flow.make('port_sec', P_BLOCK, {'in_port': no}, cookie=nic_cookie(APP, K_REFUSED, bound)))
+        elif inv.locations.get(iface_id) == (dpid, no):
+            flows |= port_flows(policy, bound, no)
+        else:
+            flows |= pending_flows(bound, no)
     return flows
+
+
+def pending_flows(bound, no: int) -> set[Flow]:
+    """A port waiting for activation: the VM's announcement to the controller, the rest dropped."""
+    mac, ip = bound.nic.mac, str(bound.nic.ip)
+    own = {'in_port': no, 'vlan_vid': UNTAGGED, 'eth_src': mac}
+    punt = dict(actions=[('meter', METER), ('output', CONTROLLER)], cookie=nic_cookie(APP, K_ANNOUNCE, bound))
+    return {
+        Flow.make('port_sec', P_ANNOUNCE, dict(own, eth_type=ETH_RARP), **punt),
+        Flow.make('port_sec', P_ANNOUNCE, dict(own, eth_type=ETH_ARP, arp_sha=mac, arp_spa=ip, arp_tpa=ip), **punt),
+        Flow.make('port_sec', P_BLOCK, {'in_port': no}, cookie=nic_cookie(APP, K_PENDING, bound)),
+    }
+
+
+def announcement(policy, inv: Inventory, dpid: int, port: int, frame: bytes) -> str | None:
+    """'rarp' or 'garp' if this frame, punted from a port waiting for activation, is the
+    bound nic announcing itself there; else None."""
+    b = inv.bindings.get(dpid, {}).get(port)
+    bound = policy.nics.get(b.iface_id) if b is not None else None
+    if bound is None or len(frame) < 14 or frame[6:12] != _mac_bytes(bound.nic.mac):
+        return None
+    eth_type = int.from_bytes(frame[12:14], 'big')
+    if eth_type == ETH_RARP:
+        return 'rarp'
+    ip = bound.nic.ip.packed
+    if eth_type == ETH_ARP and len(frame) >= 42 and frame[28:32] == ip and frame[38:42] == ip:
+        return 'garp'
+    return None
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes(int(x, 16) for x in mac.split(':'))
 
 
 def port_flows(policy, bound, no: int) -> set[Flow]:

@@ -110,6 +110,18 @@ def local_vlans(policy, inv: Inventory, hv: int) -> frozenset[int]:
     return frozenset(out)
 
 
+def placement_refusal(policy, iface_id: str, hypervisor: str) -> str | None:
+    """Why a nic can never be located on a hypervisor, or None: a VLAN nic needs its VLAN on
+    that hypervisor's trunk (fabric trunk_vlans), or it would be cut off from its network.
+    Overlay nics go anywhere (the VTEP carries them); a nic no policy knows is not ours."""
+    bound, hv = policy.nics.get(iface_id), policy.fabric.hypervisors.get(hypervisor)
+    if bound is None or hv is None or bound.network.vlan is None or bound.network.vlan in hv.trunk_vlans:
+        return None
+    return ("%s's trunk does not carry VLAN %d of network %s/%s (trunk_vlans: %s in %s)"
+            % (hypervisor, bound.network.vlan, bound.tenant.name, bound.network.name,
+               ', '.join(map(str, hv.trunk_vlans)) or 'none', policy.fabric.source))
+
+
 def routing_tenants(policy, inv: Inventory, hv: int) -> frozenset[str]:
     """The tenants that route on a hypervisor: those with a nic bound there on a network with
     a gateway (apps/anycast_gateway.py)."""

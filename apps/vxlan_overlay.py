@@ -64,9 +64,10 @@ def units(policy, inv: Inventory, dpid: int):
     """One unit per overlay network with a member located on this hypervisor, or routed to
     from it."""
     out = set()
-    for b in inv.bindings.get(dpid, {}).values():
-        bn = policy.nics.get(b.iface_id)
-        if bn is not None and bn.network.vni is not None and inv.locations.get(b.iface_id, (None,))[0] == dpid:
+    here = {b.iface_id for b in inv.bindings.get(dpid, {}).values()} | inv.claims.get(dpid, frozenset())
+    for iface_id in here:                   # bound here, or in flight from here (still located)
+        bn = policy.nics.get(iface_id)
+        if bn is not None and bn.network.vni is not None and inv.locations.get(iface_id, (None,))[0] == dpid:
             out.add((bn.tenant.name, bn.network.name))
     for t in routing_tenants(policy, inv, dpid):
         out.update((t, n.name) for n in policy.tenants[t].networks.values() if n.vni is not None and n.gateway)

@@ -99,6 +99,7 @@ class Controller:
         self._dirty: set[int] = set()
         self._retry: dict[int, tuple[float, float]] = {}   # failing switch -> (next try, backoff)
         self._settle_until: dict[int, float] = {}
+        self._arrived: set[int] = set()                # the hypervisor a VM was last activated on
         # incremental compile: what each event made stale (written under the lock by events,
         # taken by the worker), and each switch's compiled parts (the worker's alone)
         self._stale: dict[int, object] = {}            # dpid -> ALL or {app names}
@@ -177,6 +178,7 @@ class Controller:
                 out.add(('vlan_portgroups', i))
             else:
                 out.add(('vxlan_overlay', (bn.tenant.name, bn.network.name)))
+            out.add((port_security.APP, i))                    # which of its ports is active
             out.add((anycast_gateway.APP, bn.tenant.name))     # its host route and ARP answer
             out.add((microseg.APP, bn.tenant.name))            # its tenant's rules where it is
             if bn.network.gateway is not None:                 # where its tenant routes from
@@ -208,6 +210,55 @@ class Controller:
             self._invalidate(d, {learning_switch.APP, pg + incremental.CONTEXT})
             self._stale_units.setdefault(d, set()).update(vlan_nics)
         self._invalidate_units(self._nic_units(moved))
+
+    def _refuse(self, iface_id: str, dpid: int) -> str | None:
+        """Why a nic bound on this hypervisor may never be located there, or None."""
+        sw = self.fabric.switch_by_dpid(dpid)
+        return vlan_portgroups.placement_refusal(self.policy, iface_id, sw.name) if sw is not None else None
+
+    def _name(self, dpid: int) -> str:
+        sw = self.inv.switches.get(dpid) or self.fabric.switch_by_dpid(dpid)
+        return sw.name if sw is not None else '%016x' % dpid
+
+    def _log_bindings(self, dpid: int, before: dict, after: dict, was: dict, moved: set, by: str) -> None:
+        """The event log's view of one bindings change: ports bound and unbound here, nics
+        that moved (an activation when the new place had waited), places left waiting."""
+        hv = self._name(dpid)
+        for no, b in sorted(before.items()):
+            if after.get(no) != b:
+                self.events.record('unbind', hypervisor=hv, iface_id=b.iface_id, port=no)
+        for no, b in sorted(after.items()):
+            if before.get(no) != b:
+                self.events.record('bind', hypervisor=hv, iface_id=b.iface_id, port=no)
+                where = self.inv.locations.get(b.iface_id)
+                if (b.iface_id, dpid) in self.inv.refused_places:
+                    self.events.record('refused', hypervisor=hv, iface_id=b.iface_id,
+                                       reason=self.inv.refused_places[(b.iface_id, dpid)])
+                elif where is not None and where != (dpid, no):
+                    self.events.record('pending', hypervisor=hv, iface_id=b.iface_id, port=no,
+                                       reason='waiting for a GARP/RARP from the VM (located on %s)'
+                                              % self._name(where[0]))
+        for i in sorted(moved):
+            old, new = was.get(i), self.inv.locations.get(i)
+            if new is not None and old is not None:
+                self.events.record('activate', hypervisor=self._name(new[0]), iface_id=i, port=new[1], by=by)
+            self.events.record('move', iface_id=i, **{'from': self._name(old[0]) if old else None,
+                                                      'to': self._name(new[0]) if new else None})
+
+    def activate(self, dpid: int, port: int, how: str) -> str | None:
+        """A VM showed itself on a port waiting for activation (a GARP or RARP punted by
+        port_security): that port becomes its nic's location, and every flow that depends on
+        where the nic is follows in one converge per switch.  The iface-id, or None."""
+        with self.lock:
+            was = dict(self.inv.locations)
+            iface_id = self.inv.activate(dpid, port)
+            if iface_id is None:
+                return None
+            LOG.info('%s activated on %s port %d by a %s', iface_id, self._name(dpid), port, how)
+            self._log_bindings(dpid, {}, {}, was, {iface_id}, how)
+            self._arrived = {dpid}
+            self._invalidate_units(self._nic_units({iface_id}))
+            return iface_id
 
     def _located_at(self, dpid: int, port: int | None = None) -> list[str]:
         return [i for i, (d, p) in self.inv.locations.items() if d == dpid and port in (None, p)]
@@ -291,25 +342,33 @@ class Controller:
             return
         dpid = conn.dpid
         self._watchers[dpid] = self._watch_bindings(
-            name, address, lambda bindings, vtep_mac=None: self.bindings_changed(dpid, bindings, vtep_mac))
+            name, address, lambda bindings, vtep_mac=None, claims=frozenset():
+            self.bindings_changed(dpid, bindings, vtep_mac, claims))
 
-    def bindings_changed(self, dpid: int, bindings: dict[int, Binding], vtep_mac: str | None = None) -> None:
+    def bindings_changed(self, dpid: int, bindings: dict[int, Binding], vtep_mac: str | None = None,
+                         claims=frozenset()) -> None:
         """A hypervisor's bound interfaces (or its VTEP's MAC) changed in its OVSDB: every
-        switch's known-nic and underlay flows may."""
+        switch's known-nic and underlay flows may.  claims: iface-ids of its rows without a
+        port (a VM in flight: where such a nic is located, it stays until a new port is
+        activated, see Inventory.relocate)."""
+        claims = frozenset(claims)
         with self.lock:
             if (self.inv.bindings.get(dpid) == bindings and self.inv.vtep_macs.get(dpid) == vtep_mac
-                    and not self._settle_until.get(dpid)):
+                    and self.inv.claims.get(dpid, frozenset()) == claims and not self._settle_until.get(dpid)):
                 return
             complete = self.picture_complete()
             pg = vlan_portgroups
             local, routed = pg.local_vlans(self.policy, self.inv, dpid), pg.routed_vlans(self.policy, self.inv, dpid)
             routing = pg.routing_tenants(self.policy, self.inv, dpid)
-            before = self.inv.bindings.get(dpid, {})
-            moved = self.inv.bind(dpid, bindings)
+            before, was = self.inv.bindings.get(dpid, {}), dict(self.inv.locations)
+            moved = self.inv.bind(dpid, bindings, claims, self._refuse)
+            self._log_bindings(dpid, before, bindings, was, moved, 'old-place-gone')
             # port security: the nics whose ports changed here (apps/port_security.py)
             self._invalidate(dpid, {port_security.APP + incremental.CONTEXT})
-            self._stale_units.setdefault(dpid, set()).update(
-                (port_security.APP, i) for i in port_security.changed(before, bindings))
+            rebound = port_security.changed(before, bindings)
+            self._stale_units.setdefault(dpid, set()).update((port_security.APP, i) for i in rebound)
+            # a nic located here whose port went (in flight): what its entries read changed too
+            self._invalidate_units(self._nic_units({i for i in rebound if self.inv.locations.get(i, (None,))[0] == dpid}))
             if moved:
                 LOG.info('nic locations changed: %s', sorted(moved))
             self._bindings_invalidate(dpid, (local ^ pg.local_vlans(self.policy, self.inv, dpid))
@@ -369,6 +428,11 @@ class Controller:
                         self.fabric, self.inv, LinkEnd(dpid, in_port), tx):
                     self._topology_changed()
                 return
+            if table_id == tables.table_id('port_sec') and sw.kind == 'hypervisor':
+                how = port_security.announcement(self.policy, self.inv, dpid, in_port, data)
+                if how is not None:
+                    self.activate(dpid, in_port, how)
+                return
             if table_id == tables.table_id('l3') and sw.kind == 'hypervisor':
                 reply = anycast_gateway.time_exceeded(self.policy, data)     # TTL expired at the gateway
                 conn = self.conns.get(dpid)
@@ -407,6 +471,7 @@ class Controller:
             candidate = candidate.with_ids(idstore.bind(self.ids, candidate))
             self.ids.save()
             self.policy = candidate
+            self.inv.relocate(self._refuse)      # a network's VLAN may have changed: who may be where
             self._diffs = {id(candidate): {}}
             for d in self.inv.switches:
                 self._invalidate(d)
@@ -467,7 +532,8 @@ class Controller:
                 load = self._loads.pop(0) if self._loads else None
                 if load is None:
                     now = time.monotonic()
-                    batch = sorted(d for d in self._dirty if self._retry.get(d, (0.0,))[0] <= now)
+                    batch = sorted((d for d in self._dirty if self._retry.get(d, (0.0,))[0] <= now),
+                                   key=self._converge_order)
                     if not batch:                  # only failing switches, still backing off
                         self._wake.wait(max(0.01, min(self._retry[d][0] for d in self._dirty) - now))
                         continue
@@ -479,6 +545,12 @@ class Controller:
                 with self.lock:
                     self._dirty.discard(load)
             self._converge_batch(batch, send_lldp=load is not None)
+
+    def _converge_order(self, dpid: int) -> tuple:
+        """Hypervisors first (where a moved VM's traffic is delivered and sent from), the one
+        where a VM just arrived before them all; then physical switches."""
+        sw = self.inv.switches.get(dpid)
+        return (dpid not in self._arrived, sw is None or sw.kind != 'hypervisor', dpid)
 
     def _load(self, dpid: int) -> bool:
         """Read a (re)connected switch's flows and adopt what it learned."""

@@ -411,30 +411,118 @@ class Lab:
             for node, intf in ((node_a, link.intf_a), (node_b, link.intf_b)):
                 sh(self._node(node), f'ip link set {intf} {"up" if up else "down"}')
 
-    def move_vm(self, vm, hv):
-        """Live-migrate vm to hv: move the hv end of each of its veths into hv's netns (the VM
-        keeps its eth<i>, addresses and neighbours), plug them into hv's br-int with the same
-        bindings, then unplug them from the old hv (method A of the hypervisor-lab reference)."""
+    def move_vm(self, vm, hv, ask=None, announce=True, detach=True) -> dict:
+        """Live-migrate vm to hv, as a hypervisor pair does during a vMotion:
+
+        1. ask(tenant, workload, hv) -> reasons: the controller's placement check (the CLI
+           asks its API); any reason refuses the move and nothing changes (LabError);
+        2. the hv end of each veth moves into hv's netns (the VM keeps its eth<i>, addresses,
+           neighbours and open connections) and is plugged into hv's br-int with the same
+           iface-id -- while the old hypervisor's OVSDB row still claims it: both bound;
+        3. with announce, the VM sends a gratuitous ARP from each nic with an address (the
+           guest's announcement after a migration, which activates its new port);
+        4. with detach, the old row is deleted, and both hypervisors' br-phy forget the VM's
+           MACs (their NORMAL learning saw them on the other side of the uplink).
+        Returns {'garp': time.time() when the announcement left (or None), 'from': old hv}."""
         if vm not in self.plan.vms:
             raise LabError(f'no VM {vm!r} in lab {self.prefix}')
         plan_vm, old_hv = self.plan.vms[vm], self._where[vm]
         self._hv(hv)
+        out = {'from': old_hv, 'garp': None}
         if old_hv == hv:
-            return
+            return out
+        spec = plan_vm.spec
+        if ask is not None and spec.tenant:
+            reasons = ask(spec.tenant, spec.workload, hv)
+            if reasons:
+                raise LabError(f'the controller refuses to move {vm} to {hv}: ' + '; '.join(reasons))
         old, new = self._node(old_hv), self._node(hv)
-        sh(old, *[f'ip link set {port} netns {new.pid}' for port in plan_vm.ports])
-        sh(new, *[f'ip link set {port} up' for port in plan_vm.ports])
-        self.vsctl(hv, *vm_port_args(plan_vm))
+        announcer = self._announcer(vm) if announce else None
+        try:
+            # the row first (no device yet: ofport -1), so hv's OVS opens the port as soon as
+            # the device arrives; then the device
+            self.vsctl(hv, *vm_port_args(plan_vm))
+            sh(old, *[f'ip link set {port} netns {new.pid}' for port in plan_vm.ports])
+            sh(new, *[f'ip link set {port} up' for port in plan_vm.ports])
+            for port in plan_vm.ports:            # keep Mininet's books right for teardown
+                intf = old.nameToIntf[port]
+                old.delIntf(intf)
+                intf.node = new
+                new.addIntf(intf, moveIntfFn=lambda *a, **k: None)
+            self._where[vm] = hv
+            self._wait_ofports(hv, plan_vm.ports)
+            if announcer is not None:
+                out['garp'] = self._announce_now(vm, announcer)
+                announcer = None
+        finally:
+            if announcer is not None:
+                announcer.kill()
+                announcer.wait()
+        self._forget_macs(hv, spec)
+        if detach:
+            self.detach(vm, old_hv)
+        return out
+
+    def _wait_ofports(self, hv, ports, timeout=10):
+        def opened(port):
+            value = self.vsctl(hv, 'get', 'interface', port, 'ofport').strip()
+            return value.lstrip('-').isdigit() and int(value) > 0
+        if not osutil.wait_until(lambda: all(opened(p) for p in ports), timeout, 0.005):
+            raise LabError(f'{hv}: OVS did not open {", ".join(ports)} within {timeout} s')
+
+    def _announcer(self, vm):
+        """A process in the VM, ready to send its announcement the moment it is told to (no
+        start-up time between the VM arriving and the first GARP): rounds at 0, 20, 50, 100,
+        200 and 400 ms, as QEMU announces a migrated guest (a first one can arrive before the
+        controller has readied the new port)."""
+        frames = [(f'eth{i}', _garp(n.mac, n.address).hex()) for i, n in enumerate(self.plan.vms[vm].spec.nics)
+                  if n.address]
+        script = _ANNOUNCER + ''.join(f'frames.append(({intf!r}, {f!r}))\n' for intf, f in frames) + _ANNOUNCE
+        p = self.popen(vm, [sys.executable, '-c', script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+        if p.stdout.readline().strip() != b'ready':
+            p.kill()
+            raise LabError(f'{vm}: the announcer did not start: {p.communicate()[0].decode(errors="replace")}')
+        return p
+
+    def _announce_now(self, vm, p) -> float | None:
+        p.stdin.write(b'go\n')
+        p.stdin.close()
+        line = p.stdout.readline().strip()
+        try:
+            return float(line) if line != b'none' else None
+        except ValueError:
+            raise LabError(f'{vm}: announcing failed: {line.decode(errors="replace")}') from None
+
+    def announce(self, vm) -> float | None:
+        """The VM announces itself (gratuitous ARPs from each nic with an address, in rounds);
+        returns when the first left (time.time()), or None if it has no address."""
+        return self._announce_now(vm, self._announcer(vm))
+
+    def detach(self, vm, hv):
+        """Delete a migrated VM's old rows from hv's OVSDB (the source side of a move)."""
+        plan_vm = self.plan.vms[vm]
         args = []
         for port in plan_vm.ports:
-            args += ['--', 'del-port', 'br-int', port]
-        self.vsctl(old_hv, *args)
-        for port in plan_vm.ports:            # keep Mininet's books right for teardown
-            intf = old.nameToIntf[port]
-            old.delIntf(intf)
-            intf.node = new
-            new.addIntf(intf, moveIntfFn=lambda *a, **k: None)
-        self._where[vm] = hv
+            args += ['--', '--if-exists', 'del-port', 'br-int', port]
+        self.vsctl(hv, *args)
+        self._forget_macs(hv, plan_vm.spec)
+
+    def _forget_macs(self, hv, spec):
+        """br-phy is a NORMAL bridge: it learned the VM's MACs on whichever side it last saw
+        them, and would drop frames toward the VM that arrive from that side ("learned port
+        is the input port").  A hypervisor agent flushes them when a VM port comes or goes."""
+        for nic in spec.nics:
+            vlan = self._network_vlan(spec.tenant, nic.network)
+            if vlan is not None:        # not learned there: ovs-appctl says so, and that is fine
+                subprocess.run(['ovs-appctl', '-t', f'{self._hv(hv).rundir}/ovs-vswitchd.ctl', 'fdb/del',
+                                'br-phy', str(vlan), nic.mac], capture_output=True, timeout=10)
+
+    def _network_vlan(self, tenant, network) -> int | None:
+        for t in self.tenants:
+            if t.name == tenant and network in t.networks:
+                return t.networks[network].vlan
+        return None
 
     def restart_daemon(self, hv, which, timeout=10) -> int:
         """Restart a hypervisor's ovsdb-server or ovs-vswitchd as a crash and a restart by its
@@ -568,6 +656,35 @@ _SEND_FRAMES = (
     's.bind((sys.argv[1], 0))\n'
     'for f in sys.argv[2:]:\n'
     '    s.send(bytes.fromhex(f))\n')
+
+
+def _garp(mac, ip) -> bytes:
+    """A gratuitous ARP request: broadcast, sender = target = ip (RFC 5227 announcement)."""
+    hw = bytes.fromhex(mac.replace(':', ''))
+    addr = bytes(int(x) for x in ip.split('.'))
+    arp = struct.pack('!HHBBH', 1, 0x0800, 6, 4, 1) + hw + addr + b'\0' * 6 + addr
+    return _frame('ff:ff:ff:ff:ff:ff', mac, None, 0x0806)[:14] + arp + b'\0' * 18
+
+
+# Runs inside the VM: waits for a line on stdin, then sends each (iface, frame) in rounds;
+# prints the time the first round left ('none' if there is nothing to send).
+_ANNOUNCER = (
+    'import socket, sys, time\n'
+    'frames = []\n')
+_ANNOUNCE = (
+    'socks = {}\n'
+    'for intf, _ in frames:\n'
+    '    socks[intf] = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n'
+    '    socks[intf].bind((intf, 0))\n'
+    'print("ready", flush=True)\n'
+    'sys.stdin.readline()\n'
+    'start = time.time()\n'
+    'for i, delay in enumerate((0, 0.02, 0.05, 0.1, 0.2, 0.4)):\n'
+    '    time.sleep(max(0, start + delay - time.time()))\n'
+    '    for intf, f in frames:\n'
+    '        socks[intf].send(bytes.fromhex(f))\n'
+    '    if i == 0:\n'
+    '        print(start if frames else "none", flush=True)\n')
 
 
 def _leading_options(args):

@@ -230,6 +230,10 @@ class _Handler(BaseHTTPRequestHandler):
                     method, _short(url.path), ', '.join(sorted(allowed)))})
             if method == 'GET' and rest == ['flows']:
                 return self._reply(200, self.service.flows(query.get('switch')))
+            if method == 'GET' and rest[0] == 'placement':
+                if not query.get('hypervisor'):
+                    raise BadRequest(400, 'say where: /v1/placement/<tenant>/<workload>?hypervisor=<name>')
+                return self._reply(200, self.service.placement(rest[1], rest[2], query['hypervisor']))
             if method == 'GET' and rest[0] in TENANT_VIEWS:
                 return self._reply(200, getattr(self.service, rest[0])(rest[1]))
             if method == 'GET':
@@ -271,6 +275,8 @@ def _methods(rest: list[str], views) -> set[str]:
     if len(rest) == 1 and rest[0] in views:
         return {'GET'}
     if len(rest) == 2 and rest[0] in TENANT_VIEWS:
+        return {'GET'}
+    if len(rest) == 3 and rest[0] == 'placement':       # /v1/placement/<tenant>/<workload>?hypervisor=H
         return {'GET'}
     if rest == ['apply']:
         return {'POST'}

@@ -145,21 +145,52 @@ class PolicyService:
                 for t in pol.tenants.values() for n in t.networks.values()]
 
     def workloads(self) -> list[dict]:
+        """Every nic of every tenant: where it is located (hypervisor, port, interface), and
+        its other bindings with why they are not its location ('status'): a port waiting for
+        the VM's GARP/RARP during a live migration, or one refused (its trunk lacks the VLAN)."""
         core = self.core
         with core.lock:
             names = {d: sw.name for d, sw in core.inv.switches.items()}
-            where = {iface_id: (names.get(d, '%016x' % d), no, core.inv.bindings.get(d, {}).get(no).name
+            name = lambda d: names.get(d, '%016x' % d)      # noqa: E731
+            where = {iface_id: (name(d), no, core.inv.bindings.get(d, {}).get(no).name
                                 if no in core.inv.bindings.get(d, {}) else None)
                      for iface_id, (d, no) in core.inv.locations.items()}
+            places = {i: core.inv.places(i) for i in core.policy.nics}
+            refused = dict(core.inv.refused_places)
             pol = core.policy
         out = []
         for iface_id, bn in sorted(pol.nics.items()):
             hv = where.get(iface_id)
+            others = []
+            for d, no, state in places[iface_id]:
+                if state == 'pending':
+                    others.append('pending on %s port %d: waiting for a GARP/RARP from the VM' % (name(d), no))
+                elif state == 'refused':
+                    others.append('refused on %s port %d: %s' % (name(d), no, refused[(iface_id, d)]))
+            status = 'active' if hv else 'not bound'
             out.append({'tenant': bn.tenant.name, 'workload': bn.workload.name, 'nic': bn.nic.index,
                         'network': bn.network.name, 'mac': bn.nic.mac, 'ip': str(bn.nic.ip),
                         'iface_id': iface_id, 'hypervisor': hv[0] if hv else None,
-                        'port': hv[1] if hv else None, 'interface': hv[2] if hv else None})
+                        'port': hv[1] if hv else None, 'interface': hv[2] if hv else None,
+                        'status': '; '.join([status] + others)})
         return out
+
+    def placement(self, tenant: str, workload: str, hypervisor: str) -> dict:
+        """May this workload run on this hypervisor?  {'ok': bool, 'reasons': [...]}: what a
+        live migration asks before it moves a VM (opendvs-lab move)."""
+        from apps import vlan_portgroups
+        pol = self.core.policy
+        if tenant not in pol.tenants:
+            raise NoSuchTenant(tenant, sorted(pol.tenants))
+        t = pol.tenants[tenant]
+        if workload not in t.workloads:
+            return {'ok': False, 'reasons': ['tenant %s has no workload %s' % (tenant, workload)]}
+        if hypervisor not in pol.fabric.hypervisors:
+            return {'ok': False, 'reasons': ['no hypervisor %s in %s (hypervisors: %s)' % (
+                hypervisor, pol.fabric.source, ', '.join(sorted(pol.fabric.hypervisors)))]}
+        reasons = [r for nic in t.workloads[workload].nics
+                   if (r := vlan_portgroups.placement_refusal(pol, t.iface_id(workload, nic.index), hypervisor))]
+        return {'ok': not reasons, 'reasons': reasons}
 
     def tunnels(self) -> list[dict]:
         """Per hypervisor: its VTEP, the VNIs present on it, and the remote MACs it tunnels to."""

@@ -128,7 +128,7 @@ SHOW = {
     'tenants': ('/v1/tenants', ['name', 'networks', 'workloads', 'source']),
     'networks': ('/v1/networks', ['tenant', 'name', 'vlan', 'vni', 'subnet', 'gateway']),
     'workloads': ('/v1/workloads', ['tenant', 'workload', 'nic', 'network', 'mac', 'ip', 'hypervisor', 'port',
-                                    'interface']),
+                                    'interface', 'status']),
     'switches': ('/v1/switches', ['name', 'dpid', 'kind', 'connected', 'flows', 'ports']),
     'flows': ('/v1/flows', ['switch', 'flow', 'owner']),
     'tunnels': ('/v1/tunnels', ['hypervisor', 'vtep', 'vnis', 'remote_macs']),

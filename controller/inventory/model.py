@@ -71,36 +71,79 @@ class Inventory:
     vtep_macs: dict[int, str] = dataclasses.field(default_factory=dict)
     # hypervisor br-int dpid -> {ofport: Binding}, from that hypervisor's OVSDB
     bindings: dict[int, dict[int, Binding]] = dataclasses.field(default_factory=dict)
-    # iface-id -> (hypervisor dpid, ofport): where a nic *is*.  Usually its only binding; while
-    # it is bound twice (a live migration) the first place stays its location until it goes
+    # iface-id -> (hypervisor dpid, ofport): where a nic *is* -- the one place its traffic goes.
+    # A nic bound in a second place (a live migration) stays where it is until the new port is
+    # activated (its first GARP/RARP, core.activate) or its old place is gone
     locations: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    # hypervisor dpid -> iface-ids with an Interface row in its OVSDB but no port (ofport -1): a
+    # VM in flight.  While a nic's row stays where it is located, a new place waits for activation
+    claims: dict[int, frozenset[str]] = dataclasses.field(default_factory=dict)
+    # (iface-id, hypervisor dpid) -> why that binding can never become the nic's location (a VLAN
+    # nic bound on a hypervisor whose trunk lacks the VLAN), from the core's check (relocate)
+    refused_places: dict[tuple[str, int], str] = dataclasses.field(default_factory=dict)
 
-    def bind(self, dpid: int, bindings: dict[int, Binding]) -> set[str]:
-        """A hypervisor's bound interfaces, as its OVSDB now says; the iface-ids that moved."""
+    def bind(self, dpid: int, bindings: dict[int, Binding], claims=frozenset(), refuse=None) -> set[str]:
+        """A hypervisor's bound interfaces, as its OVSDB now says; the iface-ids that moved.
+        claims: the iface-ids of rows there without a port.  refuse(iface_id, dpid) -> a reason
+        why that nic may never be located on that hypervisor, or None."""
         self.bindings[dpid] = dict(bindings)
-        return self.relocate()
+        self.claims[dpid] = frozenset(claims)
+        return self.relocate(refuse)
 
-    def unbind(self, dpid: int) -> set[str]:
+    def unbind(self, dpid: int, refuse=None) -> set[str]:
         self.bindings.pop(dpid, None)
-        return self.relocate()
+        self.claims.pop(dpid, None)
+        return self.relocate(refuse)
 
-    def relocate(self) -> set[str]:
-        """Bring locations in line with bindings; the iface-ids whose location changed."""
+    def relocate(self, refuse=None) -> set[str]:
+        """Bring locations in line with bindings; the iface-ids whose location changed.
+
+        A nic keeps its location while its port is bound there, or while its row is still
+        claimed there (the VM is in flight); its other places then wait for activation.
+        Otherwise it goes to its first eligible place, at once: a first binding, or the old
+        place is gone and there is nothing left to protect."""
         seen: dict[str, list[tuple[int, int]]] = {}
+        self.refused_places = {}
         for dpid, ports in sorted(self.bindings.items()):
             for no, b in sorted(ports.items()):
-                seen.setdefault(b.iface_id, []).append((dpid, no))
+                why = refuse(b.iface_id, dpid) if refuse is not None else None
+                if why:
+                    self.refused_places[(b.iface_id, dpid)] = why
+                else:
+                    seen.setdefault(b.iface_id, []).append((dpid, no))
         changed = set()
         for iface_id in set(self.locations) | set(seen):
             now, places = self.locations.get(iface_id), seen.get(iface_id, [])
-            if now in places:
-                continue
+            if now in places or (now is not None and iface_id in self.claims.get(now[0], ())
+                                 and now[1] not in self.bindings.get(now[0], {})):
+                continue            # (a claim holds its place only while no other nic took the port)
             if places:
                 self.locations[iface_id] = places[0]
             else:
                 del self.locations[iface_id]
             changed.add(iface_id)
         return changed
+
+    def activate(self, dpid: int, port: int) -> str | None:
+        """The nic bound at (dpid, port) showed itself there (a GARP/RARP): make it its location.
+        Its iface-id if its location changed, None if it was there already or may not be."""
+        b = self.bindings.get(dpid, {}).get(port)
+        if b is None or (b.iface_id, dpid) in self.refused_places or self.locations.get(b.iface_id) == (dpid, port):
+            return None
+        self.locations[b.iface_id] = (dpid, port)
+        return b.iface_id
+
+    def places(self, iface_id: str) -> list[tuple[int, int, str]]:
+        """Every port bound to a nic: (dpid, ofport, state), state 'active' (its location),
+        'pending' (waiting for activation) or 'refused'."""
+        out = []
+        for dpid, ports in sorted(self.bindings.items()):
+            for no, b in sorted(ports.items()):
+                if b.iface_id == iface_id:
+                    state = ('refused' if (iface_id, dpid) in self.refused_places else
+                             'active' if self.locations.get(iface_id) == (dpid, no) else 'pending')
+                    out.append((dpid, no, state))
+        return out
 
     def snapshot(self) -> 'Inventory':
         """A copy compilers can read while events change this one.  Ports, Bindings and link
@@ -111,7 +154,7 @@ class Inventory:
             links=dict(self.links), macs={d: dict(m) for d, m in self.macs.items()},
             refused={d: set(r) for d, r in self.refused.items()}, hv_ports=dict(self.hv_ports),
             vtep_macs=dict(self.vtep_macs), bindings={d: dict(b) for d, b in self.bindings.items()},
-            locations=dict(self.locations))
+            locations=dict(self.locations), claims=dict(self.claims), refused_places=dict(self.refused_places))
 
     def macs_on_port(self, dpid: int, port: int) -> list[tuple[int, str]]:
         return [k for k, p in self.macs.get(dpid, {}).items() if p == port]

@@ -64,8 +64,23 @@ def read_bindings(idl) -> dict[int, Binding]:
     return out
 
 
+def read_claims(idl) -> frozenset[str]:
+    """The iface-ids of br-int Interface rows with no port (ofport -1 or not yet assigned): a
+    VM whose device is gone (in flight during a live migration) or not there yet."""
+    out = set()
+    for br in idl.tables['Bridge'].rows.values():
+        if br.name != BRIDGE:
+            continue
+        for port in br.ports:
+            for iface in port.interfaces:
+                ofport, ids = _one(iface.ofport), dict(iface.external_ids)
+                if not (ofport and ofport > 0) and 'iface-id' in ids:
+                    out.add(ids['iface-id'])
+    return frozenset(out)
+
+
 class BindingWatcher:
-    """Watch one hypervisor's OVSDB; call on_change(bindings, vtep_mac) after every change."""
+    """Watch one hypervisor's OVSDB; call on_change(bindings, vtep_mac, claims) after every change."""
 
     def __init__(self, name: str, remote: str, on_change):
         self.name, self.remote, self.on_change = name, remote, on_change
@@ -108,7 +123,7 @@ class BindingWatcher:
                 # empty report would unbind every VM on that hypervisor for a moment
                 if idl.has_ever_connected() and idl.change_seqno != seen:
                     seen = idl.change_seqno
-                    now = (read_bindings(idl), read_vtep_mac(idl))
+                    now = (read_bindings(idl), read_vtep_mac(idl), read_claims(idl))
                     if now != last:
                         last = now
                         self.on_change(*now)

@@ -138,8 +138,13 @@ def compile_switch(apps, policy, inv, dpid: int, compiled: Compiled, stale, stal
             compiled.put((name, SWITCH), app.compile_switch(policy, inv, dpid, ctx))
             compiled.drop_app(name, present | {SWITCH})
             keys = present
-        for key in keys:
-            compiled.put((name, key), app.compile_unit(policy, inv, dpid, key, ctx))
+        new = {key: frozenset(app.compile_unit(policy, inv, dpid, key, ctx)) for key in keys}
+        for key, flows in new.items():     # what leaves first: a port one nic left may be another's now
+            old = compiled.parts.get((name, key), EMPTY)
+            if old - flows:
+                compiled.put((name, key), old & flows)
+        for key, flows in new.items():
+            compiled.put((name, key), flows)
 
 
 def from_units(app, policy, inv, dpid: int) -> set[Flow]:

@@ -50,7 +50,7 @@ _ARP_REWRITE = ('eth_src', 'eth_dst', 'arp_op', 'arp_sha', 'arp_tha', 'arp_spa',
 TABLES = (
     _t('port_sec', 0,
        {'bonds': (2000, 2000), 'topology': (1000, 1000), 'underlay_routing': (500, 500),
-        'vxlan_overlay': (200, 200), 'port_security': (120, 130), 'learning_switch': (100, 100)},
+        'vxlan_overlay': (200, 200), 'port_security': (120, 140), 'learning_switch': (100, 100)},
        ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa', 'tunnel_id', 'tun_ipv4_src',
         # port_security: a VM's own MAC and IP (and the DHCP client broadcast)
         'eth_src', 'ipv4_src', 'ipv4_dst', 'ip_proto', 'udp_src', 'udp_dst', 'arp_sha', 'arp_spa'],
@@ -58,7 +58,8 @@ TABLES = (
        'admission per port (a bond\'s members folded into one port first): the VLANs a port takes (untagged frames get their VLAN tag), LLDP to '
        'the controller, tunnel traffic from member VTEPs, routed underlay frames to l3 and the '
        'rack gateway ARP responder; port security on bound VM ports (own MAC and IP only, the '
-       'rest dropped by the nic\'s flows)'),
+       'rest dropped by the nic\'s flows); a port waiting for live-migration activation sends '
+       'only its GARP/RARP to the controller'),
     _t('classify', 10,
        {'learning_switch': (100, 100), 'vxlan_overlay': (100, 100)},
        ['vlan_vid'], [R.NETWORK, R.TENANT, R.ZONE], ['learn'], ('goto', 'learn'),

@@ -111,7 +111,7 @@ class World:
     def event(self):
         r, ctl = self.rnd, self.ctl
         kind = r.choice(['bind', 'bind', 'unbind', 'move', 'double', 'port', 'learn', 'age', 'cable',
-                         'switch', 'apply', 'vtep'])
+                         'switch', 'apply', 'vtep', 'garp', 'inflight'])
         hv = r.choice(self.hvs)
         if kind == 'bind' and len(self.bound[hv]) < 12:
             self.bind(r.choice(self.nics), hv)
@@ -168,6 +168,21 @@ class World:
                 ctl.policy = ctl_policy.with_ids(idstore.bind(ctl.ids, ctl_policy))
                 for d in ctl.inv.switches:
                     ctl._invalidate(d)
+        elif kind == 'garp':                           # a VM announces itself on a port waiting for it
+            waiting = [(h, p, b) for h in self.hvs for p, b in self.bound[h].items()
+                       if b.iface_id in ctl.policy.nics and ctl.inv.locations.get(b.iface_id) != (h, p)]
+            if waiting:
+                h, p, b = r.choice(waiting)
+                bn = ctl.policy.nics[b.iface_id]
+                ctl.packet_in(h, p, 0, garp(bn.nic.mac, str(bn.nic.ip)))
+        elif kind == 'inflight':                       # a located VM's device leaves; its row stays
+            here = [(h, p, b) for h in self.hvs for p, b in self.bound[h].items()
+                    if ctl.inv.locations.get(b.iface_id) == (h, p)]
+            if here:
+                h, p, b = r.choice(here)
+                del self.bound[h][p]
+                if h in ctl.conns:
+                    ctl.bindings_changed(h, dict(self.bound[h]), claims={b.iface_id})
         elif kind == 'vtep':
             ctl.bindings_changed(hv, dict(self.bound[hv]), '02:dd:01:00:00:%02x' % r.randrange(256))
         return kind
@@ -182,6 +197,11 @@ class World:
             batch = sorted(ctl._dirty)
             ctl._dirty.clear()
         ctl._converge_batch(batch)
+
+
+def garp(mac: str, ip: str) -> bytes:
+    from mininet_topos.lab import _garp
+    return _garp(mac, ip)
 
 
 @pytest.mark.parametrize('seed', range(SEEDS))

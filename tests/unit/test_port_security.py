@@ -10,7 +10,7 @@ from controller import core
 from controller.core import Controller
 from controller.inventory.model import Binding, Port, VM
 from controller.pipeline import cookies, tables
-from controller.pipeline.flow import UNTAGGED
+from controller.pipeline.flow import CONTROLLER, UNTAGGED
 from tests.unit.builders import (APP1, HV_UPLINK, HV_VM2, HV_VM3, HV_VM5, WEB1, WEB2, FakeSwitch, by_table,
                                  routing_world, switch_flows)
 
@@ -94,12 +94,25 @@ def test_unbound_ports_uplink_tunnel_and_physical_switches_are_left_alone(world)
 
 def test_a_down_port_and_a_nic_bound_twice(world):
     _, policy, inv, hv1 = world
-    # live migration: web1 bound on a second port of hv1 as well: both guarded alike
+    guarded = mine(switch_flows(policy, inv, hv1), HV_VM2)
+    # live migration: web1 bound on a second port as well.  The new port waits for activation:
+    # only web1's RARP or gratuitous ARP goes (to the controller, metered); the rest is dropped
     inv.bind(hv1, {**inv.bindings[hv1], HV_VM6: Binding('vnet9', 'acme/web1/nic0', WEB1)})
+    flows = switch_flows(policy, inv, hv1)
+    assert mine(flows, HV_VM2) == guarded
+    waiting = sorted((f.priority, f.match_dict().get('eth_type'), f.actions) for f in mine(flows, HV_VM6))
+    punt = (('meter', 1), ('output', CONTROLLER))
+    assert [(p, e) for p, e, _ in waiting] == [(135, None), (140, 0x0806), (140, 0x8035)]
+    assert waiting[1][2] == waiting[2][2] == punt and waiting[0][2] == ()
+    garp = [f for f in mine(flows, HV_VM6) if f.match_dict().get('eth_type') == 0x0806][0].match_dict()
+    assert garp['arp_spa'] == garp['arp_tpa'] == str(policy.nics['acme/web1/nic0'].nic.ip) and garp['eth_src'] == WEB1
+    # activated there: the new port is guarded as the old one was, the old one now waits
+    assert inv.activate(hv1, HV_VM6) == 'acme/web1/nic0' and inv.activate(hv1, HV_VM6) is None
     flows = switch_flows(policy, inv, hv1)
     strip = lambda fs: {(f.priority, tuple((k, v) for k, v in f.match if k != 'in_port'), f.actions)  # noqa: E731
                         for f in fs}
-    assert strip(mine(flows, HV_VM6)) == strip(mine(flows, HV_VM2)) and len(mine(flows, HV_VM6)) == 9
+    assert strip(mine(flows, HV_VM6)) == strip(guarded) and len(guarded) == 9
+    assert len(mine(flows, HV_VM2)) == 3
     # a port that is down admits nothing and is guarded by nothing
     inv.switches[hv1].ports[HV_VM2] = Port(HV_VM2, 'tap-hv1-a', False, VM)
     flows = switch_flows(policy, inv, hv1)
