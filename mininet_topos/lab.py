@@ -511,12 +511,12 @@ class Lab:
     def _forget_macs(self, hv, spec):
         """br-phy is a NORMAL bridge: it learned the VM's MACs on whichever side it last saw
         them, and would drop frames toward the VM that arrive from that side ("learned port
-        is the input port").  A hypervisor agent flushes them when a VM port comes or goes."""
-        for nic in spec.nics:
-            vlan = self._network_vlan(spec.tenant, nic.network)
-            if vlan is not None:        # not learned there: ovs-appctl says so, and that is fine
-                subprocess.run(['ovs-appctl', '-t', f'{self._hv(hv).rundir}/ovs-vswitchd.ctl', 'fdb/del',
-                                'br-phy', str(vlan), nic.mac], capture_output=True, timeout=10)
+        is the input port") until the entry ages out (300 s).  The hypervisor flushes what
+        br-phy learned when a VM with a VLAN nic comes or goes (fdb/del removes only static
+        entries; br-phy relearns the rest -- its VTEP, the rack gateway -- from the next frame)."""
+        if any(self._network_vlan(spec.tenant, nic.network) is not None for nic in spec.nics):
+            subprocess.run(['ovs-appctl', '-t', f'{self._hv(hv).rundir}/ovs-vswitchd.ctl', 'fdb/flush', 'br-phy'],
+                           capture_output=True, timeout=10)
 
     def _network_vlan(self, tenant, network) -> int | None:
         for t in self.tenants:

@@ -117,7 +117,9 @@ def move_under_traffic(lab, ask, client, vm, hv, tcp_port) -> dict:
         sent, got = ping_counts(out.decode())
         tcp_out, _ = tcp.communicate(timeout=30)
         assert tcp.returncode == 0, 'the TCP connection broke: %s' % tcp_out.decode()
-        return {'lost': sent - got, 'tcp': json.loads(tcp_out.decode().strip().splitlines()[-1])}
+        got = {'lost': sent - got, 'tcp': json.loads(tcp_out.decode().strip().splitlines()[-1])}
+        print('%s -> %s: %s' % (vm, hv, got))
+        return got
     finally:
         server.kill()
         server.wait()

@@ -369,7 +369,6 @@ def test_a_moved_vm_keeps_its_gateway_without_asking_again(env):
         with Uplinks(lab, work, ('hv4',)) as cap:
             lab.move_vm('web1', 'hv4')                     # rack 1 -> rack 2, a hv without web before
             # its routes out, and the routes to it from the other hypervisors, follow the binding
-            # (not bridged from hv4: br-phy would learn web1 there, see the xfail below)
             for src, dst in (('web1', vms['api1'].ip), ('web1', vms['db2'].ip), ('api1', ip), ('api2', ip),
                              ('db1', ip)):
                 wait_until(lambda: lab.ping(src, dst), 15, what='%s reaches %s after the move' % (src, dst))
@@ -389,12 +388,11 @@ def test_a_moved_vm_keeps_its_gateway_without_asking_again(env):
     assert lab.ping('api1', 'web1')
 
 
-@pytest.mark.xfail(strict=True, reason='''known bug (issue 8): br-phy, the hypervisor's NORMAL bridge between
-br-int and the uplink, learned the VM's MAC on its br-int patch while the VM lived there; after
-the move, frames routed to it from that hypervisor leave br-int for the uplink and br-phy drops
-them ("learned port is input port") until the entry ages out (300 s), since the VLAN no longer
-floods to that hypervisor to correct it''')
 def test_a_vm_left_behind_reaches_the_moved_vm(env):
+    """br-phy, the hypervisor's NORMAL bridge, learned web1 on its br-int side while it lived on
+    hv1; routed frames from hv1 to the moved web1 leave br-int for the uplink, and br-phy would
+    drop them ("learned port is input port") until the entry aged out (300 s): the lab's
+    hypervisors forget a VM's MACs on br-phy when its port comes or goes (Lab.move_vm)."""
     lab, _, _ = env
     ip = lab.vms['web1'].ip
     assert lab.ping('web1', 'web2') and lab.ping('app1', ip)      # bridged out of hv1: br-phy learns web1
