@@ -244,7 +244,7 @@ def _hv_uplink_entry(place: Place, sw, runner) -> tuple[str, str] | None:
     if peer is None:
         return None
     phys = sorted((p for p in ports if p.bridge == peer.bridge and p.kind not in ('patch', 'tap', 'internal')
-                   and p.ofport not in (None, 65534)), key=lambda p: p.ofport)
+                   and p.ofport not in (None, 65534)), key=lambda p: p.name)
     return (peer.bridge, phys[0].name) if phys else None
 
 

@@ -66,9 +66,6 @@ def env(tmp_path_factory):
 def trace(ctl, *args) -> dict:
     r = ctl.dvsctl('trace', *args, '--json')
     assert r.returncode == 0, r.stderr
-    import os, pathlib
-    if os.environ.get('TRACE_DUMP'):
-        pathlib.Path(os.environ['TRACE_DUMP'], '_'.join(a.replace('/', '-') for a in args) + '.json').write_text(r.stdout)
     return json.loads(r.stdout)
 
 
