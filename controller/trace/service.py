@@ -150,7 +150,7 @@ def places(core) -> dict:
     return out
 
 
-def view(core, docs: dict, tenant: str, src: str, dst: str, service: str | None = None, runner=walk.run) -> dict:
+def view(core, docs: dict, tenant: str, src: str, dst: str, service: str | None = None, runner=None) -> dict:
     from controller.api.service import NoSuchTenant
     with core.lock:
         policy, inv = core.policy, core.inv.snapshot()
@@ -176,7 +176,7 @@ def view(core, docs: dict, tenant: str, src: str, dst: str, service: str | None 
     v = walk.View(policy, inv, where, anchors)
     start = walk.Hop(loc[0], hv.name, where[loc[0]], str(loc[1]), tuple(sorted(pkt['fields'].items())),
                      'from %s' % s.workload.name)
-    results = walk.follow(v, start, runner)
+    results = walk.follow(v, start, runner or walk.run)
     t = policy.tenants[tenant]
     svc = proto if port is None else '%s/%d' % (proto, port)
     other = not isinstance(d, ipaddress.IPv4Address) and d.tenant.name != tenant
