@@ -71,7 +71,8 @@ def decision(step: ofproto.Step) -> str:
             words.append(a)
     if any(a.startswith('ct(') and 'table=' in a for a in step.actions) and words[-1:] == ['drop']:
         words.pop()                         # the packet goes on in the recirculation, not dropped
-    notes = [n.lstrip('->> ').strip() for n in step.notes if 'untracked state' not in n and 'clone of the packet' not in n]
+    notes = [n.lstrip('->> ').strip() for n in step.notes
+             if 'untracked state' not in n and 'clone of the packet' not in n]
     text = ', '.join(dict.fromkeys(words)) or 'drop'
     return text + (' (%s)' % '; '.join(notes) if notes else '')
 
@@ -209,7 +210,8 @@ def _drop(res: HopResult, ctx: Context) -> dict:
 def hop_rows(results: list[HopResult], ctx: Context) -> list[dict]:
     out = []
     for r in results:
-        out.append({'steps': step_rows(r, ctx), 'switch': r.hop.switch, 'bridge': r.hop.place.bridge, 'in_port': r.hop.in_port,
+        out.append({'steps': step_rows(r, ctx), 'switch': r.hop.switch, 'bridge': r.hop.place.bridge,
+                    'in_port': r.hop.in_port,
                     'flow': r.hop.flow(), 'via': r.hop.via, 'error': r.error, 'to_controller': r.to_controller,
                     'notes': list(r.notes),
                     'ct_states': r.trace.ct_states if r.trace else [],

@@ -86,67 +86,77 @@ class TraceError(ValueError):
 
 
 def parse(text: str) -> Trace:
-    passes: list[Pass] = []
-    cur = dict(header='', flow='', steps=[], final='')
-    bridge, stack = '', []         # stack: (indent, step dict) of the steps actions attach to
-    # A recirculation resumes in the bridge whose ct(table=...) forked it, but OVS 3.1 heads the
-    # resumed pass with the bridge the trace started on: that first header is replaced.
-    forks, resumed_in = [], None
+    p = _Parser()
     for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or set(stripped) <= {'-', '='}:
-            continue
-        m = _RECIRC.match(stripped)
-        if m:
-            cur['header'] = m.group(1)
-            resumed_in = forks.pop(0) if forks else None
-            continue
-        if line.startswith('Flow: '):
-            cur['flow'] = line[6:]
-            continue
-        if line.startswith('Final flow: '):
-            cur['final'] = line[12:]
-            continue
-        if line.startswith('Megaflow: '):
-            continue
-        if line.startswith('Datapath actions: '):
-            passes.append(Pass(cur['header'], cur['flow'], [_freeze(s) for s in cur['steps']], cur['final'],
-                               line[len('Datapath actions: '):].strip()))
-            cur, stack = dict(header='', flow='', steps=[], final=''), []
-            continue
-        m = _BRIDGE.match(line)
-        if m:
-            bridge, stack = (resumed_in or m.group(1)), []
-            resumed_in = None
-            continue
-        m = _STEP.match(line)
-        if m:
-            indent = len(m.group(1))
-            while stack and stack[-1][0] >= indent:
-                stack.pop()
-            step = dict(bridge=bridge, table=int(m.group(2)), match=m.group(4) or '',
-                        priority=None if m.group(3) else int(m.group(5)),
-                        cookie=int(m.group(6), 16) if m.group(6) else 0, actions=[], notes=[],
-                        depth=len(stack), recirc=len(passes))
-            cur['steps'].append(step)
-            stack.append((indent, step))
-            continue
-        indent = len(line) - len(line.lstrip())
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        if not stack:
-            continue               # 'thaw', 'Resuming from table 70' and other pass-level lines
-        step = stack[-1][1]
-        if stripped.startswith(('->', '>>')):
-            step['notes'].append(stripped)
-        elif stripped not in ('thaw',) and not stripped.startswith('Resuming from table'):
-            step['actions'].append(stripped)
-            if stripped.startswith('ct(') and 'table=' in stripped:
-                forks.append(step['bridge'])
-    if not passes:
+        p.line(line)
+    if not p.passes:
         first = text.strip().splitlines()[0] if text.strip() else 'no output'
         raise TraceError('ofproto/trace gave no datapath actions: %s' % first)
-    return Trace(passes, text)
+    return Trace(p.passes, text)
+
+
+class _Parser:
+    """One line at a time: pass headers and flows, bridge headers, steps, and the actions and
+    notes under a step (by indentation: a resubmit's steps nest under the step that made it)."""
+
+    def __init__(self):
+        self.passes: list[Pass] = []
+        self.cur = dict(header='', flow='', steps=[], final='')
+        self.bridge, self.stack = '', []     # stack: (indent, step dict) that lines attach to
+        # A recirculation resumes in the bridge whose ct(table=...) forked it, but OVS 3.1 heads
+        # the resumed pass with the bridge the trace started on: that first header is replaced.
+        self.forks, self.resumed_in = [], None
+
+    def line(self, line: str) -> None:
+        stripped = line.strip()
+        if not stripped or set(stripped) <= {'-', '='} or line.startswith('Megaflow: '):
+            return
+        m = _RECIRC.match(stripped)
+        if m:
+            self.cur['header'] = m.group(1)
+            self.resumed_in = self.forks.pop(0) if self.forks else None
+        elif line.startswith('Flow: '):
+            self.cur['flow'] = line[6:]
+        elif line.startswith('Final flow: '):
+            self.cur['final'] = line[12:]
+        elif line.startswith('Datapath actions: '):
+            c = self.cur
+            self.passes.append(Pass(c['header'], c['flow'], [_freeze(s) for s in c['steps']], c['final'],
+                                    line[len('Datapath actions: '):].strip()))
+            self.cur, self.stack = dict(header='', flow='', steps=[], final=''), []
+        elif _BRIDGE.match(line):
+            self.bridge, self.stack = (self.resumed_in or _BRIDGE.match(line).group(1)), []
+            self.resumed_in = None
+        elif _STEP.match(line):
+            self._step(_STEP.match(line))
+        else:
+            self._under_step(line, stripped)
+
+    def _pop_to(self, indent: int) -> None:
+        while self.stack and self.stack[-1][0] >= indent:
+            self.stack.pop()
+
+    def _step(self, m) -> None:
+        indent = len(m.group(1))
+        self._pop_to(indent)
+        step = dict(bridge=self.bridge, table=int(m.group(2)), match=m.group(4) or '',
+                    priority=None if m.group(3) else int(m.group(5)),
+                    cookie=int(m.group(6), 16) if m.group(6) else 0, actions=[], notes=[],
+                    depth=len(self.stack), recirc=len(self.passes))
+        self.cur['steps'].append(step)
+        self.stack.append((indent, step))
+
+    def _under_step(self, line: str, stripped: str) -> None:
+        self._pop_to(len(line) - len(line.lstrip()))
+        if not self.stack:
+            return                 # 'thaw', 'Resuming from table 70' and other pass-level lines
+        step = self.stack[-1][1]
+        if stripped.startswith(('->', '>>')):
+            step['notes'].append(stripped)
+        elif stripped != 'thaw' and not stripped.startswith('Resuming from table'):
+            step['actions'].append(stripped)
+            if stripped.startswith('ct(') and 'table=' in stripped:
+                self.forks.append(step['bridge'])
 
 
 def _freeze(s: dict) -> Step:

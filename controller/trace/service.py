@@ -151,6 +151,7 @@ def places(core) -> dict:
 
 
 def view(core, docs: dict, tenant: str, src: str, dst: str, service: str | None = None, runner=None) -> dict:
+    """The trace of SRC -> DST of `tenant` (see the module docstring), as `dvsctl trace --json` prints it."""
     from controller.api.service import NoSuchTenant
     with core.lock:
         policy, inv = core.policy, core.inv.snapshot()
@@ -160,10 +161,32 @@ def view(core, docs: dict, tenant: str, src: str, dst: str, service: str | None 
     if tenant not in policy.tenants:
         raise NoSuchTenant(tenant, sorted(policy.tenants))
     proto, port = parse_service(service)
+    s, d = _ends(policy, tenant, src, dst)
+    src_iface = s.tenant.iface_id(s.workload.name, s.nic.index)
+    loc, hv = _source_port(inv, where, src, src_iface)
+    pkt = build_packet(policy, s, d, proto, port)
+    v = walk.View(policy, inv, where, anchors)
+    start = walk.Hop(loc[0], hv.name, where[loc[0]], str(loc[1]), tuple(sorted(pkt['fields'].items())),
+                     'from %s' % s.workload.name)
+    results = walk.follow(v, start, runner or walk.run)
+    svc = proto if port is None else '%s/%d' % (proto, port)
+    ctx = _context(core, v, docs, policy.tenants[tenant], s, d, dst, svc)
+    return {'tenant': tenant, 'src': {'workload': s.workload.name, 'iface_id': src_iface, 'ip': str(s.nic.ip),
+                                      'mac': s.nic.mac, 'hypervisor': hv.name, 'port': loc[1]},
+            'dst': {'name': ctx.dst, 'iface_id': ctx.dst_iface, 'ip': ctx.dst_ip},
+            'service': svc, 'forwarding': pkt['how'], 'packet': start.flow(), 'ct_state': walk.CT_NEXT,
+            'hops': explain.hop_rows(results, ctx), 'verdict': explain.verdict(results, ctx)}
+
+
+def _ends(policy, tenant: str, src: str, dst: str):
+    """(the source BoundNic, the destination BoundNic or bare address)."""
     s = _nic_of(policy, tenant, src, own=True)
     d = _nic_of(policy, tenant, dst, own=False)
-    s = _pick_src(policy, s, d if isinstance(d, ipaddress.IPv4Address) else d.nic.ip)
-    src_iface = s.tenant.iface_id(s.workload.name, s.nic.index)
+    return _pick_src(policy, s, d if isinstance(d, ipaddress.IPv4Address) else d.nic.ip), d
+
+
+def _source_port(inv, where: dict, src: str, src_iface: str):
+    """((hypervisor dpid, port), its SwitchState) where the source nic is bound and traceable."""
     loc = inv.locations.get(src_iface)
     if loc is None:
         raise TraceRequestError('%s is not bound on any hypervisor: no packet to trace' % src_iface)
@@ -172,29 +195,18 @@ def view(core, docs: dict, tenant: str, src: str, dst: str, service: str | None 
         why = ('the controller cannot reach its vswitchd: start it with --vswitchd-ctl TEMPLATE (see README, '
                '"dvsctl trace")' if hv is not None and not REACH['hypervisor'] else 'it is not connected')
         raise TraceRequestError('cannot trace from %s on %s: %s' % (src, hv.name if hv else '%016x' % loc[0], why))
-    pkt = build_packet(policy, s, d, proto, port)
-    v = walk.View(policy, inv, where, anchors)
-    start = walk.Hop(loc[0], hv.name, where[loc[0]], str(loc[1]), tuple(sorted(pkt['fields'].items())),
-                     'from %s' % s.workload.name)
-    results = walk.follow(v, start, runner or walk.run)
-    t = policy.tenants[tenant]
-    svc = proto if port is None else '%s/%d' % (proto, port)
-    other = not isinstance(d, ipaddress.IPv4Address) and d.tenant.name != tenant
-    dline = default_line((docs.get(tenant) or {}).get('text'))
-    ctx = explain.Context(
-        registry=core.cookies, tenant=tenant, src=_label(s),
-        dst=str(d) if isinstance(d, ipaddress.IPv4Address) else (
-            '%s/%s' % (d.tenant.name, _label(d)) if other else _label(d)),
-        dst_iface=None if isinstance(d, ipaddress.IPv4Address) else d.tenant.iface_id(d.workload.name, d.nic.index),
-        dst_ip=str(d) if isinstance(d, ipaddress.IPv4Address) else str(d.nic.ip),
-        service=svc, source_file=t.source, default_where=t.where(dline),
+    return loc, hv
+
+
+def _context(core, v, docs: dict, t, s, d, dst: str, svc: str) -> explain.Context:
+    bare = isinstance(d, ipaddress.IPv4Address)
+    other = not bare and d.tenant.name != t.name
+    return explain.Context(
+        registry=core.cookies, tenant=t.name, src=_label(s),
+        dst=str(d) if bare else ('%s/%s' % (d.tenant.name, _label(d)) if other else _label(d)),
+        dst_iface=None if bare else d.tenant.iface_id(d.workload.name, d.nic.index),
+        dst_ip=str(d) if bare else str(d.nic.ip),
+        service=svc, source_file=t.source,
+        default_where=t.where(default_line((docs.get(t.name) or {}).get('text'))),
         ours=lambda hop, bridge: v.dpid_of(hop.place.target, bridge) is not None,
         note='%s belongs to tenant %s: tenants never reach each other' % (dst, d.tenant.name) if other else None)
-    return {'tenant': tenant, 'src': {'workload': s.workload.name, 'iface_id': src_iface, 'ip': str(s.nic.ip),
-                                      'mac': s.nic.mac, 'hypervisor': hv.name, 'port': loc[1]},
-            'dst': {'name': ctx.dst, 'iface_id': ctx.dst_iface,
-                    'ip': str(d) if isinstance(d, ipaddress.IPv4Address) else str(d.nic.ip)},
-            'service': svc, 'forwarding': pkt['how'], 'packet': start.flow(), 'ct_state': walk.CT_NEXT,
-            'hops': explain.hop_rows(results, ctx),
-            'verdict': explain.verdict(results, ctx)}
-

@@ -135,7 +135,7 @@ def follow(view: View, start: Hop, runner=run, max_hops: int = MAX_HOPS) -> list
                 continue
         for ex in out.exits:
             port = ports[hop.place.target].get(ex.dp_port)
-            nxt = _next(view, hop, port, ex, list(ports[hop.place.target].values()), runner)
+            nxt = _next(view, hop, port, ex, runner)
             res.exits.append((port, ex, nxt))
             if isinstance(nxt, Hop):
                 queue.append(nxt)
@@ -149,35 +149,38 @@ def _fields(ex: ofproto.Exit, start_fields: tuple) -> dict:
     return f
 
 
-def _next(view: View, hop: Hop, port, ex: ofproto.Exit, all_ports, runner):
+def _next(view: View, hop: Hop, port, ex: ofproto.Exit, runner):
     """Where a packet leaving `hop`'s vswitchd by `port` arrives: the next Hop, or an End."""
-    if ex.dp_port == ofproto.TUNNEL:
-        return _tunnel(view, hop, dict(ex.encap), _fields(ex, hop.fields))
-    if ex.dp_port == ofproto.BOND:
-        hv = view.switch(hop.dpid)
-        if hv is not None and hv.kind == 'hypervisor':
-            if dict(ex.encap).get('dst'):
-                return _tunnel(view, hop, dict(ex.encap), _fields(ex, hop.fields))
-            return _uplink(view, hop, hop.dpid, 'bond', _fields(ex, hop.fields), runner)
+    fields, encap = _fields(ex, hop.fields), dict(ex.encap)
+    hv = view.switch(hop.dpid)
+    from_hv = hv is not None and hv.kind == 'hypervisor'
+    if ex.dp_port in (ofproto.TUNNEL, ofproto.BOND):
+        if encap.get('dst'):
+            return _tunnel(view, hop, encap, fields)
+        if from_hv:
+            return _uplink(view, hop, hop.dpid, 'bond', fields, runner)
         return End('lost', hop.switch, 'bond', 'leaves %s by a bond (hashed, member unknown)' % hop.switch)
     if port is None:
         return End('lost', hop.switch, 'dp port %d' % ex.dp_port, 'leaves %s by datapath port %d, which '
                    'dpif/show does not list' % (hop.switch, ex.dp_port))
-    dpid = view.dpid_of(hop.place.target, port.bridge)
-    sw = view.switch(dpid) if dpid is not None else None
-    encap = dict(ex.encap)
     if port.ofport == LOCAL_PORT or port.name == port.bridge:
         return End('local', hop.switch, port.name, 'to the %s bridge\'s own port (the host\'s IP stack)'
                    % port.bridge)
-    if sw is None:
+    dpid = view.dpid_of(hop.place.target, port.bridge)
+    if dpid is None or view.switch(dpid) is None:
         # a bridge the controller does not program: a hypervisor's br-phy, toward the leaf
-        hv = view.switch(hop.dpid)
-        if hv is None or hv.kind != 'hypervisor':
+        if not from_hv:
             return End('left', hop.switch, port.name, 'leaves %s by %s (bridge %s, not a fabric switch)'
                        % (hop.switch, port.name, port.bridge))
-        if encap.get('dst'):
-            return _tunnel(view, hop, encap, _fields(ex, hop.fields))
-        return _uplink(view, hop, hop.dpid, port.name, _fields(ex, hop.fields), runner)
+        return _tunnel(view, hop, encap, fields) if encap.get('dst') else \
+            _uplink(view, hop, hop.dpid, port.name, fields, runner)
+    return _switch_port(view, hop, dpid, port, encap, fields, runner)
+
+
+def _switch_port(view: View, hop: Hop, dpid: int, port, encap: dict, fields: dict, runner):
+    """Out of a port of a switch the controller programs: a VM nic, the tunnel or uplink of a
+    hypervisor, a cable of a physical switch, or the edge."""
+    sw = view.switch(dpid)
     no = view.bond_anchor.get((dpid, port.ofport), port.ofport)
     p = sw.ports.get(no)
     if sw.kind == 'hypervisor':
@@ -186,17 +189,16 @@ def _next(view: View, hop: Hop, port, ex: ofproto.Exit, all_ports, runner):
             return End('delivered', sw.name, port.name, 'delivered to %s on %s (port %s)' % (b.iface_id, sw.name,
                                                                                               port.name), b.iface_id)
         if p is not None and p.role == TUNNEL and encap.get('dst'):
-            return _tunnel(view, hop, encap, _fields(ex, hop.fields))
+            return _tunnel(view, hop, encap, fields)
         if p is not None and p.role == UPLINK:
-            return _uplink(view, hop, dpid, port.name, _fields(ex, hop.fields), runner)
+            return _uplink(view, hop, dpid, port.name, fields, runner)
         return End('left', sw.name, port.name, 'leaves %s by port %s (%s), bound to no nic'
                    % (sw.name, port.name, p.role if p else 'unknown to the controller'))
     peer = view.inv.links.get(LinkEnd(dpid, no))
     if peer is None:
         return End('left', sw.name, port.name, 'leaves the fabric at %s port %s (%s: no LLDP neighbour)'
                    % (sw.name, port.name, p.role if p else 'unknown port'))
-    return _enter(view, hop, peer[0], 'cable from %s port %s' % (sw.name, port.name), _fields(ex, hop.fields),
-                  runner)
+    return _enter(view, hop, peer[0], 'cable from %s port %s' % (sw.name, port.name), fields, runner)
 
 
 def _uplink(view: View, hop: Hop, hv: int, port: str, fields: dict, runner):

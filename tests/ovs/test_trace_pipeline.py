@@ -17,7 +17,7 @@ from controller.policy.model import Allow, Endpoint, Policy, Rule, Security, fro
 from controller.trace import service, walk
 from tests.ovs.pipeline_bridge import PipelineBridge
 from tests.support import is_root, sh
-from tests.unit.builders import (HV_TUN, HV_UPLINK, HV_VM2, HV_VM3, add_hypervisor, cabled_mesh, example_fabric,
+from tests.unit.builders import (HV_TUN, HV_VM2, HV_VM3, add_hypervisor, cabled_mesh, example_fabric,
                                  hypervisor_seen, make_tenant, switch_flows)
 
 pytestmark = pytest.mark.skipif(not is_root(), reason='needs root and the OVS daemons')
@@ -142,7 +142,7 @@ def test_a_deleted_flow_on_one_spine_is_where_the_packet_goes_wrong(fabric, trac
     try:
         v = trace('web1', 'app1', 'tcp/8080')
         assert v['verdict']['result'] == 'dropped', v['verdict']
-        assert v['verdict']['text'].startswith('dropped at output on %s by the table\'s miss flow' % spine), v['verdict']
+        assert v['verdict']['text'].startswith("dropped at output on %s by the table's miss flow" % spine), v['verdict']
         assert path(v)[-1] == spine
     finally:
         for line in before.strip().splitlines():

@@ -315,10 +315,10 @@ def test_the_uplink_leads_to_the_leaf_port_lldp_found_and_an_edge_port_leaves_th
     view, hv4 = _view()
     src = walk.Hop(hv4, 'hv4', view.places[hv4], '2', (), 'from app1')
     bond = ofproto.Exit(ofproto.BOND, (('dl_vlan', '20'),))
-    nxt = walk._next(view, src, None, bond, [], lambda argv: '')
+    nxt = walk._next(view, src, None, bond, lambda argv: '')
     assert (nxt.switch, nxt.place, nxt.in_port, dict(nxt.fields)) == ('leaf2', view.places[LEAF2], '4',
                                                                       {'dl_vlan': '20'})
     view.inv.switches[LEAF2].ports[7] = Port(7, 'e7', True, 'edge')
     port = ofproto.DpPort('leaf2', 'e7', 7, 12, '')
-    end = walk._next(view, nxt, port, ofproto.Exit(12, ()), [], lambda argv: '')
+    end = walk._next(view, nxt, port, ofproto.Exit(12, ()), lambda argv: '')
     assert end.kind == 'left' and 'leaves the fabric at leaf2 port e7' in end.text

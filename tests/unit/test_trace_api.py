@@ -17,7 +17,8 @@ from tests.unit.test_trace import Registry, _policy, text
 class Core:
     def __init__(self, policy):
         hv1 = policy.fabric.hypervisors['hv1'].dpid
-        sw = SwitchState(hv1, 'hv1', 'hypervisor', {1: Port(1, 'vnet0', True, VM), 2: Port(2, 'int-to-phy', True, UPLINK)})
+        sw = SwitchState(hv1, 'hv1', 'hypervisor', {1: Port(1, 'vnet0', True, VM),
+                                                     2: Port(2, 'int-to-phy', True, UPLINK)})
         self.lock, self.policy, self.cookies, self.switch_bonds = threading.Lock(), policy, Registry(), {}
         self.inv = Inventory(switches={hv1: sw})
         self.inv.bind(hv1, {1: Binding('vnet0', 'shop/web1/nic0', '02:00:00:00:00:01')})
