@@ -29,6 +29,7 @@ class Context:
     default_where: str            # file:line of the tenant's `default: deny`
     ours: object = None           # (hop, bridge) -> True if the controller programs that bridge
     note: str | None = None       # e.g. the destination is another tenant's
+    pair_rules: list = dataclasses.field(default_factory=list)   # rules from src to dst: 'name (FILE:LINE): tcp/80'
     dst_ip: str = ''
 
 
@@ -184,9 +185,11 @@ def _drop(res: HopResult, ctx: Context) -> dict:
         return _out('dropped', 'dropped at %s by a flow the controller did not make (cookie %#x: stale or foreign)'
                     % (where, s.cookie), sw, table, ctx)
     if c.app == MICROSEG and c.kind == K_DEFAULT:
+        near = '; the rules from %s to %s allow only: %s' % (ctx.src, ctx.dst, '; '.join(ctx.pair_rules)) \
+            if ctx.pair_rules else ''
         return _out('dropped', 'dropped by the default deny of tenant %s at %s (%s); no rule in %s allows %s '
-                    'from %s to %s' % (c.tenant, where, ctx.default_where, ctx.source_file, ctx.service, ctx.src,
-                                       ctx.dst), sw, table, ctx)
+                    'from %s to %s%s' % (c.tenant, where, ctx.default_where, ctx.source_file, ctx.service, ctx.src,
+                                         ctx.dst, near), sw, table, ctx)
     if c.app == MICROSEG and c.kind == K_INVALID:
         return _out('dropped', 'dropped as invalid by conntrack in tenant %s\'s zone at %s' % (c.tenant, where),
                     sw, table, ctx)

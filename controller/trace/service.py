@@ -198,10 +198,39 @@ def _source_port(inv, where: dict, src: str, src_iface: str):
     return loc, hv
 
 
+def _selects(ep, bn) -> bool:
+    """Does a rule's `from`/`to` endpoint take this nic (a network or CIDR by its address)?"""
+    if ep.label is not None:
+        return ep.label in bn.workload.labels
+    if ep.workload is not None:
+        return ep.workload == bn.workload.name
+    if ep.network is not None:
+        return bn.nic.ip in bn.tenant.networks[ep.network].subnet if ep.network in bn.tenant.networks else False
+    return ep.cidr is not None and bn.nic.ip in ep.cidr
+
+
+def _allowed(a) -> str:
+    if a.proto == 'icmp' and a.icmp_type is not None:
+        return 'icmp type %d' % a.icmp_type
+    if a.ports is None:
+        return a.proto
+    lo, hi = a.ports
+    return '%s/%d' % (a.proto, lo) if lo == hi else '%s/%d-%d' % (a.proto, lo, hi)
+
+
+def pair_rules(t, s, d) -> list[str]:
+    """The tenant's rules from the source nic to the destination nic, as `name (FILE:LINE): what
+    it allows`: said next to a default-deny verdict, so the rule that almost applies is named."""
+    if isinstance(d, ipaddress.IPv4Address) or d.tenant.name != t.name:
+        return []
+    return ['%s (%s): %s' % (r.name, t.where(r.line), ', '.join(map(_allowed, r.allow)))
+            for r in t.security.rules if _selects(r.src, s) and _selects(r.dst, d)]
+
+
 def _context(core, v, docs: dict, t, s, d, dst: str, svc: str) -> explain.Context:
     bare = isinstance(d, ipaddress.IPv4Address)
     other = not bare and d.tenant.name != t.name
-    return explain.Context(
+    return explain.Context(pair_rules=pair_rules(t, s, d),
         registry=core.cookies, tenant=t.name, src=_label(s),
         dst=str(d) if bare else ('%s/%s' % (d.tenant.name, _label(d)) if other else _label(d)),
         dst_iface=None if bare else d.tenant.iface_id(d.workload.name, d.nic.index),

@@ -94,6 +94,8 @@ def test_allowed_denied_by_rule_and_by_default_each_as_the_traffic_does(env):
     t = v['verdict']['text']
     assert 'default deny of tenant shop at acl_out on hv4' in t and 'shop.yaml:%d' % default in t, t
     assert 'allows tcp/22 from web1 [web] to app1 [app]' in t, t
+    assert t.endswith('allow only: web-to-app (%s:%d): tcp/8080, icmp type 8' % (v['hops'][0]['steps'][0]['where']
+                                                                              .rsplit(':', 1)[0], line)), t
     assert not connects(lab, 'web1', 'app1', 22, tries=1)
     # denied by rule direction: app may open db, web may not (the rule app-to-db does not admit web)
     v = trace(ctl, 'shop', 'web2', 'db1', 'tcp/5432')

@@ -106,7 +106,8 @@ def test_allowed_routed_across_racks_names_the_rule_and_every_switch(trace):
 
 
 def test_denied_by_the_default_the_wrong_port_and_the_wrong_direction(trace):
-    for src, dst, svc, words in (('web1', 'app1', 'tcp/22', 'tcp/22 from web1 [web] to app1 [app]'),
+    for src, dst, svc, words in (('web1', 'app1', 'tcp/22', 'tcp/22 from web1 [web] to app1 [app]; the rules from '
+                                  'web1 [web] to app1 [app] allow only: web-to-app (shop.yaml:14): tcp/8080'),
                                  ('app1', 'web1', 'tcp/8080', 'tcp/8080 from app1 [app] to web1 [web]')):
         v = trace(src, dst, svc)
         assert v['verdict']['result'] == 'dropped', v['verdict']

@@ -4,6 +4,7 @@ with a fake ovs-appctl, and explained: the verdict names the rule, the default d
 line, a table's miss, a flow nobody made."""
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import pathlib
 
@@ -322,3 +323,22 @@ def test_the_uplink_leads_to_the_leaf_port_lldp_found_and_an_edge_port_leaves_th
     port = ofproto.DpPort('leaf2', 'e7', 7, 12, '')
     end = walk._next(view, nxt, port, ofproto.Exit(12, ()), lambda argv: '')
     assert end.kind == 'left' and 'leaves the fabric at leaf2 port e7' in end.text
+
+
+def test_the_rules_between_the_pair_are_named_next_to_the_default_deny():
+    from controller.policy.model import Allow, Endpoint, Rule, Security
+    pol = _policy()
+    t = dataclasses.replace(pol.tenants['shop'], security=Security('deny', (
+        Rule('web-to-app', Endpoint(workload='web1'), Endpoint(network='app'), (Allow('tcp', (8080, 8081)),
+                                                                              Allow('icmp', None, 8)), line=14),
+        Rule('to-web', Endpoint(cidr=ipaddress.ip_network('0.0.0.0/0')), Endpoint(workload='web2'),
+             (Allow('any'),), line=15))))
+    pol = pol.with_tenants([t, pol.tenants['other']])
+    web1, app1, web2 = (pol.nics['shop/%s/nic0' % w] for w in ('web1', 'app1', 'web2'))
+    assert service.pair_rules(t, web1, app1) == ['web-to-app (shop.yaml:14): tcp/8080-8081, icmp type 8']
+    assert service.pair_rules(t, app1, web2) == ['to-web (shop.yaml:15): any']
+    assert service.pair_rules(t, app1, web1) == []
+    r = _result('denied_hv4_destination.txt', [LOCAL])
+    v = explain.verdict([r], _ctx(pair_rules=service.pair_rules(t, web1, app1)))
+    assert v['text'].endswith('allows tcp/22 from web1 [web] to app1 [app]; the rules from web1 [web] to app1 [app] '
+                              'allow only: web-to-app (shop.yaml:14): tcp/8080-8081, icmp type 8'), v
