@@ -18,7 +18,7 @@ import subprocess
 from controller.inventory.model import TUNNEL, UPLINK, LinkEnd
 from controller.trace import ofproto
 
-MAX_HOPS = 12
+MAX_HOPS = 16
 LOCAL_PORT = 65534              # a bridge's own port (OFPP_LOCAL), the host side of it
 TIMEOUT = 5                     # s ovs-appctl waits for its vswitchd
 CT_NEXT = 'trk,new'             # each recirculation through conntrack: a new connection
