@@ -13,8 +13,8 @@ the daemon's unix control socket, not OpenFlow):
 - physical switches: the vswitchd next to the controller (ovs-appctl's default target, the
   lab's root OVS), or --switch-vswitchd-ctl PATH ($OPENDVS_SWITCH_VSWITCHD_CTL);
 - hypervisors: --vswitchd-ctl TEMPLATE ($OPENDVS_VSWITCHD_CTL), `{hypervisor}` replaced by its
-  name, e.g. /tmp/opendvs-lab-P/{hypervisor}/ovs-vswitchd.ctl for the lab (`opendvs-lab status`
-  prints its work directory).  Without it a hypervisor is named as not reachable.
+  name, e.g. /tmp/opendvs-lab-P/{hypervisor}/ovs-vswitchd.ctl for the lab of prefix P (its run
+  dirs are on the shared filesystem).  Without it a hypervisor is named as not reachable.
 Each switch's bridge is the name of its OpenFlow LOCAL port (the bridge's own name).
 """
 from __future__ import annotations
