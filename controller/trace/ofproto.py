@@ -331,6 +331,7 @@ class DpPort:
     dp_port: int | None
     kind: str                       # '' or 'patch', 'vxlan', 'internal', 'tap', ...
     peer: str | None = None         # a patch port's peer
+    datapath: str = ''              # 'netdev@ovs-netdev': port numbers are unique within one
 
 
 _DPIF_PORT = re.compile(r'^\s+(\S+) (\d+|none)/(\d+|none):\s*(?:\((\w+)(?::\s*(.*))?\))?\s*$')
@@ -338,8 +339,11 @@ _DPIF_PORT = re.compile(r'^\s+(\S+) (\d+|none)/(\d+|none):\s*(?:\((\w+)(?::\s*(.
 
 def parse_dpif_show(text: str) -> list[DpPort]:
     """`ovs-appctl dpif/show`: every bridge's ports with their OpenFlow and datapath numbers."""
-    out, bridge = [], None
+    out, bridge, datapath = [], None, ''
     for line in text.splitlines():
+        if re.match(r'^\S+@\S+:', line):
+            datapath, bridge = line.split(':', 1)[0], None
+            continue
         if re.match(r'^  \S+:$', line):
             bridge = line.strip()[:-1]
             continue
@@ -349,5 +353,5 @@ def parse_dpif_show(text: str) -> list[DpPort]:
             peer = re.search(r'peer=([^,)\s]+)', opts)
             out.append(DpPort(bridge, m.group(1), None if m.group(2) == 'none' else int(m.group(2)),
                               None if m.group(3) == 'none' else int(m.group(3)), m.group(4) or '',
-                              peer.group(1) if peer else None))
+                              peer.group(1) if peer else None, datapath))
     return out

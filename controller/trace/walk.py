@@ -128,18 +128,25 @@ def follow(view: View, start: Hop, runner=run, max_hops: int = MAX_HOPS) -> list
             continue
         if hop.place.target not in ports:
             try:
-                ports[hop.place.target] = {p.dp_port: p for p in ofproto.parse_dpif_show(
-                    runner(hop.place.appctl() + ['dpif/show'])) if p.dp_port is not None}
+                ports[hop.place.target] = ofproto.parse_dpif_show(runner(hop.place.appctl() + ['dpif/show']))
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 res.error = 'cannot read the ports of %s: %s' % (hop.switch, e)
                 continue
+        by_dp = _dp_ports(ports[hop.place.target], hop.place.bridge)
         for ex in out.exits:
-            port = ports[hop.place.target].get(ex.dp_port)
+            port = by_dp.get(ex.dp_port)
             nxt = _next(view, hop, port, ex, runner)
             res.exits.append((port, ex, nxt))
             if isinstance(nxt, Hop):
                 queue.append(nxt)
     return results
+
+
+def _dp_ports(ports: list, bridge: str) -> dict:
+    """Datapath port number -> DpPort, in the datapath the traced bridge is in (a vswitchd may
+    run more than one, e.g. system and netdev, each numbering its ports from 0)."""
+    dp = next((p.datapath for p in ports if p.bridge == bridge), None)
+    return {p.dp_port: p for p in ports if p.dp_port is not None and (dp is None or p.datapath == dp)}
 
 
 def _fields(ex: ofproto.Exit, start_fields: tuple) -> dict:

@@ -99,6 +99,11 @@ def test_dpif_show_ports_and_patch_peers():
     assert ports[('br-int', 'int-to-phy')].dp_port is None
     assert ports[('br-phy', 'br-phy')].ofport == 65534 and ports[('br-phy', 'br-phy')].kind == 'tap'
     assert ports[('br-int', 'vxlan0')].kind == 'vxlan'
+    assert {p.datapath for p in ports.values()} == {'netdev@ovs-netdev'}
+    two = 'system@ovs-system: hit:0 missed:0\n  br-k:\n    br-k 65534/0: (internal)\n    k1 1/1: (system)\n' \
+        + text('dpif_hv1.txt')
+    assert walk._dp_ports(ofproto.parse_dpif_show(two), 'br-int')[1].name == 'vnet0'
+    assert walk._dp_ports(ofproto.parse_dpif_show(two), 'br-k')[1].name == 'k1'
 
 
 def test_a_trace_that_did_not_run_is_an_error():
