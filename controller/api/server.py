@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlparse
 from controller import metrics
 from controller.api.service import NoSuchTenant
 from controller.policy.errors import PolicyError
-from controller.trace.service import TraceRequestError
 from controller.policy.values import known
+from controller.trace.service import TraceRequestError
 
 LOG = logging.getLogger('opendvs.api')
 
