@@ -181,6 +181,13 @@ def _drop(res: HopResult, ctx: Context) -> dict:
         return _out('dropped', 'dropped at %s of bridge %s (not programmed by the controller): %s'
                     % (table, s.bridge, notes), sw, table, ctx)
     c = _owner(ctx.registry, s.cookie)
+    outputs = [a for a in s.actions if a.startswith('output:')]
+    if outputs and s.notes:
+        # the flow sent it on, OVS did not: a tunnel without a route or neighbour, a port gone...
+        flow = '%s flow %s%s%s' % (c.app, c.owner or '-', ' of tenant %s' % c.tenant if c.tenant else '',
+                                   ' (%s)' % c.where if c.where else '') if c else 'flow (cookie %#x)' % s.cookie
+        return _out('dropped', 'dropped at %s: the %s sent it to %s, but OVS says: %s' % (
+            where, flow, ', '.join(outputs), '; '.join(n.lstrip('->> ') for n in s.notes)), sw, table, ctx)
     if c is None:
         return _out('dropped', 'dropped at %s by a flow the controller did not make (cookie %#x: stale or foreign)'
                     % (where, s.cookie), sw, table, ctx)

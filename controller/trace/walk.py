@@ -67,8 +67,12 @@ class Hop:
     via: str                      # how the packet got here
 
     def flow(self) -> str:
+        """The flow in ofproto/trace's syntax (tp_src/tp_dst, as OVS prints them, become
+        udp_src/udp_dst for UDP: the parser takes tp_* for TCP only)."""
         f = dict(self.fields)
-        return ','.join(['in_port=%s' % self.in_port] + ['%s=%s' % (k, f[k]) for k in ORDER if k in f])
+        l4 = {'6': 'tcp', '17': 'udp'}.get(f.get('nw_proto', ''), 'tp')
+        return ','.join(['in_port=%s' % self.in_port] + ['%s=%s' % (k.replace('tp', l4, 1) if k.startswith('tp_') else k,
+                                                                   f[k]) for k in ORDER if k in f])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,7 +112,8 @@ def test_a_trace_that_did_not_run_is_an_error():
 
 
 def _ctx(**kw):
-    return explain.Context(registry=Registry(), tenant='shop', src='web1 [web]', dst='app1 [app]',
+    kw.setdefault('registry', Registry())
+    return explain.Context(tenant='shop', src='web1 [web]', dst='app1 [app]',
                            dst_iface='shop/app1/nic0', service='tcp/22', source_file='shop.yaml',
                            default_where='shop.yaml:12', dst_ip='10.63.0.31', **kw)
 
@@ -347,3 +348,25 @@ def test_the_rules_between_the_pair_are_named_next_to_the_default_deny():
     v = explain.verdict([r], _ctx(pair_rules=service.pair_rules(t, web1, app1)))
     assert v['text'].endswith('allows tcp/22 from web1 [web] to app1 [app]; the rules from web1 [web] to app1 [app] '
                               'allow only: web-to-app (shop.yaml:14): tcp/8080-8081, icmp type 8'), v
+
+
+def test_the_flow_names_l4_ports_by_protocol_as_ofproto_trace_parses_them():
+    hop = lambda proto: walk.Hop(1, 'hv1', walk.Place(None, 'br-int'), '2', (   # noqa: E731
+        ('dl_type', '0x0800'), ('nw_proto', proto), ('tp_dst', '53'), ('tp_src', '40000')), 'x')
+    assert hop('17').flow() == 'in_port=2,dl_type=0x0800,nw_proto=17,udp_src=40000,udp_dst=53'
+    assert hop('6').flow() == 'in_port=2,dl_type=0x0800,nw_proto=6,tcp_src=40000,tcp_dst=53'
+
+
+def test_a_tunnel_output_ovs_drops_says_why_and_an_open_one_leaves_with_its_vni():
+    miss = ofproto.parse(text('overlay_neighbor_miss_hv1.txt'))
+    assert ofproto.outcome(miss).exits == []
+    ctx = _ctx(registry=type('R', (), {'decode': lambda self, v: {
+        0x403000001000012: Cookie("vxlan_overlay", 3, "other", "ovl", "other.yaml:4")}.get(v, v)})())
+    v = explain.verdict([walk.HopResult(_hop('hv1', 'br-int'), miss)], ctx)
+    assert v['text'].startswith('dropped at output on hv1: the vxlan_overlay flow ovl of tenant other (other.yaml:4) '
+                                'sent it to output:4, but OVS says: output to native tunnel; '), v
+    assert v['text'].endswith('neighbor cache miss for 172.16.1.1 on bridge br-phy, sending ARP request'), v
+    out = ofproto.outcome(ofproto.parse(text('overlay_open_hv1.txt')))
+    # tnl_push(...),hash(l4(0)),recirc(0x1): encapsulated, then out of the bond
+    assert [e.dp_port for e in out.exits] == [ofproto.BOND]
+    assert dict(out.exits[0].encap) == {'vni': '5071', 'src': '172.16.1.11', 'dst': '172.16.2.12'}

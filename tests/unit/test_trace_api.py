@@ -73,7 +73,7 @@ def test_a_trace_runs_ovs_appctl_on_the_hypervisor_and_answers_the_verdict(api, 
     assert code == 200, v
     assert asked[0][:4] == ['ovs-appctl', '--timeout=5', '-t', '/tmp/lab/hv1/ovs-vswitchd.ctl']
     assert asked[0][-2] == 'br-int' and asked[0][-1].startswith('in_port=1,dl_src=02:00:00:00:00:01,dl_dst=')
-    assert 'tp_dst=22' in asked[0][-1] and 'tcp_flags=0x002' in asked[0][-1]
+    assert 'tcp_dst=22' in asked[0][-1] and 'tcp_flags=0x002' in asked[0][-1]
     assert v['verdict']['result'] == 'dropped' and 'default deny of tenant shop' in v['verdict']['text']
     assert v['src'] == {'workload': 'web1', 'iface_id': 'shop/web1/nic0', 'ip': v['src']['ip'],
                         'mac': '02:00:00:00:00:01', 'hypervisor': 'hv1', 'port': 1}
