@@ -171,6 +171,9 @@ def view(core, docs: dict, tenant: str, src: str, dst: str, service: str | None 
     results = walk.follow(v, start, runner or walk.run)
     svc = proto if port is None else '%s/%d' % (proto, port)
     ctx = _context(core, v, docs, policy.tenants[tenant], s, d, dst, svc)
+    if not isinstance(d, ipaddress.IPv4Address) and d.tenant.iface_id(d.workload.name, d.nic.index) \
+            not in inv.locations:
+        ctx.note = '; '.join(filter(None, (ctx.note, '%s is not bound on any hypervisor' % dst)))
     return {'tenant': tenant, 'src': {'workload': s.workload.name, 'iface_id': src_iface, 'ip': str(s.nic.ip),
                                       'mac': s.nic.mac, 'hypervisor': hv.name, 'port': loc[1]},
             'dst': {'name': ctx.dst, 'iface_id': ctx.dst_iface, 'ip': ctx.dst_ip},

@@ -79,6 +79,7 @@ def test_a_trace_runs_ovs_appctl_on_the_hypervisor_and_answers_the_verdict(api, 
                         'mac': '02:00:00:00:00:01', 'hypervisor': 'hv1', 'port': 1}
     assert v['forwarding'] == 'routed' and v['ct_state'] == 'trk,new'
     assert v['hops'][0]['steps'][-1]['owner'] == 'default'
+    assert v['verdict']['text'].endswith('(app1 is not bound on any hypervisor)'), v['verdict']
 
 
 def test_show_macs_is_served(api):
