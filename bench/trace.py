@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def main() -> int:
     finally:
         lab.down()
         ctl.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out, indent=1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / 'trace.json').write_text(json.dumps(out, indent=1))
