@@ -396,6 +396,8 @@ class OFSwitch:
         self.registry = registry                 # controller.pipeline.cookies.Registry
         self.dpid = dp.id
         self.address = dp.address[0] if dp.address else None   # where its OVSDB is, for hypervisors
+        local = (getattr(dp, 'ports', None) or {}).get(dp.ofproto.OFPP_LOCAL)   # issue 14: the bridge's name,
+        self.bridge = _name(local) if local is not None else None   # where ofproto/trace finds it (dvsctl trace)
         self.bundles = dp.ofproto.OFP_VERSION >= ofproto_v1_4.OFP_VERSION
         self._waiters: dict[int, _Waiter] = {}
         self._errors: dict[int, object] = {}

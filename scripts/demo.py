@@ -53,8 +53,11 @@ def main() -> int:
     api = port_or_free(int(fabric.controller.api.rsplit(':', 1)[1]))
     work = Path(tempfile.mkdtemp(prefix='opendvs-demo-'))
     log_path = work / 'controller.log'
+    plan = Lab(fabric, ofp_port=ofp, tenants=args.tenants)     # built below; its run dirs are known now
     ctl = subprocess.Popen([str(BIN / 'opendvs-controller'), '--fabric', args.fabric, '--ofp', '0.0.0.0:%d' % ofp,
-                            '--api', '127.0.0.1:%d' % api, '--state-dir', str(work / 'state')],
+                            '--api', '127.0.0.1:%d' % api, '--state-dir', str(work / 'state'),
+                            # dvsctl trace: each hypervisor's own ovs-vswitchd, by its control socket
+                            '--vswitchd-ctl', plan.plan.workdir + '/{hypervisor}/ovs-vswitchd.ctl'],
                            stdout=open(log_path, 'w'), stderr=subprocess.STDOUT, start_new_session=True)
     lab = None
     try:
@@ -67,7 +70,7 @@ def main() -> int:
         print(r.stdout + r.stderr, end='')
         if r.returncode:
             return 1
-        lab = Lab(fabric, ofp_port=ofp, tenants=args.tenants)
+        lab = plan
         t0 = time.monotonic()
         print('demo: building the lab (%d switches, %d hypervisors, %d VMs)...' % (
             len(fabric.switches), len(fabric.hypervisors), len(lab.plan.vms)))
@@ -191,7 +194,19 @@ def show_microseg(lab, apply_cmd, acme: Path, work: Path) -> bool:
     allowed, blocked = connects(lab, 'web1', 'db1', 5432), connects(lab, 'db1', 'web1', 22, tries=1)
     print('  web1 -> db1 tcp/5432: %s' % ('connected (rule web-to-db)' if allowed else 'UNEXPECTED: refused'))
     print('  db1 -> web1 tcp/22:   %s' % ('blocked (default deny)' if not blocked else 'UNEXPECTED: connected'))
-    return allowed and not blocked
+    traced = [show_trace(apply_cmd, 'web1', 'db1', 'tcp/5432', 'delivered'),
+              show_trace(apply_cmd, 'db1', 'web1', 'tcp/22', 'dropped')]
+    return allowed and not blocked and all(traced)
+
+
+def show_trace(apply_cmd, src, dst, service, expect) -> bool:
+    """`dvsctl trace acme SRC DST SERVICE` through the real switches: its verdict line."""
+    argv = [apply_cmd[0], 'trace'] + apply_cmd[2:] + ['acme', src, dst, service]
+    print('  $ dvsctl trace acme %s %s %s' % (src, dst, service))
+    r = subprocess.run(argv, capture_output=True, text=True)
+    verdict = (r.stdout.strip().splitlines() or [r.stderr.strip()])[-1]
+    print('    %s' % verdict)
+    return r.returncode == 0 and verdict.startswith('verdict: ' + expect)
 
 
 def print_matrix(lab, vms, expected, actual, routed=frozenset()) -> None:

@@ -23,6 +23,7 @@ from controller import metrics
 from controller.api.service import NoSuchTenant
 from controller.policy.errors import PolicyError
 from controller.policy.values import known
+from controller.trace.service import TraceRequestError
 
 LOG = logging.getLogger('opendvs.api')
 
@@ -35,6 +36,7 @@ APPLY_KEYS = {'tenants', 'dry_run'}
 DOC_KEYS = {'source', 'text'}
 MAX_SOURCE = 4096           # characters of a pushed file's name
 TENANT_VIEWS = {'routes', 'rules'}      # GET /v1/<view>/<tenant>
+OWN_VIEWS = {'trace', 'macs'}           # GET /v1/trace/<tenant>?src=&dst=&service=, GET /v1/macs
 
 
 class BadRequest(ValueError):
@@ -228,6 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return self._reply(405, {'error': '%s is not allowed on %s (only %s)' % (
                     method, _short(url.path), ', '.join(sorted(allowed)))})
+            if method == 'GET' and rest[0] in OWN_VIEWS:          # issue 14: trace, macs
+                return self._reply(200, _own_view(self.service, rest, query))
             if method == 'GET' and rest == ['flows']:
                 return self._reply(200, self.service.flows(query.get('switch')))
             if method == 'GET' and rest[0] == 'placement':
@@ -247,6 +251,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(e.status, {'error': str(e)})
         except PolicyError as e:
             return self._reply(400, {'error': 'policy rejected; nothing changed', 'diags': [str(d) for d in e.diags]})
+        except TraceRequestError as e:
+            return self._reply(400, {'error': str(e)})
         except NoSuchTenant as e:
             names = ' (known: %s)' % _short(known(e.args[1])) if len(e.args) > 1 else ''
             return self._reply(404, {'error': 'no such tenant: %s%s' % (_short(str(e.args[0])), names)})
@@ -278,11 +284,26 @@ def _methods(rest: list[str], views) -> set[str]:
         return {'GET'}
     if len(rest) == 3 and rest[0] == 'placement':       # /v1/placement/<tenant>/<workload>?hypervisor=H
         return {'GET'}
+    if (len(rest) == 2 and rest[0] == 'trace') or rest == ['macs']:
+        return {'GET'}
     if rest == ['apply']:
         return {'POST'}
     if len(rest) == 2 and rest[0] == 'tenants':
         return {'DELETE'}
     return set()
+
+
+def _own_view(service, rest: list[str], query: dict):
+    """GET /v1/trace/TENANT?src=&dst=[&service=] (controller/trace/service.py) and GET /v1/macs."""
+    if rest == ['macs']:
+        from controller.trace import macs
+        return macs.view(service.core)
+    from controller.trace import service as trace
+    missing = [k for k in ('src', 'dst') if not query.get(k)]
+    if missing:
+        raise BadRequest(400, 'trace needs %s: /v1/trace/TENANT?src=WORKLOAD&dst=WORKLOAD[&service=tcp/22]'
+                         % ' and '.join(missing))
+    return trace.view(service.core, service.docs, rest[1], query['src'], query['dst'], query.get('service'))
 
 
 def apply_request(body) -> tuple[list[dict], bool]:

@@ -114,6 +114,14 @@ def main(argv=None) -> int:
     ap.add_argument('--apps', type=_app_names, default=(), metavar='APP[,APP...]',
                     help='the capabilities to run, as ryu-manager names them: apps.learning_switch or '
                          'learning_switch (default: all; an app\'s dependencies are added and logged)')
+    # issue 14: where `dvsctl trace` reaches each switch's ovs-vswitchd (controller/trace/service.py)
+    ap.add_argument('--vswitchd-ctl', default=None, metavar='TEMPLATE',
+                    help='the hypervisors\' ovs-vswitchd control sockets, {hypervisor} replaced by the name '
+                         '(e.g. /tmp/opendvs-lab-P/{hypervisor}/ovs-vswitchd.ctl), for dvsctl trace; '
+                         'default $OPENDVS_VSWITCHD_CTL')
+    ap.add_argument('--switch-vswitchd-ctl', default=None, metavar='PATH',
+                    help='the physical switches\' ovs-vswitchd control socket, for dvsctl trace '
+                         '(default $OPENDVS_SWITCH_VSWITCHD_CTL, else the local ovs-vswitchd)')
     args = ap.parse_args(argv)
     # SIGINT/SIGTERM mean a clean exit 0 at any time.  They are held back (blocked) while we
     # start up, because library code run then (python-ovs importing eventlet) has bare
@@ -149,6 +157,8 @@ def main(argv=None) -> int:
             print('opendvs-controller: API token: %s' % e, file=sys.stderr)
             return 1
     _warn_if_exposed(ofp, api)
+    from controller.trace import service as trace_service
+    trace_service.configure(args.vswitchd_ctl, args.switch_vswitchd_ctl)
     from controller import admission
     admission.configure(admission.Sources(physical=args.physical_from, hypervisor=args.hypervisors_from))
     from controller import ofp as ofp_shim

@@ -136,6 +136,7 @@ SHOW = {
                                 'problems']),
     'routes': ('/v1/routes', None),           # of one TENANT: route_lines
     'rules': ('/v1/rules', None),             # of one TENANT: rule_lines
+    'macs': ('/v1/macs', None),               # mac_lines (issue 14)
 }
 TENANT_VIEWS = ('routes', 'rules')
 
@@ -160,7 +161,8 @@ def _cell(value) -> str:
 
 @command('show', 'show what runs: tenants, networks, workloads (and where bound), switches, flows, tunnels, '
          'uplinks (bonds and LACP), routes TENANT (its subnets and where their workloads are), rules TENANT '
-         '(its rules with their hits and the drops, from the switches\' counters)',
+         '(its rules with their hits and the drops, from the switches\' counters), macs (MACs per physical '
+         'switch, by tenant)',
          _show_arguments)
 def cmd_show(args) -> int:
     path, columns = SHOW[args.what]
@@ -179,8 +181,10 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    if args.what in ('flows', 'routes', 'rules'):
-        print('\n'.join({'flows': flow_lines, 'routes': route_lines, 'rules': rule_lines}[args.what](rows)))
+    if args.what in ('flows', 'routes', 'rules', 'macs'):
+        from controller.cli.trace import mac_lines
+        print('\n'.join({'flows': flow_lines, 'routes': route_lines, 'rules': rule_lines,
+                          'macs': mac_lines}[args.what](rows)))
         return 0
     table = [columns] + [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
