@@ -1,6 +1,7 @@
 """The REST API: JSON over HTTP on 127.0.0.1 by default; every call needs the token
 (`Authorization: Bearer <token>`, the token is in <state-dir>/api-token), except
 `GET /metrics`: Prometheus text exposition (controller/metrics.py), counts only.
+`GET /v1/events?since=SEQ`: the event log's recent entries (controller/eventlog.py).
 
 Every malformed request gets a 4xx with a JSON {"error": ...}: 400 for a body of the wrong
 shape, 401 without the token, 404 for an unknown path or tenant, 405 for a wrong method,
@@ -19,7 +20,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from controller import metrics
+from controller import audit, metrics
 from controller.api.service import NoSuchTenant
 from controller.policy.errors import PolicyError
 from controller.policy.values import known
@@ -230,18 +231,23 @@ class _Handler(BaseHTTPRequestHandler):
                     method, _short(url.path), ', '.join(sorted(allowed)))})
             if method == 'GET' and rest == ['flows']:
                 return self._reply(200, self.service.flows(query.get('switch')))
+            if method == 'GET' and rest == ['events']:
+                return self._reply(200, self.service.core.events.view(_since(query.get('since'))))
             if method == 'GET' and rest[0] in TENANT_VIEWS:
                 return self._reply(200, getattr(self.service, rest[0])(rest[1]))
             if method == 'GET':
                 return self._reply(200, getattr(self.service, rest[0])())
             if method == 'POST':
-                docs, dry_run = apply_request(self._body())
-                return self._reply(200, self.service.apply(docs, dry_run))
-            return self._reply(200, self.service.delete(rest[1], dry))
+                docs, dry = apply_request(self._body())
+                return self._reply(200, self.service.apply(docs, dry, by=self.client_address[0]))
+            return self._reply(200, self.service.delete(rest[1], dry, by=self.client_address[0]))
         except BadRequest as e:
             self.close_connection = True
             return self._reply(e.status, {'error': str(e)})
         except PolicyError as e:
+            if not dry:
+                audit.refused(getattr(self.service, 'core', None), 'apply', self.client_address[0], 'policy rejected',
+                              diags=[str(d) for d in e.diags])
             return self._reply(400, {'error': 'policy rejected; nothing changed', 'diags': [str(d) for d in e.diags]})
         except NoSuchTenant as e:
             names = ' (known: %s)' % _short(known(e.args[1])) if len(e.args) > 1 else ''
@@ -274,6 +280,8 @@ def _methods(rest: list[str], views) -> set[str]:
         return {'GET'}
     if rest == ['apply']:
         return {'POST'}
+    if rest == ['events']:
+        return {'GET'}
     if len(rest) == 2 and rest[0] == 'tenants':
         return {'DELETE'}
     return set()
@@ -304,6 +312,15 @@ def apply_request(body) -> tuple[list[dict], bool]:
     if not isinstance(dry_run, bool):
         raise BadRequest(400, 'dry_run: expected true or false')
     return docs, dry_run
+
+
+def _since(text: str | None) -> int:
+    """GET /v1/events?since=SEQ: the events after SEQ (none given: all kept)."""
+    if text is None:
+        return 0
+    if not text.isdigit() or len(text) > 18:
+        raise BadRequest(400, 'since: expected an event seq (a whole number >= 0), got %r' % _short(text))
+    return int(text)
 
 
 def _short(text: str, limit: int = 80) -> str:
