@@ -13,6 +13,7 @@ backlog absorbs bursts of hundreds of clients, and at most MAX_CLIENTS are serve
 from __future__ import annotations
 
 import hmac
+import http.cookies
 import json
 import logging
 import socket
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 from controller import audit, metrics
+from controller.api import view
 from controller.api.service import NoSuchTenant
 from controller.policy.errors import PolicyError
 from controller.policy.values import known
@@ -36,6 +38,12 @@ APPLY_KEYS = {'tenants', 'dry_run'}
 DOC_KEYS = {'source', 'text'}
 MAX_SOURCE = 4096           # characters of a pushed file's name
 TENANT_VIEWS = {'routes', 'rules'}      # GET /v1/<view>/<tenant>
+COOKIE = 'opendvs_token'                # the web view's (GET only)
+WEB_HEADERS = (('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"),
+               ('X-Frame-Options', 'DENY'), ('Referrer-Policy', 'no-referrer'), ('X-Content-Type-Options', 'nosniff'))
+WEB_401 = (b'<!doctype html><title>opendvs: token needed</title><p>The web view needs the API token: open '
+           b'<code>/view?token=TOKEN</code> (the token is in <code>&lt;state-dir&gt;/api-token</code>; '
+           b'<code>dvsctl view</code> prints the address).')
 
 
 class BadRequest(ValueError):
@@ -171,9 +179,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _authorized(self) -> bool:
+    def _has_token(self) -> bool:
+        """The token as a Bearer header, or (GET only) as the web view's cookie: the page
+        reads, it never changes anything."""
         got = self.headers.get('Authorization', '')
         if got.startswith('Bearer ') and hmac.compare_digest(got[7:].strip().encode(), self.token.encode()):
+            return True
+        return self.command == 'GET' and hmac.compare_digest(_cookie(self.headers).encode(), self.token.encode())
+
+    def _authorized(self) -> bool:
+        if self._has_token():
             return True
         self.close_connection = True        # its body (if any) is never read
         self._reply(401, {'error': 'missing or wrong token (see <state-dir>/api-token)'})
@@ -209,9 +224,40 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadRequest(400, 'the body is not JSON: %s' % _short(str(e)))
         return body
 
+    def _send(self, code: int, data: bytes, content_type: str, headers=()) -> None:
+        metrics.api_request(self.command, self.path, code)
+        self.send_response(code)
+        self.send_header('Content-Type', content_type)
+        self.send_header('Content-Length', str(len(data)))
+        for k, v in list(headers) + list(WEB_HEADERS):
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _web(self, path: str, query: dict) -> None:
+        """The web view's page and its files (controller/api/view.py).  /view?token=T checks
+        the token and keeps it in a cookie (HttpOnly, SameSite=Strict) that authorizes GETs
+        only, then sends the browser to /view, so the token leaves the address bar."""
+        if 'token' in query:
+            if not hmac.compare_digest(query['token'].encode(), self.token.encode()):
+                return self._send(401, WEB_401, 'text/html; charset=utf-8')
+            return self._send(303, b'', 'text/html; charset=utf-8', [
+                ('Location', '/view'),
+                ('Set-Cookie', '%s=%s; Path=/; HttpOnly; SameSite=Strict' % (COOKIE, self.token))])
+        if path not in view.LIBS and not self._has_token():
+            return self._send(401, WEB_401, 'text/html; charset=utf-8')
+        got = view.static(path)
+        if got is None:
+            return self._reply(404, {'error': 'no such path %s%s' % (_short(path), '' if path not in view.LIBS else
+                                                                   ' (vis-network: install opendvs[view])')})
+        return self._send(200, got[0], got[1], [('Cache-Control', 'no-store')])
+
     def _route(self, method: str) -> None:
         if method == 'GET' and urlparse(self.path).path == '/metrics':
             return self._metrics()               # no token: Prometheus scrapes it, counts only
+        url = urlparse(self.path)
+        if method == 'GET' and (url.path == '/view' or url.path.startswith('/view/')):
+            return self._web(url.path, {k: v[-1] for k, v in parse_qs(url.query).items()})
         if not self._authorized():
             return
         url = urlparse(self.path)
@@ -231,6 +277,8 @@ class _Handler(BaseHTTPRequestHandler):
                     method, _short(url.path), ', '.join(sorted(allowed)))})
             if method == 'GET' and rest == ['flows']:
                 return self._reply(200, self.service.flows(query.get('switch')))
+            if method == 'GET' and rest == ['view']:
+                return self._reply(200, view.picture(self.service.core))
             if method == 'GET' and rest == ['events']:
                 return self._reply(200, self.service.core.events.view(_since(query.get('since'))))
             if method == 'GET' and rest[0] in TENANT_VIEWS:
@@ -280,7 +328,7 @@ def _methods(rest: list[str], views) -> set[str]:
         return {'GET'}
     if rest == ['apply']:
         return {'POST'}
-    if rest == ['events']:
+    if rest in (['events'], ['view']):
         return {'GET'}
     if len(rest) == 2 and rest[0] == 'tenants':
         return {'DELETE'}
@@ -312,6 +360,16 @@ def apply_request(body) -> tuple[list[dict], bool]:
     if not isinstance(dry_run, bool):
         raise BadRequest(400, 'dry_run: expected true or false')
     return docs, dry_run
+
+
+def _cookie(headers) -> str:
+    """The web view's token cookie ('' when there is none or it does not parse)."""
+    jar = http.cookies.SimpleCookie()
+    try:
+        jar.load(headers.get('Cookie', ''))
+    except http.cookies.CookieError:
+        return ''
+    return jar[COOKIE].value if COOKIE in jar else ''
 
 
 def _since(text: str | None) -> int:
