@@ -100,6 +100,18 @@ def test_the_token_is_taken_once_and_kept_in_a_read_only_cookie(api):
     assert get(api + '/v1/view', bearer=TOKEN)[0] == 200
 
 
+def test_dvsctl_view_prints_the_address_that_opens_the_page(api, tmp_path, capsys):
+    from controller.cli import dvsctl
+    (tmp_path / 'api-token').write_text(TOKEN + '\n')
+    assert dvsctl.main(['view', '--api', api + '/', '--state-dir', str(tmp_path)]) == 0
+    url = capsys.readouterr().out.strip()
+    assert url == '%s/view?token=%s' % (api, TOKEN)
+    code, headers, _ = get(url)
+    assert code == 303 and headers['Set-Cookie'].startswith('opendvs_token=' + TOKEN)
+    assert dvsctl.main(['view', '--state-dir', str(tmp_path / 'nowhere')]) == 1
+    assert 'no API token' in capsys.readouterr().err
+
+
 def test_the_page_script_and_the_drawing_library_are_served_from_the_packages(api):
     code, headers, body = get(api + '/view/vis-network.min.js')           # a public library: no token
     assert code == 200 and body.startswith(b'/**') and b'vis-network' in body[:100] and b'@version 9.1.2' in body[:400]
