@@ -2,6 +2,9 @@
 (`Authorization: Bearer <token>`, the token is in <state-dir>/api-token), except
 `GET /metrics`: Prometheus text exposition (controller/metrics.py), counts only.
 `GET /v1/events?since=SEQ`: the event log's recent entries (controller/eventlog.py).
+`GET /view`: the read-only web view (controller/api/view.py); `/view?token=T` keeps the
+token in a cookie that authorizes GET requests only, `/view/vis-network.*` (the drawing
+library, public code) needs no token.
 
 Every malformed request gets a 4xx with a JSON {"error": ...}: 400 for a body of the wrong
 shape, 401 without the token, 404 for an unknown path or tenant, 405 for a wrong method,

@@ -114,11 +114,13 @@ def _link(inv, fabric, a: str, b: str) -> dict:
 
 
 def _hypervisor(core, h, sw, uplink) -> dict:
+    """A hypervisor: its state, and its uplink's -- a bond's status from both ends' OVSDB
+    (controller/bonds.py), a single cable's from LLDP: seen on a leaf port or not."""
     found = sorted(end.port for end, d in core.inv.hv_ports.items() if d == h.dpid)
+    status = uplink['status'] if uplink and uplink['status'] != 'single' else ('ok' if found else 'not seen')
     return {'name': h.name, 'leaf': h.leaf, 'vtep': str(h.vtep), **_state(core, h.dpid, sw),
-            'uplinks': h.uplinks, 'bond': h.bond if h.bonded else None,
-            'uplink_status': uplink['status'] if uplink else ('ok' if found else 'unknown'),
-            'leaf_ports': found}
+            'uplinks': h.uplinks, 'bond': h.bond if h.bonded else None, 'uplink_status': status,
+            'uplink_problems': uplink['problems'] if uplink else [], 'leaf_ports': found}
 
 
 def _workloads(pol, inv) -> list[dict]:

@@ -120,6 +120,9 @@ def test_the_page_shows_the_lab_and_follows_a_move_and_a_reconnect(env, tmp_path
         wait_until(lambda: set(cells(browser, 'switches', 'data-name', 'session').values()) == {'connected'}, 30,
                    what='every session connected (settled) on the page')
         assert edge(browser, 'uplink:hv1') == ['sw:leaf1', 'hv:hv1']
+        wait_until(lambda: {h['name']: h['uplink_status'] for h in data(browser)['hypervisors']} == dict.fromkeys(
+            ('hv1', 'hv2', 'hv3', 'hv4'), 'ok'), 20, what='every uplink seen (LLDP; hv1: both ends of its bond)')
+        assert browser.execute_script('return window.opendvs.edges.get("uplink:hv1").label') == 'lacp x2'
         # the workloads where they are bound, and the tunnel between hv1 and hv3
         wait_until(lambda: cells(browser, 'workloads', 'data-id', 'hv') == {
             'view/web1': 'hv1', 'view/web2': 'hv3', 'view/ov1': 'hv1', 'view/ov2': 'hv3'}, 20,

@@ -71,7 +71,8 @@ function graph(d) {
              label: h.uplinks > 1 ? `${h.bond} x${h.uplinks}` : undefined, font: {size: 10, align: 'middle'},
              color: {color: ok ? '#2e7d32' : '#c62828'}, dashes: !ok,
              title: `uplink ${h.leaf} - ${h.name}: ${h.uplink_status}` +
-                    (h.leaf_ports.length ? ` (leaf port ${h.leaf_ports.join(',')})` : '')});
+                    (h.leaf_ports.length ? ` (leaf port ${h.leaf_ports.join(',')})` : '') +
+                    h.uplink_problems.map(p => '\n' + p).join('')});
   }
   for (const w of placed) {
     es.push({id: 'place:' + w.id, from: 'hv:' + w.hypervisor, to: 'vm:' + w.id,
@@ -79,8 +80,9 @@ function graph(d) {
   }
   for (const t of d.tunnels) {
     es.push({id: `tunnel:${t.a}-${t.b}`, from: 'hv:' + t.a, to: 'hv:' + t.b, dashes: [4, 4],
-             color: {color: '#8e44ad'}, smooth: {type: 'curvedCW', roundness: 0.35},
-             label: 'VNI ' + t.vnis.map(v => v.vni).join(','), font: {size: 10, color: '#8e44ad'},
+             color: {color: '#8e44ad'}, smooth: {type: 'curvedCW', roundness: 0.5},
+             label: 'VNI ' + t.vnis.map(v => v.vni).join(','),
+             font: {size: 11, color: '#8e44ad', background: 'rgba(255,255,255,0.85)'},
              title: `tunnel ${t.a} (${t.vtep_a}) - ${t.b} (${t.vtep_b})\n` +
                     t.vnis.map(v => `VNI ${v.vni}: ${v.tenant}/${v.network}`).join('\n')});
   }
@@ -165,7 +167,13 @@ async function poll() {
     if (!r.ok) throw new Error('HTTP ' + r.status);
     const d = await r.json();
     const [ns, es] = graph(d);
+    // a node added or gone, or a workload placed elsewhere: lay the tree out again (the
+    // hierarchical layout places nodes only when the data is set)
+    const placed = new Map(edges.get({filter: e => e.id.startsWith('place:')}).map(e => [e.id, e.from]));
+    const relayout = ns.length !== nodes.length || ns.some(n => !nodes.get(n.id)) ||
+      es.some(e => e.id.startsWith('place:') && placed.get(e.id) !== e.from);
     const changes = sync(nodes, ns) + sync(edges, es);
+    if (relayout) network.setData({nodes, edges});
     if (changes) network.fit({animation: false});
     tables(d);
     state.data = d;
