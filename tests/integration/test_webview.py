@@ -103,6 +103,12 @@ def edge(browser, id):
                                   'return e ? [e.from, e.to] : null;', id)
 
 
+def nearest(browser, node, others):
+    """Of `others`, the node drawn nearest (left to right) to `node`."""
+    pos = browser.execute_script('return window.opendvs.network.getPositions(arguments[0])', [node] + others)
+    return min(others, key=lambda o: abs(pos[o]['x'] - pos[node]['x']))
+
+
 def test_the_page_shows_the_lab_and_follows_a_move_and_a_reconnect(env, tmp_path):
     lab, ctl, browser = env
     token = (ctl.state_dir / 'api-token').read_text().strip()
@@ -141,6 +147,8 @@ def test_the_page_shows_the_lab_and_follows_a_move_and_a_reconnect(env, tmp_path
         wait_until(lambda: cells(browser, 'workloads', 'data-id', 'hv')['view/ov1'] == 'hv2', 20,
                    what='ov1 shown on hv2')
         assert edge(browser, 'place:view/ov1') == ['hv:hv2', 'vm:view/ov1']
+        wait_until(lambda: nearest(browser, 'vm:view/ov1', ['hv:hv1', 'hv:hv2']) == 'hv:hv2', 10,
+                   what='ov1 drawn under hv2')
         wait_until(lambda: cells(browser, 'tunnels', 'data-pair', 'vnis') == {'hv2-hv3': '5071 (view/ov)'}, 10,
                    what='the tunnel now between hv2 and hv3')
         assert browser.execute_script('return window.opendvs.state.updates') > before

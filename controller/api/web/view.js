@@ -80,7 +80,7 @@ function graph(d) {
   }
   for (const t of d.tunnels) {
     es.push({id: `tunnel:${t.a}-${t.b}`, from: 'hv:' + t.a, to: 'hv:' + t.b, dashes: [4, 4],
-             color: {color: '#8e44ad'}, smooth: {type: 'curvedCW', roundness: 0.5},
+             color: {color: '#8e44ad'}, smooth: {type: 'curvedCW', roundness: 0.2},
              label: 'VNI ' + t.vnis.map(v => v.vni).join(','),
              font: {size: 11, color: '#8e44ad', background: 'rgba(255,255,255,0.85)'},
              title: `tunnel ${t.a} (${t.vtep_a}) - ${t.b} (${t.vtep_b})\n` +
@@ -172,8 +172,15 @@ async function poll() {
     const placed = new Map(edges.get({filter: e => e.id.startsWith('place:')}).map(e => [e.id, e.from]));
     const relayout = ns.length !== nodes.length || ns.some(n => !nodes.get(n.id)) ||
       es.some(e => e.id.startsWith('place:') && placed.get(e.id) !== e.from);
-    const changes = sync(nodes, ns) + sync(edges, es);
-    if (relayout) network.setData({nodes, edges});
+    let changes = 1;
+    if (relayout) {          // from scratch, in the order of graph(): workloads by hypervisor
+      nodes.clear();
+      edges.clear();
+      nodes.add(ns);
+      edges.add(es);
+    } else {
+      changes = sync(nodes, ns) + sync(edges, es);
+    }
     if (changes) network.fit({animation: false});
     tables(d);
     state.data = d;
