@@ -54,44 +54,49 @@ def static(path: str) -> tuple[bytes, str] | None:
 
 
 def picture(core) -> dict:
-    """Everything the page draws, consistent with itself (one pass under the core's lock)."""
+    """Everything the page draws, consistent with itself: the core's state is copied under its
+    lock (an inventory snapshot, the sessions), everything else is computed outside it."""
     uplinks = {u['hypervisor']: u for u in (getattr(core, 'uplinks', None) or (lambda: []))()}
     with core.lock:
-        pol, inv = core.policy, core.inv
-        fabric = pol.fabric
-        by_dpid = {d: sw for d, sw in inv.switches.items()}
-        out = {'fabric': fabric.source,
-               'switches': [_physical(core, s, by_dpid.get(s.dpid)) for s in fabric.switches.values()],
-               'links': [_link(inv, fabric, a, b) for a, b in fabric.links],
-               'hypervisors': [_hypervisor(core, h, by_dpid.get(h.dpid), uplinks.get(h.name))
-                               for h in fabric.hypervisors.values()],
-               'workloads': _workloads(pol, inv),
-               'tunnels': _tunnels(pol, inv),
-               'tenants': [{'name': t.name, 'source': t.source, 'default': t.security.default,
-                            'networks': [{'name': n.name, 'vlan': n.vlan, 'vni': n.vni, 'subnet': str(n.subnet),
-                                          'gateway': str(n.gateway) if n.gateway else None,
-                                          'bound': sum(1 for i in pol.network_nics.get((t.name, n.name), ())
-                                                       if i in inv.locations),
-                                          'nics': len(pol.network_nics.get((t.name, n.name), ()))}
-                                         for n in sorted(t.networks.values(), key=lambda n: n.name)]}
-                           for t in sorted(pol.tenants.values(), key=lambda t: t.name)]}
+        pol, inv = core.policy, core.inv.snapshot()
+        sessions = {d: {'connected': d in core.conns, 'settling': d in inv.switches and core.settling(d)}
+                    for d in [s.dpid for s in pol.fabric.switches.values()] +
+                    [h.dpid for h in pol.fabric.hypervisors.values()]}
+    fabric = pol.fabric
+    out = {'fabric': fabric.source,
+           'switches': [_physical(core, pol, inv, s, sessions[s.dpid]) for s in fabric.switches.values()],
+           'links': [_link(inv, fabric, a, b) for a, b in fabric.links],
+           'hypervisors': [_hypervisor(core, inv, h, sessions[h.dpid], uplinks.get(h.name))
+                           for h in fabric.hypervisors.values()],
+           'workloads': _workloads(pol, inv),
+           'tunnels': _tunnels(pol, inv),
+           'tenants': [{'name': t.name, 'source': t.source, 'default': t.security.default,
+                        'networks': [{'name': n.name, 'vlan': n.vlan, 'vni': n.vni, 'subnet': str(n.subnet),
+                                      'gateway': str(n.gateway) if n.gateway else None,
+                                      'bound': sum(1 for i in pol.network_nics.get((t.name, n.name), ())
+                                                   if i in inv.locations),
+                                      'nics': len(pol.network_nics.get((t.name, n.name), ()))}
+                                     for n in sorted(t.networks.values(), key=lambda n: n.name)]}
+                       for t in sorted(pol.tenants.values(), key=lambda t: t.name)]}
     events = core.events.view()
     out['events'] = events['events'][-EVENTS:]
     out['last_event'] = events['last']
     return out
 
 
-def _state(core, dpid: int, sw) -> dict:
-    return {'connected': dpid in core.conns, 'settling': core.settling(dpid) if sw is not None else False,
-            'flows': len(core.rec.installed(dpid) or ()), 'dpid': '%016x' % dpid}
+def _state(core, dpid: int, session: dict) -> dict:
+    count = getattr(core.rec, 'count', None)          # the reconciler's own lock, not the core's
+    flows = count(dpid) if count is not None else len(core.rec.installed(dpid) or ())
+    return {**session, 'flows': flows, 'dpid': '%016x' % dpid}
 
 
-def _physical(core, s, sw) -> dict:
+def _physical(core, pol, inv, s, session) -> dict:
     """A leaf or spine: its state and the MACs its l2_lookup table holds, by tenant (a VLAN
     no tenant owns: the fabric's own, e.g. the native VLAN)."""
     macs: dict[str, set] = {}
-    owners = core.policy.vlan_owners
-    for f in core.rec.installed(s.dpid) or ():
+    owners = pol.vlan_owners
+    installed = core.rec.installed(s.dpid) or ()
+    for f in installed:
         if f.table != 'l2_lookup':
             continue
         m = f.match_dict()
@@ -99,9 +104,9 @@ def _physical(core, s, sw) -> dict:
         if isinstance(mac, str) and isinstance(vlan, int) and not int(mac[:2], 16) & 1:
             vlan &= ~OFPVID_PRESENT
             macs.setdefault(owners.get(vlan, 'fabric'), set()).add((vlan, mac))
-    for vlan, mac in (core.inv.macs.get(s.dpid) or {}):          # learned, not yet a flow
+    for vlan, mac in inv.macs.get(s.dpid) or {}:          # learned, not yet a flow
         macs.setdefault(owners.get(vlan, 'fabric'), set()).add((vlan, mac))
-    return {'name': s.name, 'role': s.role, **_state(core, s.dpid, sw),
+    return {'name': s.name, 'role': s.role, **session, 'flows': len(installed), 'dpid': '%016x' % s.dpid,
             'macs': sum(len(v) for v in macs.values()),
             'macs_by_tenant': {t: len(v) for t, v in sorted(macs.items())}}
 
@@ -113,12 +118,12 @@ def _link(inv, fabric, a: str, b: str) -> dict:
     return {'a': a, 'b': b, 'up': seen}
 
 
-def _hypervisor(core, h, sw, uplink) -> dict:
+def _hypervisor(core, inv, h, session, uplink) -> dict:
     """A hypervisor: its state, and its uplink's -- a bond's status from both ends' OVSDB
     (controller/bonds.py), a single cable's from LLDP: seen on a leaf port or not."""
-    found = sorted(end.port for end, d in core.inv.hv_ports.items() if d == h.dpid)
+    found = sorted(end.port for end, d in inv.hv_ports.items() if d == h.dpid)
     status = uplink['status'] if uplink and uplink['status'] != 'single' else ('ok' if found else 'not seen')
-    return {'name': h.name, 'leaf': h.leaf, 'vtep': str(h.vtep), **_state(core, h.dpid, sw),
+    return {'name': h.name, 'leaf': h.leaf, 'vtep': str(h.vtep), **_state(core, h.dpid, session),
             'uplinks': h.uplinks, 'bond': h.bond if h.bonded else None, 'uplink_status': status,
             'uplink_problems': uplink['problems'] if uplink else [], 'leaf_ports': found}
 
