@@ -19,6 +19,7 @@ import hmac
 import http.cookies
 import json
 import logging
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,7 +43,8 @@ DOC_KEYS = {'source', 'text'}
 MAX_SOURCE = 4096           # characters of a pushed file's name
 TENANT_VIEWS = {'routes', 'rules'}      # GET /v1/<view>/<tenant>
 COOKIE = 'opendvs_token'                # the web view's (GET only)
-WEB_HEADERS = (('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"),
+WEB_HEADERS = (('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                          "img-src 'self' data:"),
                ('X-Frame-Options', 'DENY'), ('Referrer-Policy', 'no-referrer'), ('X-Content-Type-Options', 'nosniff'))
 WEB_401 = (b'<!doctype html><title>opendvs: token needed</title><p>The web view needs the API token: open '
            b'<code>/view?token=TOKEN</code> (the token is in <code>&lt;state-dir&gt;/api-token</code>; '
@@ -158,7 +160,8 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def log_message(self, fmt, *args):
-        LOG.debug('%s ' + fmt, self.address_string(), *args)
+        if LOG.isEnabledFor(logging.DEBUG):       # never the web view's token (/view?token=...)
+            LOG.debug('%s %s', self.address_string(), re.sub(r'token=[^&\s"]*', 'token=***', fmt % args))
 
     def send_error(self, code, message=None, explain=None):
         """http.server's own errors (bad request line, headers too long...) as JSON too."""
@@ -263,7 +266,6 @@ class _Handler(BaseHTTPRequestHandler):
             return self._web(url.path, {k: v[-1] for k, v in parse_qs(url.query).items()})
         if not self._authorized():
             return
-        url = urlparse(self.path)
         parts = [p for p in url.path.split('/') if p]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         dry = query.get('dry_run') in ('1', 'true')
@@ -379,7 +381,7 @@ def _since(text: str | None) -> int:
     """GET /v1/events?since=SEQ: the events after SEQ (none given: all kept)."""
     if text is None:
         return 0
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise BadRequest(400, 'since: expected an event seq (a whole number >= 0), got %r' % _short(text))
     return int(text)
 

@@ -6,6 +6,7 @@ real browser: tests/integration/test_webview.py."""
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 
@@ -78,7 +79,8 @@ def api(ctl, tmp_path):
     httpd.server_close()
 
 
-def test_the_token_is_taken_once_and_kept_in_a_read_only_cookie(api):
+def test_the_token_is_taken_once_and_kept_in_a_read_only_cookie(api, caplog):
+    caplog.set_level(logging.DEBUG, logger='opendvs.api')
     code, headers, body = get(api + '/view')
     assert code == 401 and b'/view?token=' in body and headers['Content-Type'].startswith('text/html')
     assert get(api + '/view?token=' + 'x' * 32)[0] == 401
@@ -98,6 +100,7 @@ def test_the_token_is_taken_once_and_kept_in_a_read_only_cookie(api):
     assert get(api + '/v1/apply', cookie=TOKEN, method='POST', body=acme)[0] == 401
     assert get(api + '/v1/tenants/acme', cookie=TOKEN, method='DELETE')[0] == 401
     assert get(api + '/v1/view', bearer=TOKEN)[0] == 200
+    assert '/view?token=***' in caplog.text and TOKEN not in caplog.text      # never in the log
 
 
 def test_dvsctl_view_prints_the_address_that_opens_the_page(api, tmp_path, capsys):

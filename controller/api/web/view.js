@@ -79,8 +79,10 @@ function graph(d) {
                                color: {color: tenantColor(w.tenant)}});
   }
   for (const t of d.tunnels) {
+    // arcs above the hypervisors' row: higher for neighbours, whose boxes would hide a flat one
+    const apart = Math.max(1, Math.abs((order.get(t.b) ?? 0) - (order.get(t.a) ?? 0)));
     es.push({id: `tunnel:${t.a}-${t.b}`, from: 'hv:' + t.a, to: 'hv:' + t.b, dashes: [4, 4],
-             color: {color: '#8e44ad'}, smooth: {type: 'curvedCW', roundness: 0.2},
+             color: {color: '#8e44ad'}, smooth: {type: 'curvedCW', roundness: Math.min(0.8, 0.8 / (apart * apart))},
              label: 'VNI ' + t.vnis.map(v => v.vni).join(','),
              font: {size: 11, color: '#8e44ad', background: 'rgba(255,255,255,0.85)'},
              title: `tunnel ${t.a} (${t.vtep_a}) - ${t.b} (${t.vtep_b})\n` +
@@ -147,7 +149,7 @@ function tables(d) {
 
 const network = new vis.Network(document.getElementById('graph'), {nodes, edges}, {
   layout: {hierarchical: {enabled: true, direction: 'UD', sortMethod: 'directed', levelSeparation: 120,
-                          nodeSpacing: 130, treeSpacing: 160, shakeTowards: 'roots'}},
+                          nodeSpacing: 150, treeSpacing: 160, shakeTowards: 'roots'}},
   physics: false,
   interaction: {hover: true, tooltipDelay: 150},
   nodes: {font: {size: 12, multi: false}, margin: 8, widthConstraint: {maximum: 170}},
