@@ -15,6 +15,7 @@ vis-network comes from the PyPI package pyvis, which ships its standalone build
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 from controller.pipeline.flow import OFPVID_PRESENT
@@ -27,6 +28,8 @@ PAGES = {'/view': ('view.html', 'text/html; charset=utf-8'),
 LIBS = {'/view/vis-network.min.js': ('vis-network.min.js', 'text/javascript; charset=utf-8'),
         '/view/vis-network.css': ('vis-network.css', 'text/css; charset=utf-8')}
 EVENTS = 12                       # the last events shown
+MACS_EVERY = 5.0                  # s: a physical switch's MACs are counted again at most this often
+_macs: dict[tuple[int, int], tuple[float, dict]] = {}     # (id(core), dpid) -> (when, counts)
 
 
 def vis_dir() -> Path | None:
@@ -91,12 +94,25 @@ def _state(core, dpid: int, session: dict) -> dict:
 
 
 def _physical(core, pol, inv, s, session) -> dict:
-    """A leaf or spine: its state and the MACs its l2_lookup table holds, by tenant (a VLAN
-    no tenant owns: the fabric's own, e.g. the native VLAN)."""
+    """A leaf or spine: its state and the MACs its l2_lookup table holds, by tenant (counted
+    at most every MACS_EVERY seconds: it reads every flow of the switch)."""
+    key, now = (id(core), s.dpid), time.monotonic()
+    when, macs = _macs.get(key, (None, None))
+    if when is None or now - when >= MACS_EVERY:
+        macs = _mac_counts(core, pol, inv, s.dpid)
+        if len(_macs) > 4096:
+            _macs.clear()
+        _macs[key] = (now, macs)
+    return {'name': s.name, 'role': s.role, **_state(core, s.dpid, session),
+            'macs': sum(macs.values()), 'macs_by_tenant': macs}
+
+
+def _mac_counts(core, pol, inv, dpid: int) -> dict:
+    """{tenant: MACs} in a physical switch's l2_lookup flows and learned table (a VLAN no
+    tenant owns counts as the fabric's own, e.g. the native VLAN)."""
     macs: dict[str, set] = {}
     owners = pol.vlan_owners
-    installed = core.rec.installed(s.dpid) or ()
-    for f in installed:
+    for f in core.rec.installed(dpid) or ():
         if f.table != 'l2_lookup':
             continue
         m = f.match_dict()
@@ -104,11 +120,9 @@ def _physical(core, pol, inv, s, session) -> dict:
         if isinstance(mac, str) and isinstance(vlan, int) and not int(mac[:2], 16) & 1:
             vlan &= ~OFPVID_PRESENT
             macs.setdefault(owners.get(vlan, 'fabric'), set()).add((vlan, mac))
-    for vlan, mac in inv.macs.get(s.dpid) or {}:          # learned, not yet a flow
+    for vlan, mac in inv.macs.get(dpid) or {}:            # learned, not yet a flow
         macs.setdefault(owners.get(vlan, 'fabric'), set()).add((vlan, mac))
-    return {'name': s.name, 'role': s.role, **session, 'flows': len(installed), 'dpid': '%016x' % s.dpid,
-            'macs': sum(len(v) for v in macs.values()),
-            'macs_by_tenant': {t: len(v) for t, v in sorted(macs.items())}}
+    return {t: len(v) for t, v in sorted(macs.items())}
 
 
 def _link(inv, fabric, a: str, b: str) -> dict:

@@ -137,8 +137,9 @@ def test_the_page_shows_the_lab_and_follows_a_move_and_a_reconnect(env, tmp_path
         assert cells(browser, 'tunnels', 'data-pair', 'vnis') == {'hv1-hv3': '5071 (view/ov)'}
         assert cells(browser, 'networks', 'data-id', 'bound') == {'view/ov': '2/2', 'view/web': '2/2'}
         # the MACs a leaf holds, by tenant: the VLAN network's, never the overlay's
-        leaf1 = {s['name']: s for s in data(browser)['switches']}['leaf1']
-        assert leaf1['macs_by_tenant'].get('view', 0) >= 1, leaf1
+        wait_until(lambda: {s['name']: s for s in data(browser)['switches']}['leaf1']['macs_by_tenant'].get('view'),
+                   15, what='leaf1 shown holding view\'s VLAN MACs')
+        assert 'view:2' in cells(browser, 'switches', 'data-name', 'macs')['leaf1']           # web1, web2
         assert all(s['flows'] > 0 for s in data(browser)['switches'] + data(browser)['hypervisors'])
 
         # ov1 moves to hv2: the page follows (no reload): its row, its edge, the tunnel

@@ -160,7 +160,13 @@ def test_macs_per_physical_switch_by_tenant(ctl):
              Flow.make('l2_lookup', 90, {'vlan_vid': vid(10), 'eth_dst': 'ff:ff:ff:ff:ff:ff'}),   # not a MAC entry
              Flow.make('l2', 100, {'vlan_vid': vid(20), 'eth_dst': '02:00:0a:14:00:15'})}            # another table
     ctl.rec.installed = lambda dpid: flows if dpid == LEAF1 else set()
+    ctl.rec.count = lambda dpid: len(flows) if dpid == LEAF1 else 0
     ctl.inv.macs[LEAF1] = {(20, '02:00:0a:14:00:15'): 3, (10, '02:00:0a:0a:00:0b'): 2}   # learned; one already a flow
     leaf1 = {s['name']: s for s in view.picture(ctl)['switches']}['leaf1']
     assert leaf1['macs'] == 4 and leaf1['macs_by_tenant'] == {'acme': 3, 'fabric': 1}
     assert leaf1['flows'] == len(flows)
+    # counted again at most every MACS_EVERY seconds (it reads every flow of the switch)
+    ctl.inv.macs[LEAF1] = {}
+    assert {s['name']: s for s in view.picture(ctl)['switches']}['leaf1']['macs'] == 4
+    view._macs.clear()
+    assert {s['name']: s for s in view.picture(ctl)['switches']}['leaf1']['macs'] == 3
