@@ -13,8 +13,9 @@ can say "I am leaf1".  So a connection is accepted only if
    old session is asked for a barrier reply: if it answers, it is alive and the newcomer is
    refused; if not, it is closed and the newcomer takes over.
 
-Refusals are logged (rate-limited per dpid and address) and the refused datapath is closed;
-it never reaches the core, so it can neither feed it packet-ins nor make applies wait on it.
+Refusals are logged (rate-limited per dpid and address; also as `refused` events) and the
+refused datapath is closed; it never reaches the core, so it can neither feed it packet-ins
+nor make applies wait on it.
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def admit(core, conn, ports, close, accept, sources: Sources | None = None):
         why = refusal(core.fabric, conn.dpid, getattr(conn, 'address', None), sources)
         old = core.conns.get(conn.dpid)
     if why:
-        _refuse(conn, close, why)
+        _refuse(core, conn, close, why)
         return None
     if old is None:
         accept(conn, ports)
@@ -113,7 +114,7 @@ def _duplicate(core, old, conn, ports, close, accept) -> None:
     with core.lock:
         current = core.conns.get(conn.dpid)
     if alive and current is old:
-        _refuse(conn, close, 'datapath %016x is already connected from %s and answering; a second '
+        _refuse(core, conn, close, 'datapath %016x is already connected from %s and answering; a second '
                              'connection claiming it (from %s) is refused' % (
                                  conn.dpid, getattr(old, 'address', None), getattr(conn, 'address', None)))
         return
@@ -127,11 +128,14 @@ def _duplicate(core, old, conn, ports, close, accept) -> None:
 _logged: dict[tuple, float] = {}
 
 
-def _refuse(conn, close, why: str) -> None:
+def _refuse(core, conn, close, why: str) -> None:
     key, now = (conn.dpid, getattr(conn, 'address', None)), time.monotonic()
     if now - _logged.get(key, -LOG_EVERY) >= LOG_EVERY:
         if len(_logged) > 4096:
             _logged.clear()
         _logged[key] = now
         LOG.warning('refused OpenFlow connection: %s', why)
+        events = getattr(core, 'events', None)          # the event log, as rate-limited as the log
+        if events is not None:
+            events.record('refused', input='openflow', dpid='%016x' % conn.dpid, address=key[1], reason=why)
     close(conn)

@@ -80,6 +80,7 @@ class Controller:
         self.ids = idstore.IdStore(state_dir)
         self.cookies = cookies.Registry(self.ids)
         self.events = eventlog.EventLog(state_dir)      # binds, activations, moves (controller/eventlog.py)
+        self._went_down: dict[int, float | None] = {}   # dpid -> when it disconnected (events: reconnect)
         policy = policy if isinstance(policy, Policy) else Policy(policy)
         self.policy = policy.with_ids(idstore.bind(self.ids, policy))
         self.ids.save()
@@ -306,6 +307,7 @@ class Controller:
                 if set_meter is not None:
                     set_meter(anycast_gateway.METER, anycast_gateway.METER_PPS, anycast_gateway.METER_BURST)
             _port_meters(conn, [no for no, _, _ in ports])        # floods: before the flows that use them
+            eventlog.connected(self.events, self._went_down, conn, node.name, kind, len(ports))
         LOG.info('%s %s (%016x) connected with %d ports', kind, node.name, conn.dpid, len(ports))
 
     def switch_down(self, conn) -> None:
@@ -315,6 +317,7 @@ class Controller:
             del self.conns[conn.dpid]
             self.rec.forget(conn.dpid)
             sw = self.inv.switches.get(conn.dpid)
+            eventlog.disconnected(self.events, self._went_down, conn, sw)
             # -- issue 7 part 6: a hypervisor whose session drops (its ovs-vswitchd restarts,
             # its management link is down) still has its VMs on their ports and its cable on
             # its leaf: keep its ports, so its nics stay located and no other switch deletes

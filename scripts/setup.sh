@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 APT_PKGS="openvswitch-switch mininet iproute2 iputils-ping iperf3 tcpdump arping netcat-openbsd
-          ethtool socat python3-venv python3-pip procps traceroute"
+          ethtool socat python3-venv python3-pip procps traceroute
+          chromium chromium-driver"              # the web view's browser test (tests/integration/test_webview.py)
 
 missing=""
 for p in $APT_PKGS; do
@@ -36,7 +37,8 @@ if [ ! -f "$stamp" ]; then
     echo "setup: building virtualenv $VENV"
     [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$VENV"
     # (this machine's pip config names local index folders that may not exist: hide that noise)
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-    "$VENV/bin/python" -c 'import os_ken, mininet, ovs, prometheus_client, jsonschema, controller, mininet_topos'
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test,view]' 2>&1 | grep -v '^WARNING: Location' || true
+    "$VENV/bin/python" -c 'import os_ken, mininet, ovs, prometheus_client, jsonschema, selenium, controller, mininet_topos
+from controller.api.view import vis_dir; assert vis_dir(), "pyvis (vis-network) missing"'
     rm -f "$VENV"/.installed-*; touch "$stamp"
 fi

@@ -1,6 +1,10 @@
 """The REST API: JSON over HTTP on 127.0.0.1 by default; every call needs the token
 (`Authorization: Bearer <token>`, the token is in <state-dir>/api-token), except
 `GET /metrics`: Prometheus text exposition (controller/metrics.py), counts only.
+`GET /v1/events?since=SEQ`: the event log's recent entries (controller/eventlog.py).
+`GET /view`: the read-only web view (controller/api/view.py); `/view?token=T` keeps the
+token in a cookie that authorizes GET requests only, `/view/vis-network.*` (the drawing
+library, public code) needs no token.
 
 Every malformed request gets a 4xx with a JSON {"error": ...}: 400 for a body of the wrong
 shape, 401 without the token, 404 for an unknown path or tenant, 405 for a wrong method,
@@ -12,14 +16,17 @@ backlog absorbs bursts of hundreds of clients, and at most MAX_CLIENTS are serve
 from __future__ import annotations
 
 import hmac
+import http.cookies
 import json
 import logging
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from controller import metrics
+from controller import audit, metrics
+from controller.api import view
 from controller.api.service import NoSuchTenant
 from controller.policy.errors import PolicyError
 from controller.policy.values import known
@@ -37,6 +44,13 @@ DOC_KEYS = {'source', 'text'}
 MAX_SOURCE = 4096           # characters of a pushed file's name
 TENANT_VIEWS = {'routes', 'rules'}      # GET /v1/<view>/<tenant>
 OWN_VIEWS = {'trace', 'macs'}           # GET /v1/trace/<tenant>?src=&dst=&service=, GET /v1/macs
+COOKIE = 'opendvs_token'                # the web view's (GET only)
+WEB_HEADERS = (('Content-Security-Policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                          "img-src 'self' data:"),
+               ('X-Frame-Options', 'DENY'), ('Referrer-Policy', 'no-referrer'), ('X-Content-Type-Options', 'nosniff'))
+WEB_401 = (b'<!doctype html><title>opendvs: token needed</title><p>The web view needs the API token: open '
+           b'<code>/view?token=TOKEN</code> (the token is in <code>&lt;state-dir&gt;/api-token</code>; '
+           b'<code>dvsctl view</code> prints the address).')
 
 
 class BadRequest(ValueError):
@@ -148,7 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def log_message(self, fmt, *args):
-        LOG.debug('%s ' + fmt, self.address_string(), *args)
+        if LOG.isEnabledFor(logging.DEBUG):       # never the web view's token (/view?token=...)
+            LOG.debug('%s %s', self.address_string(), re.sub(r'token=[^&\s"]*', 'token=***', fmt % args))
 
     def send_error(self, code, message=None, explain=None):
         """http.server's own errors (bad request line, headers too long...) as JSON too."""
@@ -172,9 +187,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _authorized(self) -> bool:
+    def _has_token(self) -> bool:
+        """The token as a Bearer header, or (GET only) as the web view's cookie: the page
+        reads, it never changes anything."""
         got = self.headers.get('Authorization', '')
         if got.startswith('Bearer ') and hmac.compare_digest(got[7:].strip().encode(), self.token.encode()):
+            return True
+        return self.command == 'GET' and hmac.compare_digest(_cookie(self.headers).encode(), self.token.encode())
+
+    def _authorized(self) -> bool:
+        if self._has_token():
             return True
         self.close_connection = True        # its body (if any) is never read
         self._reply(401, {'error': 'missing or wrong token (see <state-dir>/api-token)'})
@@ -210,12 +232,42 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadRequest(400, 'the body is not JSON: %s' % _short(str(e)))
         return body
 
+    def _send(self, code: int, data: bytes, content_type: str, headers=()) -> None:
+        metrics.api_request(self.command, self.path, code)
+        self.send_response(code)
+        self.send_header('Content-Type', content_type)
+        self.send_header('Content-Length', str(len(data)))
+        for k, v in list(headers) + list(WEB_HEADERS):
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _web(self, path: str, query: dict) -> None:
+        """The web view's page and its files (controller/api/view.py).  /view?token=T checks
+        the token and keeps it in a cookie (HttpOnly, SameSite=Strict) that authorizes GETs
+        only, then sends the browser to /view, so the token leaves the address bar."""
+        if 'token' in query:
+            if not hmac.compare_digest(query['token'].encode(), self.token.encode()):
+                return self._send(401, WEB_401, 'text/html; charset=utf-8')
+            return self._send(303, b'', 'text/html; charset=utf-8', [
+                ('Location', '/view'),
+                ('Set-Cookie', '%s=%s; Path=/; HttpOnly; SameSite=Strict' % (COOKIE, self.token))])
+        if path not in view.LIBS and not self._has_token():
+            return self._send(401, WEB_401, 'text/html; charset=utf-8')
+        got = view.static(path)
+        if got is None:
+            return self._reply(404, {'error': 'no such path %s%s' % (_short(path), '' if path not in view.LIBS else
+                                                                   ' (vis-network: install opendvs[view])')})
+        return self._send(200, got[0], got[1], [('Cache-Control', 'no-store')])
+
     def _route(self, method: str) -> None:
         if method == 'GET' and urlparse(self.path).path == '/metrics':
             return self._metrics()               # no token: Prometheus scrapes it, counts only
+        url = urlparse(self.path)
+        if method == 'GET' and (url.path == '/view' or url.path.startswith('/view/')):
+            return self._web(url.path, {k: v[-1] for k, v in parse_qs(url.query).items()})
         if not self._authorized():
             return
-        url = urlparse(self.path)
         parts = [p for p in url.path.split('/') if p]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         dry = query.get('dry_run') in ('1', 'true')
@@ -238,18 +290,25 @@ class _Handler(BaseHTTPRequestHandler):
                 if not query.get('hypervisor'):
                     raise BadRequest(400, 'say where: /v1/placement/<tenant>/<workload>?hypervisor=<name>')
                 return self._reply(200, self.service.placement(rest[1], rest[2], query['hypervisor']))
+            if method == 'GET' and rest == ['view']:
+                return self._reply(200, view.picture(self.service.core))
+            if method == 'GET' and rest == ['events']:
+                return self._reply(200, self.service.core.events.view(_since(query.get('since'))))
             if method == 'GET' and rest[0] in TENANT_VIEWS:
                 return self._reply(200, getattr(self.service, rest[0])(rest[1]))
             if method == 'GET':
                 return self._reply(200, getattr(self.service, rest[0])())
             if method == 'POST':
-                docs, dry_run = apply_request(self._body())
-                return self._reply(200, self.service.apply(docs, dry_run))
-            return self._reply(200, self.service.delete(rest[1], dry))
+                docs, dry = apply_request(self._body())
+                return self._reply(200, self.service.apply(docs, dry, by=self.client_address[0]))
+            return self._reply(200, self.service.delete(rest[1], dry, by=self.client_address[0]))
         except BadRequest as e:
             self.close_connection = True
             return self._reply(e.status, {'error': str(e)})
         except PolicyError as e:
+            if not dry:
+                audit.refused(getattr(self.service, 'core', None), 'apply', self.client_address[0], 'policy rejected',
+                              diags=[str(d) for d in e.diags])
             return self._reply(400, {'error': 'policy rejected; nothing changed', 'diags': [str(d) for d in e.diags]})
         except TraceRequestError as e:
             return self._reply(400, {'error': str(e)})
@@ -288,6 +347,8 @@ def _methods(rest: list[str], views) -> set[str]:
         return {'GET'}
     if rest == ['apply']:
         return {'POST'}
+    if rest in (['events'], ['view']):
+        return {'GET'}
     if len(rest) == 2 and rest[0] == 'tenants':
         return {'DELETE'}
     return set()
@@ -331,6 +392,25 @@ def apply_request(body) -> tuple[list[dict], bool]:
     if not isinstance(dry_run, bool):
         raise BadRequest(400, 'dry_run: expected true or false')
     return docs, dry_run
+
+
+def _cookie(headers) -> str:
+    """The web view's token cookie ('' when there is none or it does not parse)."""
+    jar = http.cookies.SimpleCookie()
+    try:
+        jar.load(headers.get('Cookie', ''))
+    except http.cookies.CookieError:
+        return ''
+    return jar[COOKIE].value if COOKIE in jar else ''
+
+
+def _since(text: str | None) -> int:
+    """GET /v1/events?since=SEQ: the events after SEQ (none given: all kept)."""
+    if text is None:
+        return 0
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise BadRequest(400, 'since: expected an event seq (a whole number >= 0), got %r' % _short(text))
+    return int(text)
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import threading
 
-from controller import metrics
+from controller import audit, metrics
 from controller.pipeline import cookies, tables
 from controller.policy import model
 from controller.policy.errors import PolicyError
@@ -56,8 +56,9 @@ class PolicyService:
         self._lock = threading.Lock()          # one push at a time
 
     @metrics.counted_apply
-    def apply(self, pushed: list[dict], dry_run: bool = False) -> dict:
-        """pushed: [{'source': file name, 'text': YAML}].  Raises PolicyError if invalid."""
+    def apply(self, pushed: list[dict], dry_run: bool = False, by: str | None = None) -> dict:
+        """pushed: [{'source': file name, 'text': YAML}].  Raises PolicyError if invalid.
+        by: who pushed it (the API client's address), for the event log."""
         # Parsed before taking the lock: a big push must not hold up a small one behind it.
         attempts = [parse_doc(doc) for doc in pushed]
         with self._lock:
@@ -70,7 +71,7 @@ class PolicyService:
             for doc, t in zip(pushed, attempts):
                 merged[t.name] = {'source': doc['source'], 'text': doc['text']}
                 parsed[t.name] = t
-            return self._switch_to(merged, dry_run, parsed)
+            return self._switch_to(merged, dry_run, parsed, by)
 
     def reload_fabric(self) -> dict | None:
         """Re-read the running fabric's file (SIGHUP) and apply what changed, as a diff; if it
@@ -83,6 +84,8 @@ class PolicyService:
             new = load_fabric(path)                  # parsed outside the lock, like a push
         except PolicyError as e:
             LOG.error('fabric reload refused, the running fabric is kept: %s does not validate:\n%s', path, e)
+            audit.refused(self.core, 'fabric reload', 'sighup', '%s does not validate' % path,
+                          diags=[str(d) for d in e.diags])
             return None
         with self._lock:
             if new == self.core.fabric:
@@ -93,8 +96,9 @@ class PolicyService:
             candidate, reasons = reload.plan(self.core.policy, new, connected)
             if candidate is None:
                 LOG.error('fabric reload refused, the running fabric is kept:\n  %s', '\n  '.join(reasons))
+                audit.refused(self.core, 'fabric reload', 'sighup', '; '.join(reasons))
                 return None
-            diffs = self.core.apply_policy(candidate)
+            diffs = audit.apply(self.core, candidate, 'sighup')       # apply_policy + an `apply` event
             LOG.info('fabric reloaded from %s: %s', path, ', '.join(
                 '%s +%d -%d' % (n, len(d.add), len(d.delete)) for n, d in sorted(diffs.items())) or 'no switch connected')
             return {n: {'add': len(d.add), 'delete': len(d.delete)} for n, d in sorted(diffs.items())}
@@ -104,14 +108,14 @@ class PolicyService:
         return {n: t for n, t in self.core.policy.tenants.items() if n in self.docs}
 
     @metrics.counted_apply
-    def delete(self, name: str, dry_run: bool = False) -> dict:
+    def delete(self, name: str, dry_run: bool = False, by: str | None = None) -> dict:
         with self._lock:
             if name not in self.docs:
                 raise NoSuchTenant(name, sorted(self.docs))
             merged = {k: v for k, v in self.docs.items() if k != name}
-            return self._switch_to(merged, dry_run)
+            return self._switch_to(merged, dry_run, by=by)
 
-    def _switch_to(self, docs: dict, dry_run: bool, parsed: dict | None = None) -> dict:
+    def _switch_to(self, docs: dict, dry_run: bool, parsed: dict | None = None, by: str | None = None) -> dict:
         # tenants not pushed now are the running ones: reuse them instead of parsing again
         running = {**self.core.policy.tenants, **(parsed or {})}
         known = {n: running[n] for n in docs if n in running and (n in (parsed or {}) or docs[n] == self.docs.get(n))}
@@ -121,7 +125,7 @@ class PolicyService:
         else:
             self.store.save(docs)            # on disk first: a crash now restarts with the new policy
             self.docs = docs
-            diffs = self.core.apply_policy(candidate)
+            diffs = audit.apply(self.core, candidate, by)        # apply_policy + an `apply` event
         return {'dry_run': dry_run, 'tenants': sorted(docs),
                 'switches': {name: {'add': len(d.add), 'delete': len(d.delete)} for name, d in sorted(diffs.items())}}
 

@@ -90,6 +90,8 @@ def cmd_validate(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     import controller.cli.remote  # noqa: F401  (registers apply, delete, show)
     import controller.cli.trace  # noqa: F401  (registers trace)
+    import controller.cli.events  # noqa: F401  (registers events)
+    import controller.cli.web  # noqa: F401  (registers view)
     parser = argparse.ArgumentParser(prog='dvsctl', description='opendvs control client')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for name, (help, arguments, run) in COMMANDS.items():

@@ -32,14 +32,14 @@ class FakeService:
     def __init__(self):
         self.applied, self.gate, self.entered = [], None, threading.Event()
 
-    def apply(self, docs, dry_run=False):
+    def apply(self, docs, dry_run=False, by=None):
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(60)
         self.applied.append((docs, dry_run))
         return {'dry_run': dry_run, 'tenants': [], 'switches': {}}
 
-    def delete(self, name, dry_run=False):
+    def delete(self, name, dry_run=False, by=None):
         if name != 'acme':
             raise NoSuchTenant(name)
         return {'dry_run': dry_run, 'tenants': [], 'switches': {}}

@@ -1,0 +1,105 @@
+"""Benchmark: what one poll of the web view costs the controller (GET /v1/view, made by every
+open page once a second), in-process, no OVS.  Prints JSON; never asserts.
+
+The world is bench/compile.py's (bench/fabricgen.py: 100 hypervisors in 10 racks under 2
+spines, 1,000 networks in 100 tenants, W workloads, every nic bound), every switch compiled
+and converged onto a fake connection first, so the reconciler holds each switch's flows.
+
+  picture_ms     controller.api.view.picture(): the whole picture, median and max of 20 (the
+                 physical switches' MAC counts are at most MACS_EVERY s old: most polls reuse them)
+  counting_ms    one with the MACs counted again (every flow of every leaf and spine read)
+  locked_ms      of that, the part under the core's lock (the inventory snapshot and the
+                 sessions: converges wait for it), median of 20
+  json_kb        the reply's size (json.dumps(indent=1), as the API sends it)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIZES = (1000, 10000)
+REPEAT = 20
+
+
+def _measure(workloads: int) -> dict:
+    from bench.fabricgen import world
+    from controller import core
+    from controller.api import view
+
+    class FakeSwitch:
+        def __init__(self, dpid):
+            self.dpid = dpid
+
+        def read_flows(self):
+            return set()
+
+        def apply(self, delete, add):
+            pass
+
+        def packet_out(self, port, data):
+            pass
+
+    policy, inv = world(workloads=workloads)
+    core.PICTURE_WAIT = 0.0
+    ctl = core.Controller(policy)
+    ctl.inv = inv
+    with ctl.lock:
+        for d in inv.switches:
+            ctl.conns[d] = FakeSwitch(d)
+            ctl._invalidate(d)
+    ctl._converge_batch(sorted(ctl._dirty))
+    ctl._dirty.clear()
+
+    total, locked, counting = [], [], []
+    for _ in range(5):
+        view._macs.clear()
+        t = time.perf_counter()
+        view.picture(ctl)
+        counting.append(time.perf_counter() - t)
+    for _ in range(REPEAT):
+        t = time.perf_counter()
+        pic = view.picture(ctl)
+        total.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        with ctl.lock:                  # what picture() does under the lock
+            ctl.inv.snapshot()
+            {d: {'connected': d in ctl.conns, 'settling': ctl.settling(d)} for d in ctl.inv.switches}
+        locked.append(time.perf_counter() - t)
+    size = len(json.dumps(pic, indent=1).encode())
+    return {'workloads': workloads, 'switches': len(inv.switches),
+            'flows': sum(s['flows'] for s in pic['switches'] + pic['hypervisors']),
+            'picture_ms': {'median': round(1000 * statistics.median(total), 1), 'max': round(1000 * max(total), 1)},
+            'counting_ms': {'median': round(1000 * statistics.median(counting), 1)},
+            'locked_ms': {'median': round(1000 * statistics.median(locked), 2)},
+            'json_kb': round(size / 1024)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--one', type=int, help=argparse.SUPPRESS)
+    ap.add_argument('--sizes', type=int, nargs='*', default=list(SIZES))
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(_measure(args.one)))
+        return 0
+    results = []
+    for n in args.sizes:
+        r = subprocess.run([sys.executable, __file__, '--one', str(n)], capture_output=True, text=True, check=True)
+        results.append(json.loads(r.stdout.splitlines()[-1]))
+    out = {'benchmark': 'webview', 'date': time.strftime('%Y-%m-%d'), 'results': results}
+    (ROOT / 'bench' / 'results').mkdir(exist_ok=True)
+    (ROOT / 'bench' / 'results' / 'webview.json').write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
