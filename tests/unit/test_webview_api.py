@@ -144,7 +144,8 @@ def test_the_picture_follows_the_bindings(ctl, api):
     nets = {(t['name'], n['name']): n for t in pic['tenants'] for n in t['networks']}
     assert nets[('initech', 'apps')]['vni'] == 5020 and nets[('initech', 'apps')]['bound'] == 2
     assert nets[('acme', 'users')]['vlan'] == 10 and nets[('acme', 'users')]['bound'] == 1
-    assert [e['event'] for e in pic['events']].count('connect') == 7
+    assert [e['event'] for e in ctl.events.since(0)].count('connect') == 7
+    assert [e['seq'] for e in pic['events']] == [e['seq'] for e in ctl.events.since(0)][-len(pic['events']):]
     # ov1 moves to hv2: the tunnel is now hv2 - hv3; web1 unplugged: not placed
     ctl.place({'initech/ov1/nic0': 'hv2', 'initech/ov2/nic0': 'hv3'})
     pic = json.loads(get(api + '/v1/view', bearer=TOKEN)[2])
