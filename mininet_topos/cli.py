@@ -4,6 +4,7 @@
                    [--timeout S] [--vms-per-hypervisor N]
     opendvs-lab status [--json]
     opendvs-lab exec VM -- CMD...
+    opendvs-lab move VM HYPERVISOR [--api URL] [--token T | --controller-state-dir DIR] [--no-check]
     opendvs-lab down
 
 With --tenants every workload becomes a VM on its `hypervisor:` hint (round-robin over the
@@ -12,7 +13,8 @@ have a workload of that name; then no default VMs are made unless --vms-per-hype
 
 `up` starts a daemon that holds the Mininet object (a lab lives exactly as long as the
 process that built it) and writes <state-dir>/<prefix>.json; the other commands read that
-file.  --prefix picks a lab when several are up.  State dir: --state-dir, else
+file; `move` asks the daemon over its socket, <state-dir>/<prefix>.sock, after asking the
+controller (GET /v1/placement) whether the VM may run there.  --prefix picks a lab when several are up.  State dir: --state-dir, else
 $OPENDVS_LAB_DIR, else /run/opendvs-lab.
 """
 from __future__ import annotations
@@ -65,6 +67,17 @@ def _parser():
     ex.add_argument('node', help='VM (or hypervisor) name')
     ex.add_argument('cmd', nargs=argparse.REMAINDER, help='-- CMD ARGS...')
     ex.set_defaults(func=cmd_exec)
+
+    mv = sub.add_parser('move', parents=[common], help='live-migrate a VM to another hypervisor')
+    mv.add_argument('vm', help='VM name')
+    mv.add_argument('hypervisor', help='where it goes')
+    mv.add_argument('--api', default=os.environ.get('OPENDVS_API', 'http://127.0.0.1:8080'),
+                    help="the controller's API, asked first (default $OPENDVS_API or %(default)s)")
+    mv.add_argument('--token', default=os.environ.get('OPENDVS_TOKEN'), help='API token (default $OPENDVS_TOKEN)')
+    mv.add_argument('--controller-state-dir', default=os.environ.get('OPENDVS_STATE_DIR', '/var/lib/opendvs'),
+                    help="where the controller keeps api-token (default $OPENDVS_STATE_DIR or %(default)s)")
+    mv.add_argument('--no-check', action='store_true', help='move without asking the controller')
+    mv.set_defaults(func=cmd_move)
 
     dn = sub.add_parser('down', parents=[common], help='remove everything the lab built')
     dn.add_argument('--timeout', type=float, default=60, help='seconds to wait for the daemon')
@@ -184,9 +197,11 @@ def cmd_serve(args) -> int:
                  'tenant_files': args.tenants, 'log': str(path.with_suffix('.log')),
                  'timings': lab.timings}
         _write_json(path, state)
+        channel = _serve_commands(lab, path, state)
         _report(args.ready_fd, ok=True)
         while not stop.wait(1.0):
             pass
+        channel.close()
         return 0
     except Exception as e:          # noqa: BLE001 - every failure must reach `up` as text
         _report(args.ready_fd, ok=False, error=str(e))
@@ -209,6 +224,107 @@ def _write_json(path: Path, data: dict):
     tmp = path.with_suffix('.tmp')
     tmp.write_text(json.dumps(data, indent=1, default=str))
     tmp.rename(path)               # readers never see half a file
+
+
+# --- the daemon's command channel ---------------------------------------------------------------
+
+def _socket_path(state_path: Path) -> Path:
+    return state_path.with_suffix('.sock')
+
+
+def _serve_commands(lab, state_path: Path, state: dict):
+    """Answer commands on <state-dir>/<prefix>.sock (root only: 0600), one JSON line each way:
+    {"op": "move", "vm": ..., "hypervisor": ...} -> {"ok": true, "from": ...} or {"ok": false,
+    "error": ...}.  One command at a time: the Mininet object is not thread-safe."""
+    import socket
+    sock_path = _socket_path(state_path)
+    sock_path.unlink(missing_ok=True)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(sock_path))
+    os.chmod(sock_path, 0o600)
+    srv.listen(8)
+    lock = threading.Lock()
+
+    def handle(conn):
+        with conn, conn.makefile('rwb') as f:
+            try:
+                req = json.loads(f.readline() or b'{}')
+                with lock:
+                    reply = _command(lab, req)
+                    if reply.get('ok'):
+                        _write_json(state_path, {**state, **lab.describe()})
+            except Exception as e:      # noqa: BLE001 - the client gets every failure as text
+                reply = {'ok': False, 'error': str(e)}
+            f.write((json.dumps(reply) + '\n').encode())
+            f.flush()
+
+    def accept():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return                  # closed: the lab is going down
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    threading.Thread(target=accept, name='lab-commands', daemon=True).start()
+
+    class Channel:
+        def close(self):
+            srv.close()
+            sock_path.unlink(missing_ok=True)
+    return Channel()
+
+
+def _command(lab, req: dict) -> dict:
+    if req.get('op') == 'move':
+        done = lab.move_vm(str(req['vm']), str(req['hypervisor']))
+        return {'ok': True, **done}
+    return {'ok': False, 'error': f'unknown command {req.get("op")!r}'}
+
+
+def _ask_daemon(state_path: Path, req: dict, timeout: float = 120) -> dict:
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(_socket_path(state_path)))
+        except OSError as e:
+            raise LabError(f'cannot reach the lab daemon at {_socket_path(state_path)}: {e}') from None
+        s.sendall((json.dumps(req) + '\n').encode())
+        with s.makefile('rb') as f:
+            line = f.readline()
+    if not line:
+        raise LabError('the lab daemon closed the connection without an answer')
+    return json.loads(line)
+
+
+# --- move --------------------------------------------------------------------------------------
+
+def cmd_move(args) -> int:
+    path, state = _find_state(args)
+    vm = state['vms'].get(args.vm)
+    if vm is None:
+        raise LabError(f'no VM {args.vm!r} in lab {state["prefix"]} (VMs: {", ".join(state["vms"])})')
+    if args.hypervisor not in state['hypervisors']:
+        raise LabError(f'no hypervisor {args.hypervisor!r} in lab {state["prefix"]} '
+                       f'(hypervisors: {", ".join(state["hypervisors"])})')
+    if vm['hypervisor'] == args.hypervisor:
+        print(f'{args.vm} is on {args.hypervisor} already')
+        return 0
+    if not _daemon_alive(state):
+        raise LabError(f'the lab daemon {state["daemon_pid"]} is not running')
+    if vm.get('tenant') and not args.no_check:
+        from mininet_topos.placement import controller_check
+        ask = controller_check(args.api, args.token, args.controller_state_dir)
+        reasons = ask(vm['tenant'], vm['workload'], args.hypervisor)
+        if reasons:
+            raise LabError(f'the controller refuses to move {args.vm} to {args.hypervisor}: ' + '; '.join(reasons))
+    started = time.monotonic()
+    reply = _ask_daemon(path, {'op': 'move', 'vm': args.vm, 'hypervisor': args.hypervisor})
+    if not reply.get('ok'):
+        raise LabError(reply.get('error') or 'the move failed')
+    print(f'{args.vm} moved {reply["from"]} -> {args.hypervisor} in {time.monotonic() - started:.2f} s '
+          f'(announced with a gratuitous ARP)')
+    return 0
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -292,6 +408,7 @@ def cmd_down(args) -> int:
         leftovers = sweep([h['rundir'] for h in state['hypervisors'].values()],
                           state['bridges'], state['root_links'], state['node_pids'])
         shutil.rmtree(state['workdir'], ignore_errors=True)
+        _socket_path(path).unlink(missing_ok=True)
         path.unlink()
     if not leftovers:
         path.with_suffix('.log').unlink(missing_ok=True)   # kept only if something went wrong

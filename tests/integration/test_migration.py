@@ -217,3 +217,63 @@ def test_a_move_the_trunk_cannot_carry_is_refused_and_the_vm_stays(env):
     finally:
         lab.vsctl('hv4', '--if-exists', 'del-port', 'br-int', 'stray0')
     wait_until(lambda: workload(ctl, 'web1')['status'] == 'active', 10, what='the stray port gone')
+
+
+CLI_TENANT = '''tenant: hop
+networks:
+  web: {vlan: 10, subnet: 10.73.0.0/24}
+  app: {vni: 5302, subnet: 10.74.0.0/24}
+workloads:
+  w1: {hypervisor: hv1, nics: [{network: web, mac: "02:00:49:00:00:01", ip: 10.73.0.11}]}
+  w2: {hypervisor: hv2, nics: [{network: web, mac: "02:00:49:00:00:02", ip: 10.73.0.12}]}
+  a1: {hypervisor: hv1, nics: [{network: app, mac: "02:00:4a:00:00:01", ip: 10.74.0.21}]}
+  a2: {hypervisor: hv2, nics: [{network: app, mac: "02:00:4a:00:00:02", ip: 10.74.0.22}]}
+'''
+
+
+def test_opendvs_lab_move_asks_the_controller_first(tmp_path):
+    """The CLI: `opendvs-lab move` of the background lab, refused with the controller's reason
+    where the trunk lacks the VLAN, done elsewhere; status, the VM and the controller agree."""
+    import secrets
+    import subprocess
+
+    from tests.support import BIN
+    fabric = tmp_path / 'fabric.yaml'
+    text = (ROOT / 'examples' / 'fabric.yaml').read_text()
+    hv4 = 'hv4: {leaf: leaf2, vtep: 172.16.2.12, trunk_vlans: [10, 20, 30, 40]}'
+    fabric.write_text(text.replace(hv4, hv4.replace('[10, 20, 30, 40]', '[20, 30, 40]')))
+    tenant = tmp_path / 'hop.yaml'
+    tenant.write_text(CLI_TENANT)
+    port, prefix, state = free_port(), 'mv' + secrets.token_hex(2), tmp_path / 'lab'
+    ctl = ControllerProcess(fabric, tmp_path, ofp='0.0.0.0:%d' % port).start()
+
+    def lab_cli(*args):
+        env = {'OPENDVS_API': 'http://127.0.0.1:%d' % ctl.api_port, 'OPENDVS_STATE_DIR': str(ctl.state_dir)}
+        return subprocess.run([str(BIN / 'opendvs-lab'), args[0], '--state-dir', str(state), *args[1:]],
+                              capture_output=True, text=True, timeout=240, env={**__import__('os').environ, **env})
+    try:
+        assert ctl.dvsctl('apply', str(tenant)).returncode == 0
+        up = lab_cli('up', '--fabric', str(fabric), '--tenants', str(tenant), '--prefix', prefix,
+                     '--ofp-port', str(port), '--timeout', '60')
+        assert up.returncode == 0, up.stderr
+        try:
+            pings = lambda src, ip: lab_cli('exec', src, '--', 'ping', '-c', '1', '-W', '1', ip).returncode == 0  # noqa: E731
+            wait_until(lambda: pings('w2', '10.73.0.11') and pings('a2', '10.74.0.21'), 30, what='the lab forwards')
+            refused = lab_cli('move', 'w1', 'hv4')
+            assert refused.returncode == 1
+            assert "the controller refuses to move w1 to hv4: hv4's trunk does not carry VLAN 10" in refused.stderr
+            assert re.search(r'w1\s+on hv1', lab_cli('status').stdout) and pings('w2', '10.73.0.11')
+            moved = lab_cli('move', 'a1', 'hv4')
+            assert moved.returncode == 0 and 'a1 moved hv1 -> hv4' in moved.stdout, moved.stderr
+            assert re.search(r'a1\s+on hv4', lab_cli('status').stdout)
+            wait_until(lambda: pings('a2', '10.74.0.21'), 5, what='a2 reaches a1 on hv4')
+            where = {w['workload']: w['hypervisor']
+                     for w in json.loads(ctl.dvsctl('show', 'workloads', '--json').stdout)}
+            assert where == {'w1': 'hv1', 'w2': 'hv2', 'a1': 'hv4', 'a2': 'hv2'}
+            assert lab_cli('move', 'a1', 'hv9').returncode == 1
+        finally:
+            down = lab_cli('down')
+        assert down.returncode == 0 and 'swept' not in down.stdout, down.stdout + down.stderr
+        assert not list(state.glob('%s.*' % prefix))
+    finally:
+        ctl.stop()
