@@ -40,3 +40,4 @@ bench: setup
 	$(PY) bench/bonds.py
 	$(PY) bench/microseg.py --big
 	$(PY) bench/trace.py
+	$(PY) bench/migration.py
