@@ -71,7 +71,7 @@ class Flow:
 
     def __getstate__(self) -> dict:
         # a cached hash is only good in the process that made it (str hashes are salted)
-        return {k: v for k, v in self.__dict__.items() if k not in ('_hash', 'key')}
+        return {k: v for k, v in self.__dict__.items() if k not in ('_hash', 'key', '_wire')}
 
     def __hash__(self) -> int:
         # flows live in big sets and counters: hash each once (it is immutable)
