@@ -21,7 +21,6 @@ goto    -- name of the next table, or None.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 from controller.pipeline import fields
@@ -49,6 +48,21 @@ def _norm_action(a) -> tuple:
     if a[0] == 'set_field':
         return ('set_field', a[1], _norm_value(a[1], a[2]))
     return a if type(a) is tuple else tuple(a)
+
+
+class _once:
+    """functools.cached_property without its lock (Python 3.11 takes one per first access:
+    about 3 us, most of the time a 100,000-flow diff spent on keys; issue 11 part 4)."""
+
+    def __init__(self, fn):
+        self.fn, self.name = fn, fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -82,7 +96,7 @@ class Flow:
             self.__dict__['_hash'] = h
         return h
 
-    @functools.cached_property
+    @_once
     def key(self) -> tuple:
         """What OpenFlow uses to identify an entry: table, priority and match."""
         return (self.table, self.priority, self.match)

@@ -244,24 +244,23 @@ class Encoder:
             out.append(struct.pack('!HHB3x', 1, 8, tables.table_id(flow.goto)))
         return b''.join(out)
 
-    def parts(self, flow: Flow) -> list:
-        """[table id, flags, match bytes, instruction bytes or None until asked], kept on
-        the Flow (a delete needs only the match: a flow read back with an action nobody
-        can write is still deleted)."""
+    def parts(self, flow: Flow, instructions: bool = True) -> tuple:
+        """(table id, flags, match bytes, instruction bytes or None), kept on the Flow (a
+        tuple of atoms: the cyclic collector stops tracking it).  A delete needs only the
+        match, so a flow read back with an action nobody can write can still be deleted."""
         got = flow.__dict__.get(self.CACHE)
-        if got is None:
-            got = [tables.table_id(flow.table), OFPFF_SEND_FLOW_REM if flow.notify_removal else 0,
-                   match(flow.match), None]
+        if got is None or (instructions and got[3] is None):
+            m = got[2] if got is not None else match(flow.match)
+            got = (tables.table_id(flow.table), OFPFF_SEND_FLOW_REM if flow.notify_removal else 0,
+                   m, self.instructions(flow) if instructions else None)
             flow.__dict__[self.CACHE] = got
         return got
 
     def _body(self, flow: Flow, command: int) -> tuple:
-        got = self.parts(flow)
         if command == OFPFC_DELETE_STRICT or command == OFPFC_DELETE:
+            got = self.parts(flow, False)
             return got[0], got[1], got[2], b''
-        if got[3] is None:
-            got[3] = self.instructions(flow)
-        return got
+        return self.parts(flow)
 
     def flow_mod(self, flow: Flow, command: int, cookie: int, xid: int) -> bytes:
         """One OFPT_FLOW_MOD; deletes carry the match only (OVS ignores instructions there)."""
