@@ -50,22 +50,10 @@ def _norm_action(a) -> tuple:
     return a if type(a) is tuple else tuple(a)
 
 
-class _once:
-    """functools.cached_property without its lock (Python 3.11 takes one per first access:
-    about 3 us, most of the time a 100,000-flow diff spent on keys; issue 11 part 4)."""
-
-    def __init__(self, fn):
-        self.fn, self.name = fn, fn.__name__
-        self.__doc__ = fn.__doc__
-
-    def __get__(self, obj, cls=None):
-        if obj is None:
-            return self
-        value = obj.__dict__[self.name] = self.fn(obj)
-        return value
+_CACHE = dict(default=None, init=False, repr=False, compare=False, hash=False)
 
 
-@dataclasses.dataclass(frozen=True, order=True)
+@dataclasses.dataclass(frozen=True, order=True, slots=True)
 class Flow:
     table: str
     priority: int
@@ -76,6 +64,11 @@ class Flow:
     idle_timeout: int = 0
     hard_timeout: int = 0
     notify_removal: bool = False   # OFPFF_SEND_FLOW_REM: tell the controller when it ages out
+    # Computed once, kept in slots (no per-flow dict: a 100,000-flow push allocated a dict per
+    # flow and the collector traversed them all mid-push, issue 11 part 4).  Not part of ==.
+    _hash: int | None = dataclasses.field(**_CACHE)
+    _key: tuple | None = dataclasses.field(**_CACHE)
+    _wire: tuple | None = dataclasses.field(**_CACHE)     # controller/pipeline/wire.py
 
     @classmethod
     def make(cls, table: str, priority: int, match: dict | None = None,
@@ -83,23 +76,23 @@ class Flow:
         m = tuple(sorted([(k, _norm_value(k, v)) for k, v in match.items()])) if match else ()
         return cls(table, priority, m, tuple([_norm_action(a) for a in actions]), goto, **kw)
 
-    def __getstate__(self) -> dict:
-        # a cached hash is only good in the process that made it (str hashes are salted)
-        return {k: v for k, v in self.__dict__.items() if k not in ('_hash', 'key', '_wire')}
-
     def __hash__(self) -> int:
         # flows live in big sets and counters: hash each once (it is immutable)
-        h = self.__dict__.get('_hash')
+        h = self._hash
         if h is None:
             h = hash((self.table, self.priority, self.match, self.actions, self.goto, self.cookie,
                       self.idle_timeout, self.hard_timeout, self.notify_removal))
-            self.__dict__['_hash'] = h
+            object.__setattr__(self, '_hash', h)
         return h
 
-    @_once
+    @property
     def key(self) -> tuple:
         """What OpenFlow uses to identify an entry: table, priority and match."""
-        return (self.table, self.priority, self.match)
+        k = self._key
+        if k is None:
+            k = (self.table, self.priority, self.match)
+            object.__setattr__(self, '_key', k)
+        return k
 
     def match_dict(self) -> dict:
         return dict(self.match)
@@ -122,3 +115,23 @@ def _fmt(v):
     if isinstance(v, tuple):
         return '%s/%s' % (_fmt(v[0]), _fmt(v[1]))
     return hex(v) if isinstance(v, int) and v > 9 else str(v)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Flow) if f.init)
+_CACHED = tuple(f.name for f in dataclasses.fields(Flow) if not f.init)
+
+
+def _getstate(self) -> tuple:
+    # the cached values are only good in the process that made them (str hashes are salted)
+    return tuple([getattr(self, f) for f in _FIELDS])
+
+
+def _setstate(self, state) -> None:
+    for f, v in zip(_FIELDS, state):
+        object.__setattr__(self, f, v)
+    for f in _CACHED:
+        object.__setattr__(self, f, None)
+
+
+# set after the class is made: dataclass(slots=True) puts its own (which keep the caches) in
+Flow.__getstate__, Flow.__setstate__ = _getstate, _setstate

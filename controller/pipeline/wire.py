@@ -20,6 +20,7 @@ write-metadata, goto-table.
 """
 from __future__ import annotations
 
+import operator
 import socket
 import struct
 from typing import Callable
@@ -116,20 +117,40 @@ def oxm(field: str, value) -> bytes:
         raise WireError('%s=%r: %s' % (field, value, e)) from None
 
 
+_ITEMS: dict[tuple, bytes] = {}         # (field, value) -> its OXM bytes
+MAX_ITEMS = 1 << 16
+_first = operator.itemgetter(0)
+
+
 def match(m: tuple) -> bytes:
     """An ofp_match (OXM, padded to 8 bytes) for a Flow's match tuple."""
-    names = tuple([k for k, _ in m])
+    names = tuple(map(_first, m))
     order = _ORDERS.get(names)
     if order is None:
         for k in names:
             if k not in _RANK:
                 raise WireError('unknown match field %r' % k)
-        order = _ORDERS[names] = tuple(sorted(range(len(names)), key=lambda i: _RANK[names[i]]))
+        order = tuple(sorted(range(len(names)), key=lambda i: _RANK[names[i]]))
+        order = _ORDERS[names] = None if order == tuple(range(len(names))) else order
         if len(_ORDERS) > 4096:
             _ORDERS.clear()
-    body = b''.join([oxm(*m[i]) for i in order])
+    items = _ITEMS
+    out = []
+    for item in (m if order is None else [m[i] for i in order]):
+        b = items.get(item)
+        if b is None:
+            b = oxm(*item)
+            if len(items) >= MAX_ITEMS:
+                items.clear()
+            items[item] = b
+        out.append(b)
+    body = b''.join(out)
     n = 4 + len(body)
-    return struct.pack('!HH', 1, n) + body + bytes(-n % 8)
+    return _MATCH_HDR(1, n) + body + _PAD[-n % 8]
+
+
+_MATCH_HDR = struct.Struct('!HH').pack
+_PAD = [bytes(i) for i in range(8)]
 
 
 # ---- actions ------------------------------------------------------------------------------
@@ -204,13 +225,14 @@ class Encoder:
     """Encodes Flows for one OpenFlow version; `slow(action) -> bytes` encodes the action
     kinds this module does not write itself (ct, learn, clone, bundle, output_trunc)."""
 
-    CACHE = '_wire'                        # where a Flow keeps its encoding (not part of ==)
     MAX_ACTIONS = 1 << 16                  # distinct action tuples kept
 
     def __init__(self, version: int, slow: Callable[[tuple], bytes]):
         self.version = version
         self.slow = slow
         self._actions: dict[tuple, bytes] = {}
+        self._instructions: dict[tuple, bytes] = {}     # (actions, goto) -> instruction bytes
+        self._tables: dict[str, int] = {}
         self._flow_mod = struct.Struct('!BBHIQQBBHHHIIIHH')       # ofp_header + ofp_flow_mod
         self._bundled = struct.Struct('!BBHIIHHBBHIQQBBHHHIIIHH')  # bundle add + inner flow-mod
 
@@ -228,7 +250,17 @@ class Encoder:
         return b
 
     def instructions(self, flow: Flow) -> bytes:
-        acts, out = flow.actions, []
+        key = (flow.actions, flow.goto)
+        b = self._instructions.get(key)
+        if b is None:
+            b = self._instructions_of(flow.actions, flow.goto)
+            if len(self._instructions) >= self.MAX_ACTIONS:
+                self._instructions.clear()
+            self._instructions[key] = b
+        return b
+
+    def _instructions_of(self, acts: tuple, goto) -> bytes:
+        out = []
         if acts and acts[0][0] == 'meter':                    # meter first ...
             out.append(struct.pack('!HHI', 6, 8, acts[0][1]))
             acts = acts[1:]
@@ -240,20 +272,23 @@ class Encoder:
             out.append(struct.pack('!HH4x', 4, 8 + len(body)) + body)
         if wmeta is not None:
             out.append(struct.pack('!HH4xQQ', 2, 24, wmeta[1], wmeta[2]))
-        if flow.goto:
-            out.append(struct.pack('!HHB3x', 1, 8, tables.table_id(flow.goto)))
+        if goto:
+            out.append(struct.pack('!HHB3x', 1, 8, tables.table_id(goto)))
         return b''.join(out)
 
     def parts(self, flow: Flow, instructions: bool = True) -> tuple:
         """(table id, flags, match bytes, instruction bytes or None), kept on the Flow (a
         tuple of atoms: the cyclic collector stops tracking it).  A delete needs only the
         match, so a flow read back with an action nobody can write can still be deleted."""
-        got = flow.__dict__.get(self.CACHE)
+        got = flow._wire
         if got is None or (instructions and got[3] is None):
-            m = got[2] if got is not None else match(flow.match)
-            got = (tables.table_id(flow.table), OFPFF_SEND_FLOW_REM if flow.notify_removal else 0,
-                   m, self.instructions(flow) if instructions else None)
-            flow.__dict__[self.CACHE] = got
+            tid = self._tables.get(flow.table)
+            if tid is None:
+                tid = self._tables[flow.table] = tables.table_id(flow.table)
+            got = (tid, OFPFF_SEND_FLOW_REM if flow.notify_removal else 0,
+                   got[2] if got is not None else match(flow.match),
+                   self.instructions(flow) if instructions else None)
+            object.__setattr__(flow, '_wire', got)           # (a frozen Flow: its cache slot)
         return got
 
     def _body(self, flow: Flow, command: int) -> tuple:
