@@ -39,3 +39,4 @@ bench: setup
 	$(PY) bench/routing.py
 	$(PY) bench/bonds.py
 	$(PY) bench/microseg.py --big
+	$(PY) bench/push.py --osken

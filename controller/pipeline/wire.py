@@ -87,18 +87,15 @@ def _os_ken_rank(field: str) -> tuple:
 
 _RANK = {f: _os_ken_rank(f) for f in _OXM}
 _ORDERS: dict[tuple, tuple] = {}         # field names in a Flow's order -> indexes in wire order
-_MAC = frozenset({'eth_src', 'eth_dst', 'arp_sha', 'arp_tha'})
+_ADDRESSES = frozenset(F.MACS | F.IPV4)
 
 
 def _value(field: str, v, size: int) -> bytes:
     t = type(v)
     if t is int:
         return v.to_bytes(size, 'big')
-    if t is str:
-        if size == 6:
-            return bytes.fromhex(v.replace(':', ''))
-        if size == 4:
-            return socket.inet_aton(v)
+    if t is str and field in F.MACS and len(bytes.fromhex(v.replace(':', ''))) != 6:
+        raise ValueError('not a MAC address')
     return F.to_int(field, v).to_bytes(size, 'big')
 
 
@@ -139,10 +136,23 @@ def match(m: tuple) -> bytes:
     for item in (m if order is None else [m[i] for i in order]):
         b = items.get(item)
         if b is None:
-            b = oxm(*item)
-            if len(items) >= MAX_ITEMS:
-                items.clear()
-            items[item] = b
+            field, value = item
+            if field in _ADDRESSES and type(value) is str:   # one of many: not worth keeping
+                try:
+                    if _SIZE[field] == 4:
+                        b = _EXACT[field] + socket.inet_aton(value) if value.count('.') == 3 else None
+                    else:
+                        b = _EXACT[field] + bytes.fromhex(value.replace(':', ''))
+                        b = b if len(b) == 10 else None
+                except (OSError, ValueError):
+                    b = None
+                if b is None:
+                    b = oxm(field, value)           # raises WireError, naming the field
+            else:
+                b = oxm(field, value)
+                if len(items) >= MAX_ITEMS:
+                    items.clear()
+                items[item] = b
         out.append(b)
     body = b''.join(out)
     n = 4 + len(body)
@@ -291,24 +301,33 @@ class Encoder:
             object.__setattr__(flow, '_wire', got)           # (a frozen Flow: its cache slot)
         return got
 
-    def _body(self, flow: Flow, command: int) -> tuple:
-        if command == OFPFC_DELETE_STRICT or command == OFPFC_DELETE:
-            got = self.parts(flow, False)
-            return got[0], got[1], got[2], b''
-        return self.parts(flow)
-
     def flow_mod(self, flow: Flow, command: int, cookie: int, xid: int) -> bytes:
         """One OFPT_FLOW_MOD; deletes carry the match only (OVS ignores instructions there)."""
-        tid, flags, m, inst = self._body(flow, command)
-        n = 48 + len(m) + len(inst)
+        got = flow._wire
+        if command == OFPFC_DELETE_STRICT or command == OFPFC_DELETE:
+            if got is None:
+                got = self.parts(flow, False)
+            tid, flags, m, inst = got[0], got[1], got[2], b''
+        else:
+            if got is None or got[3] is None:
+                got = self.parts(flow)
+            tid, flags, m, inst = got
         return self._flow_mod.pack(
-            self.version, OFPT_FLOW_MOD, n, xid, cookie, 0, tid, command, flow.idle_timeout,
-            flow.hard_timeout, flow.priority, NO_BUFFER, OFPP_ANY, OFPG_ANY, flags, 0) + m + inst
+            self.version, OFPT_FLOW_MOD, 48 + len(m) + len(inst), xid, cookie, 0, tid, command,
+            flow.idle_timeout, flow.hard_timeout, flow.priority, NO_BUFFER, OFPP_ANY, OFPG_ANY, flags, 0) + m + inst
 
     def bundle_add(self, flow: Flow, command: int, cookie: int, xid: int, bundle_id: int,
                    bundle_flags: int) -> bytes:
         """One OFPT_BUNDLE_ADD_MESSAGE carrying the flow-mod (its xid is the outer one)."""
-        tid, flags, m, inst = self._body(flow, command)
+        got = flow._wire
+        if command == OFPFC_DELETE_STRICT or command == OFPFC_DELETE:
+            if got is None:
+                got = self.parts(flow, False)
+            tid, flags, m, inst = got[0], got[1], got[2], b''
+        else:
+            if got is None or got[3] is None:
+                got = self.parts(flow)
+            tid, flags, m, inst = got
         n = 48 + len(m) + len(inst)
         return self._bundled.pack(
             self.version, OFPT_BUNDLE_ADD_MESSAGE, 16 + n, xid, bundle_id, 0, bundle_flags,

@@ -142,3 +142,12 @@ def test_the_cache_is_not_part_of_a_flows_identity():
     import pickle
     h = pickle.loads(pickle.dumps(g))
     assert h == g and h._wire is None and h._hash is None and h.key == g.key
+
+
+@pytest.mark.parametrize('field,value', [('ipv4_dst', '10.1'), ('ipv4_dst', '10.0.0.300'), ('eth_dst', '02:00:00:00:00'),
+                                         ('eth_dst', '02:00:00:00:00:00:01'), ('arp_tpa', 'x.y.z.w')])
+def test_a_bad_address_is_refused(field, value):
+    enc = wire.Encoder(5, lambda a: ofp._action_bytes(V14, a))
+    match = {'eth_type': 0x0806 if field.startswith('arp') else 0x0800, field: value}
+    with pytest.raises(wire.WireError, match=field):
+        enc.flow_mod(Flow.make('port_sec', 1, match), wire.OFPFC_ADD, 0, 1)
