@@ -531,7 +531,7 @@ class OFSwitch:
         ofp = self.dp.ofproto
         metrics.flow_mods(self.dpid, len(delete), len(add), self.bundles)
         if not self.bundles:                      # OpenFlow 1.3: best effort, not atomic
-            first, flows = self._send_flows(delete, add, None)
+            first, flows, _ = self._send_flows(delete, add, None)
             self.barrier()                        # every flow-mod error has arrived before its reply
             bad = self._refused(first, flows)
             if bad:
@@ -541,9 +541,9 @@ class OFSwitch:
         p = self.dp.ofproto_parser
         flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
         bid = next(self._bundle_ids)
-        first, flows = self._send_flows(delete, add, (bid, flags))
+        first, flows, opening = self._send_flows(delete, add, (bid, flags))
         self.barrier()                 # every add-time error has arrived before the barrier reply
-        bad = self._refused(first, flows)
+        bad = self._refused(first, flows, opening)
         if bad:
             metrics.bundle_rejected(self.dpid)
             self.dp.send_msg(p.OFPBundleCtrlMsg(self.dp, bid, ofp.OFPBCT_DISCARD_REQUEST, flags, []))
@@ -557,18 +557,19 @@ class OFSwitch:
     # in few big writes.  A flow-mod (or bundle add) i of the batch has xid first + i.
     SEND_CHUNK = 1 << 18
 
-    def _send_flows(self, delete: list[Flow], add: list[Flow], bundle) -> tuple[int, list[Flow]]:
+    def _send_flows(self, delete: list[Flow], add: list[Flow], bundle) -> tuple[int, list[Flow], int | None]:
         """Send DELETE_STRICT of `delete` then ADD of `add` (bundle: (id, flags) -> inside an
-        OPEN bundle, no commit).  Returns (xid of the first, the flows in xid order)."""
+        OPEN bundle, no commit).  Returns (xid of the first, the flows in xid order, the
+        OPEN's xid)."""
         enc = encoder(self.dp)
         code = self.registry.encode if self.registry is not None else _same
         flows = list(delete) + list(add)
         mask = self.dp.ofproto.MAX_XID
-        chunks, size = [], 0
+        chunks, size, opened = [], 0, None
         if bundle is not None:
             p, ofp = self.dp.ofproto_parser, self.dp.ofproto
             opening = p.OFPBundleCtrlMsg(self.dp, bundle[0], ofp.OFPBCT_OPEN_REQUEST, bundle[1], [])
-            self._xid(opening)
+            opened = self._xid(opening)
             opening.serialize()
             chunks.append(bytes(opening.buf))
         with self._lock:                          # reserve len(flows) xids in a row
@@ -589,13 +590,14 @@ class OFSwitch:
                 chunks, size = [], 0
         if chunks:
             self.dp.send(b''.join(chunks))
-        return first, flows
+        return first, flows, opened
 
-    def _refused(self, first: int, flows: list[Flow]) -> list[str]:
+    def _refused(self, first: int, flows: list[Flow], opened: int | None = None) -> list[str]:
         """The switch's errors for the batch sent by _send_flows, each with its flow."""
+        bad = ['%s: bundle open' % _error_text(self.dp, self._errors.pop(opened))] if opened in self._errors else []
         mask, n = self.dp.ofproto.MAX_XID, len(flows)
         mine = sorted((((x - first) & mask), x) for x in list(self._errors) if ((x - first) & mask) < n)
-        return ['%s: %s' % (_error_text(self.dp, self._errors.pop(x)), flows[i]) for i, x in mine]
+        return bad + ['%s: %s' % (_error_text(self.dp, self._errors.pop(x)), flows[i]) for i, x in mine]
     # -- end issue 11 part 4
 
     def set_meter(self, meter_id: int, pps: int, burst: int) -> None:

@@ -72,7 +72,7 @@ def _osken_send_flows(self, delete, add, bundle):
     else:
         msgs = mods
     self._send_all(msgs)
-    return msgs[-len(mods)].xid if mods else 0, list(delete) + list(add)
+    return msgs[-len(mods)].xid if mods else 0, list(delete) + list(add), msgs[0].xid if bundle else None
 
 
 def _serve(out) -> None:
