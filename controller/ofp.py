@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+import types
 
 try:
     from os_ken.base import app_manager                 # must come before os_ken.controller.controller
@@ -34,7 +35,7 @@ except ImportError:                                     # pragma: no cover - ryu
 from controller import admission, lifecycle, metrics
 from controller.capabilities import Capabilities
 from controller.core import Controller, load_apps
-from controller.pipeline import actions, fields, tables
+from controller.pipeline import actions, fields, tables, wire
 from controller.pipeline.flow import CONTROLLER, IN_PORT, LOCAL, Flow
 
 LOG = logging.getLogger('opendvs.ofp')
@@ -354,6 +355,34 @@ def _match(p, flow: Flow):
     return m
 
 
+# -- issue 11 part 4: the wire encoder (controller/pipeline/wire.py), one per OpenFlow version;
+# the kinds it does not write itself go through os-ken, once per distinct action.
+_ENCODERS: dict[int, wire.Encoder] = {}
+
+
+def encoder(dp) -> wire.Encoder:
+    version = dp.ofproto.OFP_VERSION
+    enc = _ENCODERS.get(version)
+    if enc is None:
+        ns = types.SimpleNamespace(ofproto=dp.ofproto, ofproto_parser=dp.ofproto_parser)
+        enc = _ENCODERS[version] = wire.Encoder(version, functools.partial(_action_bytes, ns))
+    return enc
+
+
+def _action_bytes(dp, a: tuple) -> bytes:
+    buf = bytearray()
+    for act in to_actions(dp, [a]):
+        start = len(buf)
+        act.serialize(buf, start)
+        buf += bytes(start + act.len - len(buf))     # os-ken leaves an NX action's padding out
+    return bytes(buf)
+
+
+def _same(cookie):
+    return cookie
+# -- end issue 11 part 4
+
+
 def flow_from_stats(dp, stat, registry=None) -> Flow:
     """The Flow an installed entry (flow stats reply body) stands for."""
     p, ofp = dp.ofproto_parser, dp.ofproto
@@ -502,36 +531,76 @@ class OFSwitch:
 
     def apply(self, delete: list[Flow], add: list[Flow]) -> None:
         ofp = self.dp.ofproto
-        mods = [flow_mod(self.dp, f, ofp.OFPFC_DELETE_STRICT, self.registry) for f in delete]
-        mods += [flow_mod(self.dp, f, ofp.OFPFC_ADD, self.registry) for f in add]
         metrics.flow_mods(self.dpid, len(delete), len(add), self.bundles)
         if not self.bundles:                      # OpenFlow 1.3: best effort, not atomic
-            self._send_all(mods)
+            first, flows, _ = self._send_flows(delete, add, None)
             self.barrier()                        # every flow-mod error has arrived before its reply
-            bad = [self._errors.pop(m.xid) for m in mods if m.xid in self._errors]
+            bad = self._refused(first, flows)
             if bad:
                 raise SwitchError('%016x: %d of %d flow-mods refused (OpenFlow 1.3, no bundle: the '
-                                  'others are applied): %s' % (self.dpid, len(bad), len(mods), '; '.join(
-                                      _error_text(self.dp, e) for e in bad[:3])))
+                                  'others are applied): %s' % (self.dpid, len(bad), len(flows), '; '.join(bad[:3])))
             return
-        self._bundle(mods)
-
-    def _bundle(self, mods) -> None:
-        p, ofp = self.dp.ofproto_parser, self.dp.ofproto
+        p = self.dp.ofproto_parser
         flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
         bid = next(self._bundle_ids)
-        msgs = [p.OFPBundleCtrlMsg(self.dp, bid, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
-        msgs += [p.OFPBundleAddMsg(self.dp, bid, flags, m, []) for m in mods]
-        self._send_all(msgs)
+        first, flows, opening = self._send_flows(delete, add, (bid, flags))
         self.barrier()                 # every add-time error has arrived before the barrier reply
-        bad = [self._errors.pop(m.xid) for m in msgs if m.xid in self._errors]
+        bad = self._refused(first, flows, opening)
         if bad:
             metrics.bundle_rejected(self.dpid)
             self.dp.send_msg(p.OFPBundleCtrlMsg(self.dp, bid, ofp.OFPBCT_DISCARD_REQUEST, flags, []))
             raise SwitchError('%016x: bundle rejected, nothing applied: %s' % (
-                self.dpid, '; '.join(_error_text(self.dp, e) for e in bad[:3])), nothing_applied=True)
+                self.dpid, '; '.join(bad[:3])), nothing_applied=True)
         commit = p.OFPBundleCtrlMsg(self.dp, bid, ofp.OFPBCT_COMMIT_REQUEST, flags, [])
         self._send_and_wait(commit, 'bundle commit')     # a refused commit rolls back everything
+
+    # -- issue 11 part 4: flow-mods as wire bytes (controller/pipeline/wire.py), not os-ken
+    # objects: one struct.pack per flow, the match and instructions cached on the Flow, sent
+    # in few big writes.  A flow-mod (or bundle add) i of the batch has xid first + i.
+    SEND_CHUNK = 1 << 18
+
+    def _send_flows(self, delete: list[Flow], add: list[Flow], bundle) -> tuple[int, list[Flow], int | None]:
+        """Send DELETE_STRICT of `delete` then ADD of `add` (bundle: (id, flags) -> inside an
+        OPEN bundle, no commit).  Returns (xid of the first, the flows in xid order, the
+        OPEN's xid)."""
+        enc = encoder(self.dp)
+        code = self.registry.encode if self.registry is not None else _same
+        flows = list(delete) + list(add)
+        mask = self.dp.ofproto.MAX_XID
+        chunks, size, opened = [], 0, None
+        if bundle is not None:
+            p, ofp = self.dp.ofproto_parser, self.dp.ofproto
+            opening = p.OFPBundleCtrlMsg(self.dp, bundle[0], ofp.OFPBCT_OPEN_REQUEST, bundle[1], [])
+            opened = self._xid(opening)
+            opening.serialize()
+            chunks.append(bytes(opening.buf))
+        with self._lock:                          # reserve len(flows) xids in a row
+            first = (self.dp.xid + 1) & mask
+            self.dp.xid = (self.dp.xid + len(flows)) & mask
+        n_del = len(delete)
+        for i, f in enumerate(flows):
+            command = wire.OFPFC_DELETE_STRICT if i < n_del else wire.OFPFC_ADD
+            xid = (first + i) & mask
+            if bundle is None:
+                b = enc.flow_mod(f, command, code(f.cookie), xid)
+            else:
+                b = enc.bundle_add(f, command, code(f.cookie), xid, bundle[0], bundle[1])
+            chunks.append(b)
+            size += len(b)
+            if size >= self.SEND_CHUNK:
+                self.dp.send(b''.join(chunks))
+                chunks, size = [], 0
+        if chunks:
+            self.dp.send(b''.join(chunks))
+        return first, flows, opened
+
+    def _refused(self, first: int, flows: list[Flow], opened: int | None = None) -> list[str]:
+        """The switch's errors for the batch sent by _send_flows, each with its flow."""
+        bad = ['%s: bundle open' % _error_text(self.dp, self._errors.pop(opened))] if opened in self._errors else []
+        mask, n = self.dp.ofproto.MAX_XID, len(flows)
+        mine = sorted((((x - first) & mask), x) for x in list(self._errors) if ((x - first) & mask) < n)
+        return bad + ['%s: %s' % (_error_text(self.dp, self._errors.pop(x)), flows[i]) for i, x in mine]
+    # -- end issue 11 part 4
 
     def set_meter(self, meter_id: int, pps: int, burst: int) -> None:
         """Make a packets-per-second drop meter exist with this rate: add it, and modify it in

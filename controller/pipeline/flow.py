@@ -21,7 +21,6 @@ goto    -- name of the next table, or None.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 from controller.pipeline import fields
@@ -51,7 +50,10 @@ def _norm_action(a) -> tuple:
     return a if type(a) is tuple else tuple(a)
 
 
-@dataclasses.dataclass(frozen=True, order=True)
+_CACHE = dict(default=None, init=False, repr=False, compare=False, hash=False)
+
+
+@dataclasses.dataclass(frozen=True, order=True, slots=True)
 class Flow:
     table: str
     priority: int
@@ -62,6 +64,11 @@ class Flow:
     idle_timeout: int = 0
     hard_timeout: int = 0
     notify_removal: bool = False   # OFPFF_SEND_FLOW_REM: tell the controller when it ages out
+    # Computed once, kept in slots (no per-flow dict: a 100,000-flow push allocated a dict per
+    # flow and the collector traversed them all mid-push, issue 11 part 4).  Not part of ==.
+    _hash: int | None = dataclasses.field(**_CACHE)
+    _key: tuple | None = dataclasses.field(**_CACHE)
+    _wire: tuple | None = dataclasses.field(**_CACHE)     # controller/pipeline/wire.py
 
     @classmethod
     def make(cls, table: str, priority: int, match: dict | None = None,
@@ -69,23 +76,23 @@ class Flow:
         m = tuple(sorted([(k, _norm_value(k, v)) for k, v in match.items()])) if match else ()
         return cls(table, priority, m, tuple([_norm_action(a) for a in actions]), goto, **kw)
 
-    def __getstate__(self) -> dict:
-        # a cached hash is only good in the process that made it (str hashes are salted)
-        return {k: v for k, v in self.__dict__.items() if k not in ('_hash', 'key')}
-
     def __hash__(self) -> int:
         # flows live in big sets and counters: hash each once (it is immutable)
-        h = self.__dict__.get('_hash')
+        h = self._hash
         if h is None:
             h = hash((self.table, self.priority, self.match, self.actions, self.goto, self.cookie,
                       self.idle_timeout, self.hard_timeout, self.notify_removal))
-            self.__dict__['_hash'] = h
+            object.__setattr__(self, '_hash', h)
         return h
 
-    @functools.cached_property
+    @property
     def key(self) -> tuple:
         """What OpenFlow uses to identify an entry: table, priority and match."""
-        return (self.table, self.priority, self.match)
+        k = self._key
+        if k is None:
+            k = (self.table, self.priority, self.match)
+            object.__setattr__(self, '_key', k)
+        return k
 
     def match_dict(self) -> dict:
         return dict(self.match)
@@ -108,3 +115,23 @@ def _fmt(v):
     if isinstance(v, tuple):
         return '%s/%s' % (_fmt(v[0]), _fmt(v[1]))
     return hex(v) if isinstance(v, int) and v > 9 else str(v)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Flow) if f.init)
+_CACHED = tuple(f.name for f in dataclasses.fields(Flow) if not f.init)
+
+
+def _getstate(self) -> tuple:
+    # the cached values are only good in the process that made them (str hashes are salted)
+    return tuple([getattr(self, f) for f in _FIELDS])
+
+
+def _setstate(self, state) -> None:
+    for f, v in zip(_FIELDS, state):
+        object.__setattr__(self, f, v)
+    for f in _CACHED:
+        object.__setattr__(self, f, None)
+
+
+# set after the class is made: dataclass(slots=True) puts its own (which keep the caches) in
+Flow.__getstate__, Flow.__setstate__ = _getstate, _setstate

@@ -8,6 +8,16 @@ round trip here is exactly what the controller does after a restart.
     converge(flows, fresh=False) -> (adds, deletes)   fresh: a new Reconciler that reads
                                                       the switch first, as after a restart
     read() -> set[Flow]                               OFPFlowStatsRequest, decoded
+
+bench/push.py also times pushes here, where the controller would run them:
+    store(name, flows)                                keep a flow set in the child
+    reset()                                           a new Reconciler that has read the switch
+    push(names) -> (adds, deletes, seconds)           converge to the union of stored sets;
+                                                      seconds: Reconciler.converge, nothing else
+    push_delta(removed, added, names) -> (...)        converge_delta, as the core sends a change
+                                                      to an in-sync switch (names: the new set)
+    osken(on)                                         send os-ken message objects, as before
+                                                      controller/pipeline/wire.py (the baseline)
 """
 from __future__ import annotations
 
@@ -49,9 +59,28 @@ def _app_class():
 HarnessApp = _app_class() if __name__ == 'tests.ovs.osken_harness' else None
 
 
+def _osken_send_flows(self, delete, add, bundle):
+    """OFSwitch._send_flows as it was before controller/pipeline/wire.py: an os-ken message
+    object per flow, serialised by os-ken, batched writes (bench/push.py's baseline)."""
+    from controller import ofp
+    p, o = self.dp.ofproto_parser, self.dp.ofproto
+    mods = [ofp.flow_mod(self.dp, f, o.OFPFC_DELETE_STRICT, self.registry) for f in delete]
+    mods += [ofp.flow_mod(self.dp, f, o.OFPFC_ADD, self.registry) for f in add]
+    if bundle is not None:
+        msgs = [p.OFPBundleCtrlMsg(self.dp, bundle[0], o.OFPBCT_OPEN_REQUEST, bundle[1], [])]
+        msgs += [p.OFPBundleAddMsg(self.dp, bundle[0], bundle[1], m, []) for m in mods]
+    else:
+        msgs = mods
+    self._send_all(msgs)
+    return msgs[-len(mods)].xid if mods else 0, list(delete) + list(add), msgs[0].xid if bundle else None
+
+
 def _serve(out) -> None:
+    import gc
+    import time
     from controller.pipeline.reconciler import Reconciler
     rec = Reconciler()
+    stored: dict[str, list] = {}
     while True:
         hdr = sys.stdin.buffer.read(4)
         if len(hdr) < 4:
@@ -67,6 +96,29 @@ def _serve(out) -> None:
                 reply = ('ok', (len(d.add), len(d.delete)))
             elif op == 'read':
                 reply = ('ok', conn.read_flows())
+            elif op == 'store':
+                stored[args[0]] = args[1]
+                gc.collect()          # the collector's debt for making the flows is not the push's
+                reply = ('ok', len(args[1]))
+            elif op == 'reset':
+                rec = Reconciler()
+                reply = ('ok', len(rec.load(conn)))
+            elif op == 'push':
+                desired = set().union(*(stored[n] for n in args[0]))
+                t0 = time.perf_counter()
+                d = rec.converge(conn, desired)
+                reply = ('ok', (len(d.add), len(d.delete), time.perf_counter() - t0))
+            elif op == 'push_delta':
+                removed, added, names = args
+                removed = set().union(*(stored[n] for n in removed))
+                added = set().union(*(stored[n] for n in added))
+                want = {f.key: f for n in names for f in stored[n]}    # the compiled set's index
+                t0 = time.perf_counter()
+                d = rec.converge_delta(conn, removed, added, want.get)
+                reply = ('ok', (len(d.add), len(d.delete), time.perf_counter() - t0))
+            elif op == 'osken':
+                conn._send_flows = _osken_send_flows.__get__(conn) if args[0] else type(conn)._send_flows.__get__(conn)
+                reply = ('ok', args[0])
             else:
                 reply = ('error', 'unknown op %r' % op)
         except Exception as e:           # the test shows it
@@ -139,6 +191,21 @@ class OsKen:
 
     def read(self) -> set:
         return self._call('read')
+
+    def store(self, name: str, flows) -> int:
+        return self._call('store', name, list(flows))
+
+    def reset(self) -> int:
+        return self._call('reset')
+
+    def push(self, *names: str) -> tuple[int, int, float]:
+        return self._call('push', names)
+
+    def push_delta(self, removed, added, names) -> tuple[int, int, float]:
+        return self._call('push_delta', tuple(removed), tuple(added), tuple(names))
+
+    def osken(self, on: bool) -> bool:
+        return self._call('osken', on)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
