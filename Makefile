@@ -39,9 +39,6 @@ bench: setup
 	$(PY) bench/routing.py
 	$(PY) bench/bonds.py
 	$(PY) bench/microseg.py --big
-<<<<<<< HEAD
 	$(PY) bench/trace.py
 	$(PY) bench/migration.py
-=======
 	$(PY) bench/push.py --osken
->>>>>>> h/push
