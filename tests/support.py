@@ -185,3 +185,13 @@ def dump_flows(target: str, *filters: str) -> list[dict]:
 
 def flow_key(f: dict) -> tuple:
     return (f['table'], f['match'])
+
+
+def fabric_without_vlan(hv: str = 'hv4', vlan: int = 10) -> str:
+    """examples/fabric.yaml with `vlan` taken off `hv`'s trunk: a hypervisor a VM of that VLAN
+    may never move to (live migration tests)."""
+    text = (ROOT / 'examples' / 'fabric.yaml').read_text()
+    line = re.search(r'^  %s: \{.*trunk_vlans: \[([\d, ]+)\].*$' % hv, text, re.M)
+    assert line, 'no %s with trunk_vlans in examples/fabric.yaml' % hv
+    kept = ', '.join(v for v in line.group(1).split(', ') if v != str(vlan))
+    return text.replace(line.group(0), line.group(0).replace('[%s]' % line.group(1), '[%s]' % kept))

@@ -51,32 +51,27 @@ def read_vtep_mac(idl) -> str | None:
     return None
 
 
-def read_bindings(idl) -> dict[int, Binding]:
-    out = {}
+def _bound_interfaces(idl):
+    """(ofport or None, iface-id, Interface row) of br-int's interfaces that carry an iface-id."""
     for br in idl.tables['Bridge'].rows.values():
         if br.name != BRIDGE:
             continue
         for port in br.ports:
             for iface in port.interfaces:
                 ofport, ids = _one(iface.ofport), dict(iface.external_ids)
-                if ofport and ofport > 0 and 'iface-id' in ids:
-                    out[ofport] = Binding(iface.name, ids['iface-id'], ids.get('attached-mac', '').lower())
-    return out
+                if 'iface-id' in ids:
+                    yield (ofport if ofport and ofport > 0 else None), ids, iface
+
+
+def read_bindings(idl) -> dict[int, Binding]:
+    return {ofport: Binding(iface.name, ids['iface-id'], ids.get('attached-mac', '').lower())
+            for ofport, ids, iface in _bound_interfaces(idl) if ofport is not None}
 
 
 def read_claims(idl) -> frozenset[str]:
     """The iface-ids of br-int Interface rows with no port (ofport -1 or not yet assigned): a
     VM whose device is gone (in flight during a live migration) or not there yet."""
-    out = set()
-    for br in idl.tables['Bridge'].rows.values():
-        if br.name != BRIDGE:
-            continue
-        for port in br.ports:
-            for iface in port.interfaces:
-                ofport, ids = _one(iface.ofport), dict(iface.external_ids)
-                if not (ofport and ofport > 0) and 'iface-id' in ids:
-                    out.add(ids['iface-id'])
-    return frozenset(out)
+    return frozenset(ids['iface-id'] for ofport, ids, _ in _bound_interfaces(idl) if ofport is None)
 
 
 class BindingWatcher:

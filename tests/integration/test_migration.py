@@ -16,7 +16,7 @@ from mininet_topos import Lab
 from mininet_topos.errors import LabError
 from mininet_topos.lab import _garp
 from mininet_topos.placement import controller_check
-from tests.support import ROOT, ControllerProcess, free_port, ping_counts, wait_until
+from tests.support import ControllerProcess, fabric_without_vlan, free_port, ping_counts, wait_until
 
 TENANT = '''tenant: move
 networks:
@@ -67,10 +67,7 @@ for line in f:
 def env(tmp_path_factory):
     work = tmp_path_factory.mktemp('migration')
     fabric = work / 'fabric.yaml'
-    text = (ROOT / 'examples' / 'fabric.yaml').read_text()
-    hv4 = 'hv4: {leaf: leaf2, vtep: 172.16.2.12, trunk_vlans: [10, 20, 30, 40]}'
-    assert hv4 in text
-    fabric.write_text(text.replace(hv4, hv4.replace('[10, 20, 30, 40]', '[20, 30, 40]')))
+    fabric.write_text(fabric_without_vlan('hv4', 10))
     tenant = work / 'move.yaml'
     tenant.write_text(TENANT)
     port = free_port()
@@ -239,9 +236,7 @@ def test_opendvs_lab_move_asks_the_controller_first(tmp_path):
 
     from tests.support import BIN
     fabric = tmp_path / 'fabric.yaml'
-    text = (ROOT / 'examples' / 'fabric.yaml').read_text()
-    hv4 = 'hv4: {leaf: leaf2, vtep: 172.16.2.12, trunk_vlans: [10, 20, 30, 40]}'
-    fabric.write_text(text.replace(hv4, hv4.replace('[10, 20, 30, 40]', '[20, 30, 40]')))
+    fabric.write_text(fabric_without_vlan('hv4', 10))
     tenant = tmp_path / 'hop.yaml'
     tenant.write_text(CLI_TENANT)
     port, prefix, state = free_port(), 'mv' + secrets.token_hex(2), tmp_path / 'lab'

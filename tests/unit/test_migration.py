@@ -12,7 +12,8 @@ from controller.policy.model import Policy
 from controller.policy.store import PolicyStore
 from controller.policy.tenant import parse_tenant
 from mininet_topos.lab import _garp
-from tests.unit.builders import EXAMPLE_FABRIC, FakeSwitch
+from tests.support import fabric_without_vlan
+from tests.unit.builders import FakeSwitch
 
 TENANT = '''tenant: mv
 networks:
@@ -28,9 +29,7 @@ PORT_SEC = tables.table_id('port_sec')
 
 @pytest.fixture
 def ctl(tmp_path):
-    text = EXAMPLE_FABRIC.read_text()
-    hv4 = 'hv4: {leaf: leaf2, vtep: 172.16.2.12, trunk_vlans: [10, 20, 30, 40]}'
-    fabric = parse_fabric(text.replace(hv4, hv4.replace('[10, 20, 30, 40]', '[20, 30, 40]')), 'fabric.yaml')
+    fabric = parse_fabric(fabric_without_vlan('hv4', 10), 'fabric.yaml')
     c = Controller(Policy(fabric).with_tenants([parse_tenant(TENANT, 'mv.yaml')]), state_dir=str(tmp_path))
     for name, h in fabric.hypervisors.items():
         c.switch_up(FakeSwitch(h.dpid), [(1, 'int-to-phy', True), (2, 'vxlan0', True)]
