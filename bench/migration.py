@@ -71,11 +71,15 @@ def one_move(lab, vm: str, prober: str, to: str, rate: int) -> dict:
     """Ping vm from prober at `rate` for a window around one move of vm to `to`."""
     ip = lab.vms[vm].ip
     count = rate * 3                            # 1 s before the move, ~2 s after
-    p = lab.popen(prober, ['ping', '-D', '-n', '-i', RATES[rate], '-c', str(count), '-W', '1', ip],
-                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(1.0)                             # noqa: traffic must flow before the move
-    done = lab.move_vm(vm, to)
-    out = p.communicate(timeout=60)[0].decode()
+    # to a file, not a pipe: 3,000 lines fill a pipe nobody reads yet, and ping would stall on it
+    with tempfile.TemporaryFile() as log:
+        p = lab.popen(prober, ['ping', '-D', '-n', '-i', RATES[rate], '-c', str(count), '-W', '1', ip],
+                      stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(1.0)                             # noqa: traffic must flow before the move
+        done = lab.move_vm(vm, to)
+        p.wait(timeout=60)
+        log.seek(0)
+        out = log.read().decode()
     sent, got = (int(x) for x in re.search(r'(\d+) packets transmitted, (\d+) received', out).groups())
     garp, first = done['garp'], None
     interval = 1.0 / rate
