@@ -14,9 +14,7 @@ and deletes the reg15=5 acl_out flows.
 """
 from __future__ import annotations
 
-import os
 import random
-import signal
 import re
 import string
 import subprocess
@@ -28,7 +26,8 @@ from tests.support import sh
 
 WEB1_MAC, WEB2_MAC = '02:00:00:77:00:01', '02:00:00:77:00:02'
 WEB1_IP, WEB2_IP = '10.77.0.1', '10.77.0.2'
-P_WEB2, P_UPLINK, P_WEB1 = 1, 2, 5
+WEB3_MAC, WEB3_IP = '02:00:00:77:00:03', '10.77.0.3'
+P_WEB2, P_UPLINK, P_WEB1, P_WEB3 = 1, 2, 5, 6
 VID = 10
 OF = '-O OpenFlow14'
 
@@ -63,8 +62,6 @@ def _flows(vlan: bool = True) -> list[str]:
         'table=20,priority=100,in_port=%d%s,dl_src=%s,actions=goto_table:30' % (P_WEB1, V, WEB1_MAC),
         'table=20,priority=90,in_port=%d,actions=goto_table:30' % P_UPLINK,
         'table=30,priority=0,actions=goto_table:40',
-        # acl_in: a DSCP rule that exists only until overlap() removes it
-        TOS_RULE + ',actions=drop',
         'table=40,priority=0,actions=goto_table:50',
         'table=50,priority=0,actions=goto_table:60',
         # l2_lookup
@@ -91,12 +88,27 @@ def _flows(vlan: bool = True) -> list[str]:
         'table=80,priority=100,reg15=%d%s,actions=%soutput:%d' % (P_WEB1, V, pop, P_WEB1),
         'table=80,priority=0,actions=drop',
     ]
+    # web3: a second local VM with web1's flows (port 6), which stays
+    web1 = [x for x in f if WEB1_MAC in x or re.search(r'(in_port|reg15)=%d,|output:%d$' % (P_WEB1, P_WEB1), x)]
+    subs = [('in_port=%d,' % P_WEB1, 'in_port=%d,' % P_WEB3), ('reg15=%d,' % P_WEB1, 'reg15=%d,' % P_WEB3),
+            ('set_field:%d->reg15' % P_WEB1, 'set_field:%d->reg15' % P_WEB3),
+            ('output:%d' % P_WEB1, 'output:%d' % P_WEB3), ('load:%d->' % P_WEB1, 'load:%d->' % P_WEB3),
+            (WEB1_MAC, WEB3_MAC)]
+    for x in web1:
+        for a, b in subs:
+            x = x.replace(a, b)
+        f.insert(-1, x)
+    # web1's own DSCP table (only until overlap() removes its rule), visited only on the way to web1
+    i = f.index('%s,actions=set_field:%d->reg15,goto_table:70' % (L2_WEB1, P_WEB1))
+    f[i] = f[i].replace('goto_table:70', 'goto_table:65')
+    f += [TOS_RULE + ',actions=drop', 'table=65,priority=0,actions=goto_table:70']
     return f
 
 
 TOS = 0x10
-TOS_RULE = 'table=40,priority=200,ip,nw_tos=%d' % TOS
+TOS_RULE = 'table=65,priority=200,ip,nw_tos=%d' % TOS
 L2_WEB1 = 'table=60,priority=100,dl_vlan=%d,dl_dst=%s' % (VID, WEB1_MAC)
+TTL_GUARD = 'table=60,priority=101,ip,dl_vlan=%d,dl_dst=%s,nw_ttl=0' % (VID, WEB1_MAC)
 ACL_WEB1 = [
     'table=70,priority=300,ct_state=-trk,ip,reg15=%d' % P_WEB1,
     'table=70,priority=290,ct_state=+rpl-inv+trk,ip,reg15=%d' % P_WEB1,
@@ -119,6 +131,12 @@ def migration_mods(style: str = 'overwrite') -> list[str]:
         mods.append('modify_strict ' + new_l2)
     elif style == 'delete-add':
         mods += ['delete_strict ' + L2_WEB1, 'add ' + new_l2]
+    elif style == 'ttl-guard':
+        # the workaround: a guard flow above the moved MAC's l2_lookup flow that matches a field
+        # no megaflow through l2_lookup has matched yet (nw_ttl=0: never forwarded anyway).  Every
+        # translation for that MAC now needs nw_ttl exact, so the revalidator DELETES the old
+        # megaflows (a mask too wide for the new translation) instead of modifying them in place.
+        mods += ['add ' + new_l2, 'add ' + TTL_GUARD + ',actions=drop']
     else:
         raise ValueError(style)
     mods += ['delete_strict ' + m for m in ACL_WEB1]
@@ -133,12 +151,12 @@ class StaleMegaflowLab:
     def __init__(self):
         self.p = _prefix()
         self.br = self.p + 'br'
-        self.ns = {n: self.p + n for n in ('web2', 'web1', 'web1b')}
-        self.ports = {'web2': self.p + 'w2', 'web1': self.p + 'w1', 'web1b': self.p + 'up'}
-        self.ofport = {'web2': P_WEB2, 'web1': P_WEB1, 'web1b': P_UPLINK}
+        self.ns = {n: self.p + n for n in ('web2', 'web1', 'web1b', 'web3')}
+        self.ports = {'web2': self.p + 'w2', 'web1': self.p + 'w1', 'web1b': self.p + 'up', 'web3': self.p + 'w3'}
+        self.ofport = {'web2': P_WEB2, 'web1': P_WEB1, 'web1b': P_UPLINK, 'web3': P_WEB3}
         self.made_ns: list[str] = []
         self.made_links: list[str] = []
-        self.ping: subprocess.Popen | None = None
+        self.pings: list[subprocess.Popen] = []
         self.tmp = Path(tempfile.mkdtemp(prefix='opendvs-mf-'))
 
     # -- set-up / tear-down -------------------------------------------------------------
@@ -146,9 +164,9 @@ class StaleMegaflowLab:
         try:
             sh('ovs-vsctl add-br {b} -- set bridge {b} datapath_type=netdev fail_mode=secure '
                'protocols=OpenFlow13,OpenFlow14'.format(b=self.br))
-            macs = {'web2': WEB2_MAC, 'web1': WEB1_MAC, 'web1b': WEB1_MAC}
-            ips = {'web2': WEB2_IP, 'web1': WEB1_IP, 'web1b': WEB1_IP}
-            for vm in ('web2', 'web1', 'web1b'):
+            macs = {'web2': WEB2_MAC, 'web1': WEB1_MAC, 'web1b': WEB1_MAC, 'web3': WEB3_MAC}
+            ips = {'web2': WEB2_IP, 'web1': WEB1_IP, 'web1b': WEB1_IP, 'web3': WEB3_IP}
+            for vm in ('web2', 'web1', 'web1b', 'web3'):
                 ns, port = self.ns[vm], self.ports[vm]
                 sh('ip netns add %s' % ns)
                 self.made_ns.append(ns)
@@ -163,8 +181,9 @@ class StaleMegaflowLab:
                 sh('ovs-vsctl add-port %s %s -- set interface %s ofport_request=%d'
                    % (self.br, port, port, self.ofport[vm]))
             # no ARP in this reproducer: static neighbours both ways
-            sh('ip -n %s neigh replace %s lladdr %s dev eth0 nud permanent' % (self.ns['web2'], WEB1_IP, WEB1_MAC))
-            for vm, dev in (('web1', 'eth0'), ('web1b', 'eth0')):
+            for ip, mac in ((WEB1_IP, WEB1_MAC), (WEB3_IP, WEB3_MAC)):
+                sh('ip -n %s neigh replace %s lladdr %s dev eth0 nud permanent' % (self.ns['web2'], ip, mac))
+            for vm, dev in (('web1', 'eth0'), ('web1b', 'eth0'), ('web3', 'eth0')):
                 sh('ip -n %s neigh replace %s lladdr %s dev %s nud permanent' % (self.ns[vm], WEB2_IP, WEB2_MAC, dev))
             self.replace_flows(flows if flows is not None else _flows())
         except Exception:
@@ -243,36 +262,40 @@ class StaleMegaflowLab:
                 if not (self.second_pass(rid) or '').endswith(self.ports['web1b'])]
 
     # -- traffic ------------------------------------------------------------------------
-    def start_ping(self, interval: float = 0.02) -> None:
-        self.ping = subprocess.Popen(
-            ['ip', 'netns', 'exec', self.ns['web2'], 'ping', '-n', '-i', str(interval), WEB1_IP],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start_ping(self, interval: float = 0.02, dst: str = WEB1_IP) -> None:
+        """A continuous ping from web2 (stopped by stop_ping / down)."""
+        self.pings.append(subprocess.Popen(
+            ['ip', 'netns', 'exec', self.ns['web2'], 'ping', '-n', '-i', str(interval), dst],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop_ping(self) -> None:
-        marked, self.marked = getattr(self, 'marked', None), None
-        if marked is not None and marked.poll() is None:
-            os.killpg(marked.pid, signal.SIGTERM)      # the loop's own session: it and its pings
-            marked.wait(5)
-        if self.ping is not None and self.ping.poll() is None:
-            self.ping.terminate()
-            self.ping.wait(5)
-        self.ping = None
+        for ping in self.pings:
+            if ping.poll() is None:
+                ping.terminate()
+                ping.wait(5)
+        self.pings = []
 
     def overlap(self) -> None:
-        """Give the web2 -> web1 megaflow an overlapping twin, as policy churn does: while the
-        acl_in DSCP rule exists the ping's megaflow matches the IP TOS exactly; once the rule is
-        gone the revalidator keeps that megaflow (its actions still hold, its mask is only
-        narrower), and TOS-marked pings (a new TOS value every few packets, so they always
-        reach the classifier rather than the exact-match cache) make a second, broader
-        megaflow (TOS wildcarded) that covers the plain ping's key too and leads the
-        classifier's subtable order."""
+        """Give the web2 -> web1 megaflow an overlapping twin that the classifier finds first.
+
+        Call with web2 already pinging web3 (its megaflow made the 'broad' subtable, TOS
+        wildcarded) and web1 (while the acl_in DSCP rule for web1 exists, that megaflow matches the
+        IP TOS exactly: a 'narrow' subtable, made later, so searched after the broad one).  The rule
+        goes (the revalidator keeps the narrow megaflow: its actions hold and a narrower mask is
+        fine), then a few TOS-marked pings to web1 miss it and make a broad megaflow that covers
+        the plain ping's key too.  The plain ping keeps hitting the narrow one through the
+        exact-match cache."""
         sh('ovs-ofctl %s --strict del-flows %s "%s"' % (OF, self.br, TOS_RULE))
-        loop = ('while true; do for q in $(seq 4 4 252); do ping -n -q -Q $q -c 2 -i 0.002 -W 0.2 %s '
-                '>/dev/null 2>&1; done; done' % WEB1_IP)
-        self.marked = subprocess.Popen(['ip', 'netns', 'exec', self.ns['web2'], 'sh', '-c', loop],
-                                       start_new_session=True)
+        sh('ip netns exec %s ping -n -q -Q %d -c 20 -i 0.01 -W 1 %s' % (self.ns['web2'], TOS, WEB1_IP), check=False)
 
     def migrate(self, style: str = 'overwrite', delete_port: bool = True, bundle: bool = True) -> None:
+        """style 'two-commits': the l2_lookup flow deleted in one bundle, re-added in a second."""
         if delete_port:
             sh('ovs-vsctl del-port %s %s' % (self.br, self.ports['web1']))
-        (self.bundle if bundle else self.mods)(migration_mods(style))
+        send = self.bundle if bundle else self.mods
+        if style == 'two-commits':
+            mods = migration_mods('delete-add')
+            send(mods[:1])
+            send(mods[1:])
+        else:
+            send(migration_mods(style))
