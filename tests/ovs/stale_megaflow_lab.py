@@ -136,7 +136,18 @@ def migration_mods(style: str = 'overwrite') -> list[str]:
         # no megaflow through l2_lookup has matched yet (nw_ttl=0: never forwarded anyway).  Every
         # translation for that MAC now needs nw_ttl exact, so the revalidator DELETES the old
         # megaflows (a mask too wide for the new translation) instead of modifying them in place.
-        mods += ['add ' + new_l2, 'add ' + TTL_GUARD + ',actions=drop']
+        # Same actions as the new flow: a packet with TTL 0 is treated exactly as any other.
+        mods += ['add ' + new_l2, 'add ' + TTL_GUARD + new_l2[len(L2_WEB1):]]
+    elif style == 'move-guard':
+        # the same, as the proposal module controller/pipeline/move_guard.py computes it
+        from controller.pipeline import ofctl_text
+        from controller.pipeline.flow import Flow
+        from controller.pipeline.move_guard import move_guards
+
+        def l2(port):
+            return Flow.make('l2_lookup', 100, {'vlan_vid': 0x1000 | VID, 'eth_dst': WEB1_MAC},
+                             [('set_field', 'reg15', port)], goto='acl_out')
+        mods += ['add ' + new_l2] + ['add ' + ofctl_text.flow(g) for g in move_guards([], [l2(P_UPLINK)], [l2(P_WEB1)])]
     else:
         raise ValueError(style)
     mods += ['delete_strict ' + m for m in ACL_WEB1]

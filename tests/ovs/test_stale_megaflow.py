@@ -64,7 +64,7 @@ def _assert_follows(lab) -> None:
     assert lab.dropped() - dropped < 100
 
 
-@pytest.mark.parametrize('style', ['overwrite', 'delete-add', 'ttl-guard'])
+@pytest.mark.parametrize('style', ['overwrite', 'delete-add', 'ttl-guard', 'move-guard'])
 def test_without_overlap_every_style_follows_the_vm(lab, style):
     assert lab.to_uplink() == 0                   # the refused half: web1's twin got nothing so far
     lab.migrate(style)
@@ -74,7 +74,7 @@ def test_without_overlap_every_style_follows_the_vm(lab, style):
 @pytest.mark.parametrize('style', [pytest.param('overwrite', marks=BUG),
                                    pytest.param('delete-add', marks=BUG),
                                    pytest.param('two-commits', marks=BUG),
-                                   'ttl-guard'])
+                                   'ttl-guard', 'move-guard'])
 def test_with_an_overlapping_megaflow_the_ping_follows_the_vm(lab, style):
     lab.overlap()
     wait_until(lambda: len(lab.first_pass()) >= 2, 5, what='two overlapping first-pass megaflows')
