@@ -1,16 +1,19 @@
 """A minimal scratch hypervisor for issue 10's stale first-pass megaflow, without Mininet.
 
-One netdev bridge on the root OVS (per-run prefix) and three namespaces:
+One netdev bridge on the root OVS (per-run prefix) and four namespaces:
   web2  (10.77.0.2)  on port 1   -- the pinging VM
   web1  (10.77.0.1)  on port 5   -- the VM that migrates away
+  web3  (10.77.0.3)  on port 6   -- a VM that stays (its megaflow shapes the classifier)
   web1b (10.77.0.1, same MAC) behind the uplink, port 2 -- web1 after the migration
 
-The flows copy the shape of opendvs's pipeline for the web2 -> web1 path: classify sets
-reg13 (zone) and reg12=1, l2_lookup sets reg15 from the destination MAC, acl_out sends
-untracked IP through ct(table=70, zone=reg13) and after the recirculation decides per reg15,
-with a `+trk,ip,reg12=1 -> drop` default.  `migrate()` then does what the controller does:
-port 5 leaves the bridge, and one OpenFlow bundle rewrites the l2_lookup flow to the uplink
-and deletes the reg15=5 acl_out flows.
+The flows copy the shape of opendvs's pipeline for web2's traffic: port_sec pushes VLAN 10,
+classify sets reg13 (zone) and reg12=1, learn knows the source, l2_lookup sets reg15 from the
+destination MAC, acl_out sends untracked IP through ct(table=70, zone=reg13) and after the
+recirculation decides per reg15, with a `+trk,ip,reg12=1 -> drop` default; output pops the tag.
+`migrate()` does what the controller does: port 5 leaves the bridge, and one OpenFlow bundle
+rewrites the l2_lookup flow to the uplink and deletes the reg15=5 acl_out flows (other styles:
+delete+add, two commits, the guard workarounds).  `overlap()` makes the condition OVS 3.1.0
+mishandles: a second megaflow covering the ping's key, in an earlier classifier subtable.
 """
 from __future__ import annotations
 
