@@ -18,7 +18,7 @@ site-packages); the burst sender inside h1 is /usr/bin/python3.
 What one `run` does (every step bounded by a SIGALRM watchdog of <= 60 s):
   1. start the controller (if any) on a free 127.0.0.1 TCP port, wait until it LISTENs;
   2. build the Mininet network (OVSSwitch datapath='user', protocols=OpenFlow13, switches
-     pbs1..pbsN so other users' bridges are never touched), `ethtool -K <intf> tx off` in
+     <prefix>1..N with a random prefix per run, so no other bridge is ever touched), `ethtool -K <intf> tx off` in
      every host (TCP through the userspace datapath needs it);
   3. t0 = net.start(); wait until every bridge holds >= 1 flow; then full pingall rounds
      until one has 0 % loss -> converge_s = t0 to the end of that round;
@@ -35,6 +35,7 @@ import contextlib
 import datetime
 import json
 import os
+import random
 import re
 import signal
 import statistics
@@ -48,7 +49,9 @@ from peers_ctl import (CONTROLLERS, RESULTS, RUNS, Ctx, SwitchInfo, check_ready,
                        cmd_setup, free_port, log)
 import peers_table  # noqa: E402
 
-SW_PREFIX = 'pbs'            # switch names pbs1..pbsN (unique, so other users' s1.. are untouched)
+# switch names <prefix>1..<prefix>N, a prefix per run (each `run` is its own process): 'pb' and
+# three random letters, so no other user's bridge (and no other run's) is ever touched
+SW_PREFIX = 'pb' + ''.join(random.choice('abcdefghjkmnpqrstuvwxyz') for _ in range(3))
 STEP_LIMIT = 60              # hard per-step watchdog (seconds)
 # one harness at a time (fixed pbs* names); the same file as the reference harness's
 RUN_LOCK = os.path.join('/run/lock' if os.path.isdir('/run/lock') else '/tmp', 'opendvs-peers.lock')
@@ -387,7 +390,7 @@ def port_rx(sw, port):
 # --------------------------------------------------------------------------- one run
 
 def preflight(log_lines):
-    """Remove leftovers of an earlier crashed run of THIS harness (names pbs*) only."""
+    """Remove leftovers with this run's own prefix only (normally none)."""
     for br in sh(['ovs-vsctl', 'list-br'], timeout=10).split():
         if re.fullmatch(SW_PREFIX + r'\d+', br):
             log_lines.append('preflight: deleting leftover bridge %s' % br)
