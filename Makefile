@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 PYTEST  := $(PY) -m pytest
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup demo test test-ryu unit ovs integration bench
+.PHONY: setup demo test test-ryu unit ovs integration bench bench-peers-setup bench-peers
 
 setup:
 	@bash scripts/setup.sh
@@ -42,3 +42,14 @@ bench: setup
 	$(PY) bench/trace.py
 	$(PY) bench/migration.py
 	$(PY) bench/push.py --osken
+	@$(MAKE) --no-print-directory bench-peers
+
+# Issue 11 part 7: opendvs side by side with OVS NORMAL, Ryu 4.34 and Faucet 1.10.12 on the same
+# Mininet topologies, one run (bench/results/peers.json, the table in bench/README.md).  The peers
+# live in their own virtualenvs, bench/.venv-ryu (scripts/setup_ryu.sh) and bench/.venv-faucet.
+# Takes the lab lock itself: do not run `make bench` under flock /tmp/opendvs-lab.lock.
+bench-peers-setup: setup
+	$(PY) bench/peers.py setup
+
+bench-peers: bench-peers-setup
+	flock /tmp/opendvs-lab.lock $(PY) bench/peers.py suite
