@@ -192,7 +192,9 @@ def test_a_move_the_trunk_cannot_carry_is_refused_and_the_vm_stays(env):
     lab, ctl, ask = env
     with pytest.raises(LabError, match="hv4's trunk does not carry VLAN 10 of network move/web"):
         lab.move_vm('web1', 'hv4', ask=ask)
-    assert lab.vms['web1'].hypervisor == 'hv1' and lab.ping('web2', 'web1')
+    # (asked from cli, routed: web2 on hv2 kept pinging web1 while web1 lived there, the case an
+    # OVS 3.1.0 datapath bug can leave blackholed, see tests/ovs/test_stale_megaflow.py)
+    assert lab.vms['web1'].hypervisor == 'hv1' and lab.ping('cli', 'web1')
     # a port claiming web1 appears on hv4 anyway: it is never activated, even by a GARP
     lab.vsctl('hv4', 'add-port', 'br-int', 'stray0', '--', 'set', 'interface', 'stray0', 'type=internal',
               'external_ids:iface-id=move/web1/nic0', 'external_ids:attached-mac="02:00:47:00:00:01"')
@@ -208,7 +210,7 @@ def test_a_move_the_trunk_cannot_carry_is_refused_and_the_vm_stays(env):
         assert rc == 0, out
         wait_until(lambda: re.search(drop, lab.ofctl('hv4', 'dump-flows', 'table=0')).group(1) != '0', 5,
                    what='the GARP dropped by the refused port')
-        assert workload(ctl, 'web1')['hypervisor'] == 'hv1' and lab.ping('web2', 'web1')
+        assert workload(ctl, 'web1')['hypervisor'] == 'hv1' and lab.ping('cli', 'web1')
         assert not [e for e in events(ctl) if e['event'] == 'activate' and e['hypervisor'] == 'hv4'
                     and e['iface_id'] == 'move/web1/nic0']
     finally:
