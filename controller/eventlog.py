@@ -52,6 +52,7 @@ class EventLog:
         self.recent: collections.deque = collections.deque(maxlen=RECENT)
         self._log = None
         if state_dir:
+            Path(state_dir).mkdir(parents=True, exist_ok=True)     # ryu-manager starts us before anyone made it
             # a logger of our own: it must not reach the root logger's handlers
             self._log = logging.getLogger(f'opendvs.events.{id(self):x}')
             self._log.propagate = False

@@ -31,3 +31,11 @@ def test_without_a_state_dir_events_stay_in_memory():
     log = EventLog(None)
     assert log.record('unbind', hypervisor='hv2', iface_id='x', port=1)['seq'] == 1
     assert len(log.since()) == 1
+
+
+def test_a_state_dir_not_made_yet_is_made(tmp_path):
+    """ryu-manager builds the controller before anything created its state dir."""
+    log = EventLog(str(tmp_path / 'not' / 'yet'))
+    log.record('bind', hypervisor='hv1', iface_id='x', port=1)
+    log.close()
+    assert (tmp_path / 'not' / 'yet' / eventlog.FILE).exists()
