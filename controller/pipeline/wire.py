@@ -304,17 +304,21 @@ class Encoder:
             object.__setattr__(flow, '_wire', got)           # (a frozen Flow: its cache slot)
         return got
 
-    def flow_mod(self, flow: Flow, command: int, cookie: int, xid: int) -> bytes:
-        """One OFPT_FLOW_MOD; deletes carry the match only (OVS ignores instructions there)."""
+    def _pieces(self, flow: Flow, command: int) -> tuple:
+        """(table id, flags, match bytes, instruction bytes) of a flow-mod; deletes carry the
+        match only (OVS ignores instructions there)."""
         got = flow._wire
         if command == OFPFC_DELETE_STRICT or command == OFPFC_DELETE:
             if got is None:
                 got = self.parts(flow, False)
-            tid, flags, m, inst = got[0], got[1], got[2], b''
-        else:
-            if got is None or got[3] is None:
-                got = self.parts(flow)
-            tid, flags, m, inst = got
+            return got[0], got[1], got[2], b''
+        if got is None or got[3] is None:
+            got = self.parts(flow)
+        return got
+
+    def flow_mod(self, flow: Flow, command: int, cookie: int, xid: int) -> bytes:
+        """One OFPT_FLOW_MOD; deletes carry the match only (OVS ignores instructions there)."""
+        tid, flags, m, inst = self._pieces(flow, command)
         return self._flow_mod.pack(
             self.version, OFPT_FLOW_MOD, 48 + len(m) + len(inst), xid, cookie, 0, tid, command,
             flow.idle_timeout, flow.hard_timeout, flow.priority, NO_BUFFER, OFPP_ANY, OFPG_ANY, flags, 0) + m + inst
@@ -322,15 +326,7 @@ class Encoder:
     def bundle_add(self, flow: Flow, command: int, cookie: int, xid: int, bundle_id: int,
                    bundle_flags: int) -> bytes:
         """One OFPT_BUNDLE_ADD_MESSAGE carrying the flow-mod (its xid is the outer one)."""
-        got = flow._wire
-        if command == OFPFC_DELETE_STRICT or command == OFPFC_DELETE:
-            if got is None:
-                got = self.parts(flow, False)
-            tid, flags, m, inst = got[0], got[1], got[2], b''
-        else:
-            if got is None or got[3] is None:
-                got = self.parts(flow)
-            tid, flags, m, inst = got
+        tid, flags, m, inst = self._pieces(flow, command)
         n = 48 + len(m) + len(inst)
         return self._bundled.pack(
             self.version, OFPT_BUNDLE_ADD_MESSAGE, 16 + n, xid, bundle_id, 0, bundle_flags,
