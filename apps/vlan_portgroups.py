@@ -216,10 +216,12 @@ def compile_unit(policy, inv: Inventory, dpid: int, iface_id: str, ctx: Context)
         return set()
     flows = {Flow.make('l2_lookup', P_KNOWN, {'vlan_vid': vid(vlan), 'eth_dst': mac},
                        [('set_field', R.OUT_PORT, out)], goto='acl_out', cookie=nic_cookie(APP, K_DST, bound))}
-    if hv_dpid == dpid:
-        # the nic's own source is known: no packet-in, no learning for it
-        flows.add(Flow.make('learn', P_KNOWN, {'in_port': ofport, 'vlan_vid': vid(vlan), 'eth_src': mac},
-                            goto='arp_rsp', cookie=nic_cookie(APP, K_SRC, bound)))
+    # The nic's source is known where its frames come in (its own port, or the port toward
+    # it: the same tree carries both ways): never copied to the controller, never learned.
+    # Learning it would only add two entries the one above already covers, and re-learn
+    # them after every reconnect or restart.
+    flows.add(Flow.make('learn', P_KNOWN, {'in_port': out, 'vlan_vid': vid(vlan), 'eth_src': mac},
+                        goto='arp_rsp', cookie=nic_cookie(APP, K_SRC, bound)))
     return flows
 
 

@@ -146,12 +146,7 @@ class Reconciler:
                 self._installed[conn.dpid] = self._settle(conn.dpid, want)
                 if in_sync:
                     self._sync.add(conn.dpid)
-        if d and LOG.isEnabledFor(logging.DEBUG):
-            for f in d.delete:
-                LOG.debug('switch %016x: - %s', conn.dpid, f)
-            for f in d.add:
-                LOG.debug('switch %016x: + %s%s', conn.dpid, f,
-                          '\n    (replacing %s)' % have[f.key] if f.key in have else '')
+        _log_flows(conn.dpid, d, have)
         return d
 
     @metrics.timed_converge
@@ -169,6 +164,7 @@ class Reconciler:
             delete = _sorted([f for f in removed if f.key in have and wanted(f.key) is None])
         d = Diff(delete, add)
         self._send(conn, d, before_apply)
+        _log_flows(conn.dpid, d, have)
         with self._lock:
             have = self._installed.get(conn.dpid)
             if have is not None:
@@ -213,3 +209,14 @@ class Reconciler:
         with self._lock:
             self._installed.pop(dpid, None)
             self._sync.discard(dpid)
+
+
+def _log_flows(dpid: int, d: Diff, had: dict) -> None:
+    """At DEBUG, every flow a converge sent (what replaced what, too)."""
+    if not d or not LOG.isEnabledFor(logging.DEBUG):
+        return
+    for f in d.delete:
+        LOG.debug('switch %016x: - %s', dpid, f)
+    for f in d.add:
+        LOG.debug('switch %016x: + %s%s', dpid, f,
+                  '\n    (replacing %s)' % had[f.key] if f.key in had else '')

@@ -188,8 +188,9 @@ def test_on_another_hypervisor_with_a_vm_on_its_vlan_the_mac_goes_out_of_the_upl
     bind(inv, sw['hv2'], HV_VM3, 'acme/web2/nic0', MAC_WEB2)              # hv2 now has a VLAN 10 VM
     flows = desired(policy, inv, sw['hv2'])
     entries = known(flows, MAC_WEB1)
-    assert set(entries) == {'l2_lookup'}                                    # not its source here
     assert entries['l2_lookup'].match_dict() == {'vlan_vid': vid(10), 'eth_dst': MAC_WEB1}
+    # its source is known on the uplink too: never copied to the controller, never learned
+    assert entries['learn'].match_dict() == {'in_port': HV_UPLINK, 'vlan_vid': vid(10), 'eth_src': MAC_WEB1}
     assert_reaches(flows, entries['l2_lookup'], HV_UPLINK, 10, [('output', HV_UPLINK)])
     assert entries['l2_lookup'].priority == 150
 
@@ -220,8 +221,9 @@ def test_on_its_leaf_the_mac_goes_out_of_the_hypervisor_port_elsewhere_toward_th
         for dpid, port in expect[mac].items():
             flows = desired(policy, inv, dpid)
             entries = known(flows, mac)
-            assert set(entries) == {'l2_lookup'}, (hex(dpid), mac)
             assert entries['l2_lookup'].match_dict() == {'vlan_vid': vid(vlan), 'eth_dst': mac}
+            # frames from it come in where frames to it go out: a known source, not learned
+            assert entries['learn'].match_dict() == {'in_port': port, 'vlan_vid': vid(vlan), 'eth_src': mac}
             assert_reaches(flows, entries['l2_lookup'], port, vlan, [('output', port)])   # tagged
 
 
@@ -486,7 +488,7 @@ def test_a_nic_bound_on_two_hypervisors_is_reached_where_it_was_until_it_leaves(
         flows = desired(policy, inv, sw[name])
         entries = known(flows, MAC_WEB1)
         assert entries['l2_lookup'].actions == (('set_field', R.OUT_PORT, port),), name
-        assert ('learn' in entries) == (name == 'hv1'), name                  # its known source: hv1 only
+        assert entries['learn'].match_dict()['in_port'] == port, name          # its source, from there
     unbind(inv, sw['hv1'], HV_VM2)                                           # it left hv1
     assert inv.locations['acme/web1/nic0'] == (sw['hv3'], HV_VM3)
     for name, port in (('hv3', HV_VM3), ('leaf1', ends[('leaf1', 'spine1')].port), ('leaf2', 5)):
