@@ -145,6 +145,13 @@ def total(samples: dict, name: str, **labels) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
+def counted(count: int, interval: float) -> list[str]:
+    """ping options for a loss count: COUNT probes every INTERVAL s, and a deadline (-w)
+    rather than -W: with -W, ping waits only twice the longest RTT after its last probe,
+    so a reply that is a few ms late (an upcall while flows change) counted as lost."""
+    return ['-i', str(interval), '-c', str(count), '-w', str(int(count * interval * 1.5) + 10)]
+
+
 def ping_counts(out: str) -> tuple[int, int]:
     """(sent, received) from a finished ping's summary line."""
     m = re.search(r'(\d+) packets transmitted, (\d+) received', out)

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from mininet_topos import Lab
-from tests.support import ROOT, ControllerProcess, free_port, wait_until
+from tests.support import ROOT, ControllerProcess, counted, free_port, wait_until
 
 TENANTS = [str(ROOT / 'examples' / 'tenants' / 'acme.yaml'), str(ROOT / 'examples' / 'tenants' / 'globex.yaml')]
 STORM = ROOT / 'tests' / 'tools' / 'storm.py'
@@ -55,7 +55,7 @@ def env(tmp_path_factory):
 
 def probe(lab, a, b, seconds: float) -> subprocess.Popen:
     count = int(seconds / INTERVAL)
-    return lab.popen(a, ['ping', '-D', '-n', '-i', str(INTERVAL), '-c', str(count), '-W', '1', lab.vms[b].ip],
+    return lab.popen(a, ['ping', '-D', '-n', *counted(count, INTERVAL), lab.vms[b].ip],
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

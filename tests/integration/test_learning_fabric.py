@@ -12,7 +12,8 @@ import pytest
 
 from mininet_topos import Lab
 from controller.pipeline.tables import table_id
-from tests.support import ROOT, ControllerProcess, answered, dump_flows, flow_key, free_port, ping_counts, wait_until
+from tests.support import (ROOT, ControllerProcess, answered, counted, dump_flows,
+                           flow_key, free_port, ping_counts, wait_until)
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
 PHYSICAL = ('spine1', 'spine2', 'leaf1', 'leaf2')
@@ -109,7 +110,7 @@ def test_tcp_between_vms_on_different_leaves(env):
 
 def _continuous_ping(lab, src, dst, count, interval=0.1):
     ip = lab.vms[dst].ip.split('/')[0]
-    return lab.popen(src, ['ping', '-i', str(interval), '-c', str(count), '-W', '1', ip],
+    return lab.popen(src, ['ping', *counted(count, interval), ip],
                      stdout=subprocess.PIPE, text=True)
 
 

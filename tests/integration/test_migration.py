@@ -16,7 +16,7 @@ from mininet_topos import Lab
 from mininet_topos.errors import LabError
 from mininet_topos.lab import _garp
 from mininet_topos.placement import controller_check
-from tests.support import ControllerProcess, fabric_without_vlan, free_port, ping_counts, wait_until
+from tests.support import ControllerProcess, counted, fabric_without_vlan, free_port, ping_counts, wait_until
 
 TENANT = '''tenant: move
 networks:
@@ -106,7 +106,7 @@ def move_under_traffic(lab, ask, client, vm, hv, tcp_port) -> dict:
         wait_until(lambda: ':%d ' % tcp_port in lab.exec(vm, 'ss -ltn')[1], 5, what='%s listens' % vm)
         tcp = lab.popen(client, ['python3', '-c', CLIENT, ip, str(tcp_port), '6'],
                         stdout=-1, stderr=-2)
-        pinger = lab.popen(client, ['ping', '-n', '-q', '-i', '0.01', '-c', '400', '-W', '1', ip],
+        pinger = lab.popen(client, ['ping', '-n', '-q', *counted(400, 0.01), ip],
                            stdout=-1, stderr=-2)
         time.sleep(1)            # noqa: the traffic must be flowing before the move: 1 s of it
         lab.move_vm(vm, hv, ask=ask)

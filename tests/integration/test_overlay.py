@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mininet_topos import Lab
-from tests.support import ROOT, ControllerProcess, answered, free_port, wait_until
+from tests.support import ROOT, ControllerProcess, answered, counted, free_port, wait_until
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
 INITECH = '''tenant: initech
@@ -180,7 +180,7 @@ def test_half_a_gigabyte_crosses_racks_intact(env):
 
 def test_a_spine_cable_cut_keeps_the_overlay_up(env):
     lab, _, _ = env
-    pinger = lab.popen('a1', ['ping', '-i', '0.1', '-c', '100', '-W', '1', lab.vms['a3'].ip],
+    pinger = lab.popen('a1', ['ping', *counted(100, 0.1), lab.vms['a3'].ip],
                        stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1)
@@ -217,7 +217,7 @@ def tenant_flows(lab, ctl, tenant):
 
 def test_adding_a_tenant_whose_vni_sorts_first_touches_no_flow_of_another(env):
     lab, ctl, work = env
-    pinger = lab.popen('a1', ['ping', '-i', '0.05', '-c', '60', '-W', '1', lab.vms['a3'].ip],
+    pinger = lab.popen('a1', ['ping', *counted(60, 0.05), lab.vms['a3'].ip],
                        stdout=subprocess.PIPE, text=True)
     try:
         before = tenant_flows(lab, ctl, 'initech')
@@ -238,13 +238,13 @@ def test_adding_a_tenant_whose_vni_sorts_first_touches_no_flow_of_another(env):
         assert during[k][0] >= age and after[k][0] >= age, 'flow %s was replaced' % (k,)
     moved = [k for k in before if after[k][1] > before[k][1]]
     assert moved, 'the counters of the ping path kept counting'
-    assert len(answered(out)) == 60, out
+    assert set(range(1, 61)) <= answered(out), out
 
 
 def test_ten_controller_restarts_lose_no_overlay_packet_across_racks(env):
     lab, ctl, _ = env
     # a1 (hv1, rack 1) -> a3 (hv3, rack 2): the path depends on both hypervisors' bindings
-    pinger = lab.popen('a1', ['ping', '-i', '0.01', '-c', '3000', '-W', '1', lab.vms['a3'].ip],
+    pinger = lab.popen('a1', ['ping', *counted(3000, 0.01), lab.vms['a3'].ip],
                        stdout=subprocess.PIPE, text=True)
     try:
         for _ in range(10):
@@ -258,5 +258,5 @@ def test_ten_controller_restarts_lose_no_overlay_packet_across_racks(env):
         if pinger.poll() is None:
             pinger.kill()
     got = answered(out)
-    assert len(got) == 3000, 'lost icmp_seq %s' % sorted(set(range(1, 3001)) - got)[:20]
+    assert set(range(1, 3001)) <= got, 'lost icmp_seq %s' % sorted(set(range(1, 3001)) - got)[:20]
     assert lab.ping('a1', 'a2') and not lab.ping('a1', 'o4', timeout=0.5)

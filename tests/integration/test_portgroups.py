@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from mininet_topos import Lab
-from tests.support import ROOT, ControllerProcess, dump_flows, free_port, ping_counts, wait_until
+from tests.support import ROOT, ControllerProcess, counted, dump_flows, free_port, ping_counts, wait_until
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
 TENANTS = [str(ROOT / 'examples' / 'tenants' / 'acme.yaml'), str(ROOT / 'examples' / 'tenants' / 'globex.yaml')]
@@ -271,7 +271,7 @@ def test_show_workloads_says_where_each_nic_is_bound(env):
 
 
 def _pinger(lab, src, dst, count, interval):
-    return lab.popen(src, ['ping', '-i', str(interval), '-c', str(count), '-W', '1', lab.vms[dst].ip],
+    return lab.popen(src, ['ping', *counted(count, interval), lab.vms[dst].ip],
                      stdout=subprocess.PIPE, text=True)
 
 

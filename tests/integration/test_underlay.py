@@ -11,7 +11,7 @@ import pytest
 from apps.underlay_routing import ROUTER_MAC
 from mininet_topos import Lab
 from controller.pipeline.tables import table_id
-from tests.support import ROOT, ControllerProcess, answered, dump_flows, free_port, wait_until
+from tests.support import ROOT, ControllerProcess, answered, counted, dump_flows, free_port, wait_until
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
 
@@ -74,7 +74,7 @@ def test_each_leaf_spreads_other_racks_over_both_spines(env):
 
 def test_a_spine_cable_cut_keeps_the_racks_connected(env):
     lab, _ = env
-    pinger = lab.popen('hv1', ['ping', '-i', '0.1', '-c', '100', '-W', '1', vtep(lab, 'hv3')],
+    pinger = lab.popen('hv1', ['ping', *counted(100, 0.1), vtep(lab, 'hv3')],
                        stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1)

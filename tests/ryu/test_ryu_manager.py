@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mininet_topos import Lab
-from tests.support import ROOT, ControllerProcess, free_port, ping_counts, wait_until
+from tests.support import ROOT, ControllerProcess, counted, free_port, ping_counts, wait_until
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
 TENANTS = sorted(str(p) for p in (ROOT / 'examples' / 'tenants').glob('*.yaml'))   # acme, globex, initech
@@ -111,7 +111,7 @@ def test_overlay_and_port_groups_never_meet(env, src, dst, subnet):
 
 def test_kill9_and_restart_of_ryu_manager_loses_no_ping(env):
     lab, ctl = env
-    pingers = [lab.popen(a, ['ping', '-i', '0.1', '-c', '100', '-W', '1', lab.vms[b].ip],
+    pingers = [lab.popen(a, ['ping', *counted(100, 0.1), lab.vms[b].ip],
                          stdout=subprocess.PIPE, text=True) for a, b in (PORT_GROUP, OVERLAY)]
     try:
         time.sleep(1)                  # the pings are flowing when the controller dies
