@@ -1,7 +1,12 @@
 """Fabric topology: LLDP link discovery between physical switches and the loop-free flood tree.
 
 The fabric file says which switches are cabled together; LLDP says which *ports* those
-cables are on and whether they are up.  Only links both declared and seen carry traffic.
+cables are on and whether they are up.  Only links both declared and seen carry traffic --
+unless the file names a cable's ports (`[spine1:1, leaf1:3]`, like Faucet's stack ports):
+such a cable carries traffic as soon as both ports are up, and LLDP only verifies it (a
+different neighbour on either port voids it).  A switch all of whose cables are named, with
+no hypervisor on it, opens its other ports as edge ports at once instead of after the
+discovery window.
 The flood tree is a BFS from the lowest connected dpid, so a 2-spine x 2-leaf mesh floods
 without loops; when a link goes down the tree is recomputed from what is left.
 """
@@ -78,6 +83,33 @@ def declared_pairs(fabric) -> set[frozenset[int]]:
     return {frozenset((fabric.switches[a].dpid, fabric.switches[b].dpid)) for a, b in fabric.links}
 
 
+def declared_ends(fabric) -> dict[LinkEnd, LinkEnd]:
+    """The cables whose ports the fabric names: each end -> the other end (both directions)."""
+    out = {}
+    for (a, b), (pa, pb) in fabric.link_ports.items():
+        ea, eb = LinkEnd(fabric.switches[a].dpid, pa), LinkEnd(fabric.switches[b].dpid, pb)
+        out[ea], out[eb] = eb, ea
+    return out
+
+
+def open_at_once(fabric) -> frozenset[int]:
+    """Physical switches whose ports need no discovery window: every cable of theirs is named
+    (or the fabric is that one switch) and no hypervisor hangs off them (a hypervisor's leaf
+    port is known only from its LLDP)."""
+    leaves = {h.leaf for h in fabric.hypervisors.values()}
+    out = set()
+    for name, sw in fabric.switches.items():
+        mine = [link for link in fabric.links if name in link]
+        if name not in leaves and (mine or len(fabric.switches) == 1) and all(l in fabric.link_ports for l in mine):
+            out.add(sw.dpid)
+    return frozenset(out)
+
+
+def use_fabric(fabric, inv: Inventory) -> None:
+    """Give the inventory the fabric's named cables (at start, and when the fabric changes)."""
+    inv.declared, inv.open_at_once = declared_ends(fabric), open_at_once(fabric)
+
+
 def link_seen(fabric, inv: Inventory, rx: LinkEnd, tx: LinkEnd, now: float | None = None) -> bool:
     """Record an LLDP frame received on rx from tx.  True if port roles changed."""
     now = time.monotonic() if now is None else now
@@ -126,22 +158,53 @@ def classify_ports(fabric, inv: Inventory, now: float) -> bool:
 
 
 def _role(pairs, inv, dpid, port, now):
-    if port.up and LinkEnd(dpid, port.no) in inv.hv_ports:
+    end = LinkEnd(dpid, port.no)
+    if port.up and end in inv.hv_ports:
         return HYPERVISOR           # a hypervisor's controller session may drop: its cable has not
-    link = inv.links.get(LinkEnd(dpid, port.no))
+    link, named = inv.links.get(end), inv.declared.get(end)
     if link is not None:
+        if named is not None and link[0] != named:
+            return UNDECLARED       # cabled elsewhere than the fabric file says
         return FABRIC if frozenset((dpid, link[0].dpid)) in pairs else UNDECLARED
+    if named is not None and port.up and _verified_or_silent(inv, named, end):
+        return FABRIC               # a named cable: traffic at once, LLDP verifies it
     if port.role in (FABRIC, UNDECLARED):
         return PENDING              # a link vanished: wait before flooding onto it again
-    if port.role == PENDING and port.up and now - port.since >= DISCOVERY_WINDOW:
+    if port.role == PENDING and port.up and (dpid in inv.open_at_once or now - port.since >= DISCOVERY_WINDOW):
         return EDGE
     return port.role if port.up else PENDING
 
 
+def _verified_or_silent(inv, end: LinkEnd, other: LinkEnd) -> bool:
+    """LLDP heard on `end` names `other`, or nothing is heard there yet."""
+    link = inv.links.get(end)
+    return link is None or link[0] == other
+
+
+def _fabric_port(inv, end: LinkEnd) -> bool:
+    sw = inv.switches.get(end.dpid)
+    p = sw.ports.get(end.port) if sw else None
+    return p is not None and p.role == FABRIC
+
+
+def links(inv: Inventory) -> dict[LinkEnd, LinkEnd]:
+    """rx end -> tx end of every cable in use: those LLDP sees, and the named ones whose
+    port has the fabric role (up, and LLDP does not contradict the file)."""
+    out = {rx: tx for rx, (tx, _) in inv.links.items()}
+    for a, b in inv.declared.items():
+        if a not in out and _fabric_port(inv, a):
+            out[a] = b
+    return out
+
+
 def peer(inv: Inventory, dpid: int, port: int) -> LinkEnd | None:
-    """Who LLDP says is at the other end of (dpid, port)."""
-    link = inv.links.get(LinkEnd(dpid, port))
-    return link[0] if link else None
+    """Who is at the other end of (dpid, port): LLDP says, or the fabric file names it."""
+    end = LinkEnd(dpid, port)
+    link = inv.links.get(end)
+    if link is not None:
+        return link[0]
+    named = inv.declared.get(end)
+    return named if named is not None and _fabric_port(inv, end) else None
 
 
 def hypervisor_ports(inv: Inventory) -> dict[int, LinkEnd]:
@@ -177,7 +240,7 @@ def toward(inv: Inventory, tree: set[LinkEnd], target: int) -> dict[int, int]:
 def flood_tree(inv: Inventory) -> set[LinkEnd]:
     """The ports of physical switches that are on the flood tree (fabric links only)."""
     adj: dict[int, list[tuple[int, int, int]]] = {}
-    for rx, (tx, _) in inv.links.items():
+    for rx, tx in links(inv).items():
         a, b = inv.switches.get(rx.dpid), inv.switches.get(tx.dpid)
         if a is None or b is None or a.ports.get(rx.port) is None or b.ports.get(tx.port) is None:
             continue

@@ -116,6 +116,6 @@ def next_hops(inv: Inventory, dpid: int, leaf: int) -> list[int]:
     direct = sorted(no for no, end in links.items() if end is not None and end.dpid == leaf)
     if direct:
         return direct
-    reach = {rx.dpid for rx, (tx, _) in inv.links.items() if tx.dpid == leaf} | \
-            {tx.dpid for rx, (tx, _) in inv.links.items() if rx.dpid == leaf}
+    cables = topology.links(inv).items()
+    reach = {rx.dpid for rx, tx in cables if tx.dpid == leaf} | {tx.dpid for rx, tx in cables if rx.dpid == leaf}
     return sorted(no for no, end in links.items() if end is not None and end.dpid in reach)

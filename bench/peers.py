@@ -417,7 +417,8 @@ def run_one(a):
     switches = [SwitchInfo(s, int(topo.nodeInfo(s)['dpid'], 16), sorted(topo.ports.get(s, {})))
                 for s in topo.switches()]
     sw_set = set(topo.switches())
-    links = [(x, y) for x, y in topo.links() if x in sw_set and y in sw_set]
+    links = [(x, y, info['port1'], info['port2']) for x, y, info in topo.links(withInfo=True)
+             if x in sw_set and y in sw_set]
     ctx = Ctx(workdir=workdir, switches=switches, log_path=os.path.join(workdir, 'controller.log'),
               links=links)
     sw_names = [s.name for s in switches]

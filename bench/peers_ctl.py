@@ -74,7 +74,8 @@ class Ctx:
     workdir: str
     switches: List[SwitchInfo]
     log_path: str = ''
-    links: List[Tuple[str, str]] = field(default_factory=list)   # switch-switch links (names)
+    # switch-switch links: (name, name) or (name, name, port, port)
+    links: List[Tuple] = field(default_factory=list)
     extra: Dict = field(default_factory=dict)   # launcher-private state (e.g. metrics port)
 
 
@@ -193,15 +194,24 @@ def launch_faucet(port, ctx, vlan_extra=None, port_extra=None):
 # -- D: opendvs, this checkout ----------------------------------------------------------
 def fabric_yaml(port, ctx):
     """The topology as an opendvs fabric: every switch with its dpid, every switch-switch
-    link, no hypervisors (the Mininet hosts are plain hosts on the switches' edge ports)."""
+    link (with its ports when the topology knows them: named cables carry traffic without
+    waiting for discovery, as Faucet takes every port at once), no hypervisors (the Mininet
+    hosts are plain hosts on the switches' edge ports)."""
     lines = ['controller:', '  openflow: "tcp:127.0.0.1:%d"' % port, 'switches:']
     lines += ['  %s: {dpid: 0x%x}' % (sw.name, sw.dpid) for sw in ctx.switches]
     if ctx.links:
-        lines += ['links:'] + ['  - [%s, %s]' % ab for ab in ctx.links]
+        lines += ['links:'] + ['  - [%s]' % ', '.join(_ends(link)) for link in ctx.links]
     else:
         lines += ['links: []']
     lines += ['hypervisors: {}']
     return '\n'.join(lines) + '\n'
+
+
+def _ends(link) -> list[str]:
+    """(a, b) -> ['a', 'b']; (a, b, port a, port b) -> ['a:port', 'b:port']."""
+    if len(link) == 4:
+        return ['%s:%d' % (link[0], link[2]), '%s:%d' % (link[1], link[3])]
+    return list(link)
 
 
 def launch_opendvs(port, ctx):

@@ -92,6 +92,7 @@ class Controller:
         self._started = time.monotonic()
         self._whole_picture = False
         self.inv = Inventory()
+        topology.use_fabric(self.policy.fabric, self.inv)
         self.rec = Reconciler()
         self.lock = threading.RLock()
         self._wake = threading.Condition(self.lock)
@@ -473,8 +474,13 @@ class Controller:
                 return {names[d]: reconciler.diff(want[d], self.rec.installed(d) or set()) for d in names}
             candidate = candidate.with_ids(idstore.bind(self.ids, candidate))
             self.ids.save()
+            old_fabric = self.policy.fabric
             self.policy = candidate
             self.inv.relocate(self._refuse)      # a network's VLAN may have changed: who may be where
+            if candidate.fabric.link_ports != old_fabric.link_ports:     # named cables changed
+                topology.use_fabric(candidate.fabric, self.inv)
+                if topology.classify_ports(candidate.fabric, self.inv, time.monotonic()):
+                    self._topology_changed()
             self._diffs = {id(candidate): {}}
             for d in self.inv.switches:
                 self._invalidate(d)
@@ -567,6 +573,12 @@ class Controller:
             return False
         with self.lock:
             learning_switch.adopt(self.inv, dpid, installed)
+            if not installed and dpid in self.inv.open_at_once:
+                # an empty switch (new, or its OVS restarted) whose every cable the fabric file
+                # names: nothing to keep, and no discovery to wait for -- program it now.  (One
+                # with unnamed cables settles first: programmed while LLDP still rediscovers
+                # them, it would install flows only to replace them a moment later.)
+                self._settle_until[dpid] = 0
         return True
 
     def _converge_batch(self, batch, send_lldp=False) -> None:

@@ -334,14 +334,19 @@ def _switches(fabric, prefix, port) -> dict[str, SwitchPlan]:
 
 def _links(fabric, prefix) -> tuple[LinkPlan, ...]:
     # OpenFlow port numbers are handed out per switch in fabric order: cables first, then
-    # uplinks, so the same fabric file always gives the same port numbers.
+    # uplinks, so the same fabric file always gives the same port numbers.  A cable whose
+    # ports the file names is cabled on those; the others skip them.
     next_port = {name: 1 for name in fabric.switches}
+    named = {(sw, no) for (a, b), ports in fabric.link_ports.items() for sw, no in zip((a, b), ports)}
 
     def take(sw):
+        while (sw, next_port[sw]) in named:
+            next_port[sw] += 1
         next_port[sw] += 1
         return next_port[sw] - 1
 
-    links = [LinkPlan('fabric', a, b, f'{prefix}l{i}a', f'{prefix}l{i}b', take(a), take(b))
+    links = [LinkPlan('fabric', a, b, f'{prefix}l{i}a', f'{prefix}l{i}b',
+                      *(fabric.link_ports.get((a, b)) or (take(a), take(b))))
              for i, (a, b) in enumerate(fabric.links)]
     for k, hv in enumerate(fabric.hypervisors.values(), start=1):
         for j in range(hv.uplinks):

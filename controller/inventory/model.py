@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 
 # Port roles.  Physical switch ports start 'pending' (no traffic in or out) until LLDP
 # shows a fabric link behind them or the discovery window passes without one ('edge'):
@@ -81,6 +82,11 @@ class Inventory:
     # (iface-id, hypervisor dpid) -> why that binding can never become the nic's location (a VLAN
     # nic bound on a hypervisor whose trunk lacks the VLAN), from the core's check (relocate)
     refused_places: dict[tuple[str, int], str] = dataclasses.field(default_factory=dict)
+    # cables the fabric file names the ports of, both directions (apps/topology.declared_ends),
+    # and the physical switches whose other ports are edge ports from the start (open_at_once):
+    # set from the fabric, replaced (never edited) when it changes
+    declared: Mapping[LinkEnd, LinkEnd] = dataclasses.field(default_factory=dict)
+    open_at_once: frozenset[int] = frozenset()
 
     def bind(self, dpid: int, bindings: dict[int, Binding], claims=frozenset(), refuse=None) -> set[str]:
         """A hypervisor's bound interfaces, as its OVSDB now says; the iface-ids that moved.
@@ -154,7 +160,8 @@ class Inventory:
             links=dict(self.links), macs={d: dict(m) for d, m in self.macs.items()},
             refused={d: set(r) for d, r in self.refused.items()}, hv_ports=dict(self.hv_ports),
             vtep_macs=dict(self.vtep_macs), bindings={d: dict(b) for d, b in self.bindings.items()},
-            locations=dict(self.locations), claims=dict(self.claims), refused_places=dict(self.refused_places))
+            locations=dict(self.locations), claims=dict(self.claims), refused_places=dict(self.refused_places),
+            declared=self.declared, open_at_once=self.open_at_once)
 
     def macs_on_port(self, dpid: int, port: int) -> list[tuple[int, str]]:
         return [k for k, p in self.macs.get(dpid, {}).items() if p == port]

@@ -48,7 +48,7 @@ def build_fabric(doc: YamlDoc) -> model.Fabric:
     gateway_mac = _gateway_mac(c, top)
     switches, dpids = _switches(c, top)
     hypervisors = _hypervisors(c, top, switches, dpids)
-    links = _links(c, top, switches)
+    links, link_ports = _links(c, top, switches)
     _check_dpids(c, dpids)
     c.raise_if_errors()
 
@@ -58,6 +58,7 @@ def build_fabric(doc: YamlDoc) -> model.Fabric:
     return model.Fabric(
         source=doc.file, controller=controller, underlay_mtu=mtu, native_vlan=native_vlan,
         learning=learning, switches=model.frozen_map(built), links=links,
+        link_ports=model.frozen_map(link_ports),
         hypervisors=model.frozen_map(hypervisors), gateway_mac=gateway_mac)
 
 
@@ -279,40 +280,67 @@ def _check_dpids(c, claims):
 
 # --- links -------------------------------------------------------------------------------------
 
-def _links(c, top, switches) -> tuple:
+MAX_PORT = 0xfffffeff                    # OpenFlow 1.3's highest physical port number
+
+
+def _links(c, top, switches) -> tuple[tuple, dict]:
+    """-> (links, ports): the cabled switch pairs, each sorted by name, and for the pairs
+    whose ends name their ports (`[spine1:1, leaf1:3]`), (port on a, port on b)."""
     path = ('links',)
     items = c.sequence(path, top.get('links'))
     hv_names = set(top['hypervisors']) if isinstance(top.get('hypervisors'), dict) else set()
-    seen = {}
+    seen, ports, used = {}, {}, {}
     for i, link in enumerate(items or ()):
         p = path + (i,)
         if not isinstance(link, list):
-            c.error(p, f'expected a pair [SWITCH, SWITCH], got {kind(link)}')
+            c.error(p, f'expected a pair [SWITCH, SWITCH] or [SWITCH:PORT, SWITCH:PORT], got {kind(link)}')
             continue
         if len(link) != 2:
             c.error(p, f'a link has exactly two ends [SWITCH, SWITCH], got {len(link)}')
             continue
-        ok = True
-        for j, end in enumerate(link):
-            if not isinstance(end, str):
-                c.error(p, f'expected a switch name, got {kind(end)}', at=p + (j,))
-            elif end in switches:
-                continue
-            elif end in hv_names:
-                c.error(p, f"{excerpt(end)} is a hypervisor; hypervisors attach to their leaf via `leaf:` "
-                           'under hypervisors, not via links', at=p + (j,))
-            else:
-                c.error(p, f"switch {excerpt(end)} is not defined in switches (known: {_known(switches)})", at=p + (j,))
-            ok = False
-        if not ok:
+        ends = [_link_end(c, p + (j,), end, switches, hv_names) for j, end in enumerate(link)]
+        if None in ends:
             continue
-        a, b = sorted(link)
+        (a, pa), (b, pb) = sorted(ends)
         if a == b:
             c.error(p, f"link from '{a}' to itself")
-        elif (a, b) in seen:
+            continue
+        if (pa is None) != (pb is None):
+            c.error(p, 'name the ports of both ends of a cable, or of neither')
+            continue
+        if (a, b) in seen:
             k = seen[(a, b)]
             line, col = c.doc.mark(path + (k,))
             c.error(p, f'duplicate link {a} -- {b} (same as links[{k}] at {line}:{col})')
-        else:
-            seen[(a, b)] = i
-    return tuple(seen)
+            continue
+        clash = next(((sw, no) for sw, no in ((a, pa), (b, pb)) if no is not None and (sw, no) in used), None)
+        if clash is not None:
+            line, col = c.doc.mark(path + (used[clash],))
+            c.error(p, f'port {clash[0]}:{clash[1]} is already cabled (links[{used[clash]}] at {line}:{col})')
+            continue
+        seen[(a, b)] = i
+        if pa is not None:
+            ports[(a, b)] = (pa, pb)
+            used[(a, pa)] = used[(b, pb)] = i
+    return tuple(seen), ports
+
+
+def _link_end(c, p, end, switches, hv_names):
+    """One end of a cable: 'SWITCH' or 'SWITCH:PORT' -> (switch, port or None), or None."""
+    if not isinstance(end, str):
+        c.error(p[:-1], f'expected a switch name, got {kind(end)}', at=p)
+        return None
+    name, sep, port = end.partition(':')
+    if name in hv_names:
+        c.error(p[:-1], f"{excerpt(name)} is a hypervisor; hypervisors attach to their leaf via `leaf:` "
+                        'under hypervisors, not via links', at=p)
+        return None
+    if name not in switches:
+        c.error(p[:-1], f"switch {excerpt(name)} is not defined in switches (known: {_known(switches)})", at=p)
+        return None
+    if not sep:
+        return name, None
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= MAX_PORT:
+        c.error(p[:-1], f'{excerpt(end)}: the port after the colon is an OpenFlow port number 1..{MAX_PORT}', at=p)
+        return None
+    return name, int(port)

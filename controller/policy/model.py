@@ -74,6 +74,9 @@ class Fabric:
     links: tuple[tuple[str, str], ...]           # physical switch pairs, each sorted by name
     hypervisors: Mapping[str, Hypervisor]
     gateway_mac: str = DEFAULT_GATEWAY_MAC      # the anycast gateway's MAC (apps/anycast_gateway.py)
+    # (a, b) of `links` -> (port on a, port on b), for the cables whose ports the file names:
+    # they carry traffic as soon as both ports are up; LLDP only verifies them (apps/topology.py)
+    link_ports: Mapping[tuple[str, str], tuple[int, int]] = dataclasses.field(default_factory=lambda: frozen_map({}))
 
     def switch_by_dpid(self, dpid: int):
         """The Switch or Hypervisor whose (br-int) datapath id is dpid, or None."""

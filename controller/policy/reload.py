@@ -2,8 +2,8 @@
 and whether it can be applied live.
 
 Applied live -- recompiled and converged as a diff, so only changed flows are touched:
-switches, hypervisors and links added, trunk VLANs, native VLAN, MTU, learning settings,
-rack subnets, VTEPs.  Refused, with the reason, leaving everything as it was:
+switches, hypervisors and links added, the ports of named cables, trunk VLANs, native VLAN,
+MTU, learning settings, rack subnets, VTEPs.  Refused, with the reason, leaving everything as it was:
 
 - a fabric file that does not validate;
 - controller.openflow / controller.api changed (listening sockets: restart to apply);

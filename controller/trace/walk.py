@@ -15,6 +15,7 @@ import dataclasses
 import ipaddress
 import subprocess
 
+from apps import topology
 from controller.inventory.model import TUNNEL, UPLINK, LinkEnd
 from controller.trace import ofproto
 
@@ -205,11 +206,11 @@ def _switch_port(view: View, hop: Hop, dpid: int, port, encap: dict, fields: dic
             return _uplink(view, hop, dpid, port.name, fields, runner)
         return End('left', sw.name, port.name, 'leaves %s by port %s (%s), bound to no nic'
                    % (sw.name, port.name, p.role if p else 'unknown to the controller'))
-    peer = view.inv.links.get(LinkEnd(dpid, no))
+    peer = topology.peer(view.inv, dpid, no)
     if peer is None:
         return End('left', sw.name, port.name, 'leaves the fabric at %s port %s (%s: no LLDP neighbour)'
                    % (sw.name, port.name, p.role if p else 'unknown port'))
-    return _enter(view, hop, peer[0], 'cable from %s port %s' % (sw.name, port.name), fields, runner)
+    return _enter(view, hop, peer, 'cable from %s port %s' % (sw.name, port.name), fields, runner)
 
 
 def _uplink(view: View, hop: Hop, hv: int, port: str, fields: dict, runner):

@@ -29,6 +29,14 @@ def test_fabric_for_the_tree_is_one_opendvs_loads(tmp_path):
     assert len(fabric.links) == 4
 
 
+def test_fabric_names_the_cables_ports_when_the_topology_knows_them(tmp_path):
+    ctx = tree_ctx(tmp_path)
+    ctx.links = [('pbs1', 'pbs%d' % n, n - 1, 1) for n in range(2, 6)]      # root port n-1 <-> leaf port 1
+    fabric = parse_fabric(peers_ctl.fabric_yaml(6653, ctx))
+    assert fabric.link_ports[('pbs1', 'pbs3')] == (2, 1)
+    assert len(fabric.links) == 4
+
+
 def test_fabric_with_a_link_to_an_unknown_switch_is_refused(tmp_path):
     ctx = tree_ctx(tmp_path)
     ctx.links.append(('pbs1', 'pbs9'))

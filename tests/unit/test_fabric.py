@@ -83,7 +83,7 @@ CASES = [
      "6:14: links[1]: switch 'leaf3' is not defined in switches (known: leaf1, spine1)"),
     (BASE + 'links: [[spine1, leaf1, leaf1]]\n', '4:9: links[0]: a link has exactly two ends [SWITCH, SWITCH], got 3'),
     (BASE + 'links: [[spine1]]\n', '4:9: links[0]: a link has exactly two ends'),
-    (BASE + 'links: [spine1-leaf1]\n', "4:9: links[0]: expected a pair [SWITCH, SWITCH], got string 'spine1-leaf1'"),
+    (BASE + 'links: [spine1-leaf1]\n', "4:9: links[0]: expected a pair [SWITCH, SWITCH] or [SWITCH:PORT, SWITCH:PORT], got string 'spine1-leaf1'"),
     (BASE + 'links: [[spine1, 7]]\n', '4:18: links[0]: expected a switch name, got integer 7'),
     (BASE + 'links: [[leaf1, leaf1]]\n', "4:9: links[0]: link from 'leaf1' to itself"),
     (BASE + 'links: [[spine1, leaf1], [leaf1, spine1]]\n', '4:26: links[1]: duplicate link leaf1 -- spine1 (same as links[0] at 4:9)'),

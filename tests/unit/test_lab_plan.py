@@ -4,9 +4,11 @@ import ipaddress
 
 import pytest
 
+from controller.policy.fabric import parse_fabric
 from controller.policy.model import Network, Nic, Tenant, Workload
 from mininet_topos.errors import LabError
 from mininet_topos.plan import NicSpec, VMSpec, build_plan
+from tests.support import ROOT
 
 
 def net(name, subnet, vlan, gateway=None):
@@ -118,3 +120,17 @@ def test_a_long_name_that_is_taken_is_an_error_not_a_silent_rename(fabric):
     with pytest.raises(LabError, match="cannot name its VM 'acme-x-web1'"):
         plan(fabric, one('acme', 'x-web1', 1), one('b', 'x-web1', 2), one('acme-x', 'web1', 3),
              one('c', 'web1', 4))
+
+
+def test_the_lab_cables_named_ports_where_the_fabric_names_them():
+    text = (ROOT / 'examples' / 'fabric.yaml').read_text().replace(
+        '  - [spine2, leaf2]\n', '  - [spine2:7, leaf2:9]\n').replace(
+        '  - [spine2, leaf1]\n', '  - [leaf1:1, spine2:3]\n')
+    fabric = parse_fabric(text)
+    assert dict(fabric.link_ports) == {('leaf2', 'spine2'): (9, 7), ('leaf1', 'spine2'): (1, 3)}
+    links = plan(fabric).links
+    ports = {(link.a, link.b): (link.port_a, link.port_b) for link in links if link.kind == 'fabric'}
+    assert ports[('leaf2', 'spine2')] == (9, 7) and ports[('leaf1', 'spine2')] == (1, 3)
+    # the other cables and the uplinks skip the named ports: each switch port is one cable's
+    ends = [(link.a, link.port_a) for link in links] + [(link.b, link.port_b) for link in links if link.kind == 'fabric']
+    assert len(ends) == len(set(ends))
