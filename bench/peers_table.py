@@ -229,7 +229,8 @@ def section(doc):
          'Configurations are generated per run from the topology (bench/peers_ctl.py): Faucet '
          'one VLAN native on every port (its default learning caps), Ryu its bundled '
          '`simple_switch_13`, opendvs a fabric naming every switch and switch-to-switch link '
-         '(no hypervisors). Packet-ins counted: Ryu its "packet in" log lines, Faucet '
+         'with its ports (named cables: they carry traffic at once, LLDP verifies them, and '
+         'the other ports are edge ports from the start; no hypervisors). Packet-ins counted: Ryu its "packet in" log lines, Faucet '
          '`of_packet_ins_total`, opendvs `opendvs_packet_ins_total` (its /metrics).', '']
     L += headline(med, controllers)
     L.append('')

@@ -10,6 +10,14 @@ pings web2 (hv3, leaf2) at 100 pps across the spines.  Each case, on hv1, 2 s in
   ovsdb_cut          the controller's OVSDB session to hv1 cut for 5 s (the ptcp remote removed
                      and added back inside hv1: established sessions close with it)
   mgmt_down_10s      hv1's management link down for 10 s (its OpenFlow and OVSDB sessions)
+  policy_pushes_100  100 applies of acme, the tenant carrying the ping, enforced (default deny:
+                     rule ping-web admits the ping, through conntrack), each changing that rule
+                     (icmp, then icmp + tcp/80, and back); the first turns enforcement on, a
+                     101st turns it off again (acme as the example has it)
+  controller_kill9   the controller killed (SIGKILL) and started again on its state dir
+
+(vswitchd_restart, policy_pushes_100 and controller_kill9 are issue 11 part 6's "hitless,
+with counts".)
 
 Per case: sent, received, lost, the longest run of lost pings in ms, and the flow changes the
 controller logged after the event (adds/deletes it had to make to resync).  The root OVS
@@ -81,32 +89,70 @@ def mgmt_down(lab) -> None:
     lab.exec(HV, ['ip', 'link', 'set', dev, 'up'])
 
 
+ACME = ROOT / 'examples' / 'tenants' / 'acme.yaml'
+PUSHES = 100
+
+
+def policy_pushes(lab, ctl) -> None:
+    """acme enforced (default deny: the ping is admitted by rule ping-web, through conntrack),
+    its rule changed back and forth; then acme as it was (default allow)."""
+    original = ACME.read_text()
+    a = original.replace('default: allow', 'default: deny')
+    b = a.replace('allow: [{proto: icmp}]}', 'allow: [{proto: icmp}, {proto: tcp, port: 80}]}')
+    assert original != a != b
+    path = ctl.workdir / 'acme.yaml'
+    t0, slowest = time.monotonic(), 0.0
+    for text in [b if i % 2 == 0 else a for i in range(PUSHES)] + [original]:
+        path.write_text(text)
+        t1 = time.monotonic()
+        r = ctl.dvsctl('apply', str(path))
+        slowest = max(slowest, time.monotonic() - t1)
+        assert r.returncode == 0, r.stderr
+    EXTRA.update(pushes=PUSHES + 1, pushes_s=round(time.monotonic() - t0, 1), slowest_push_s=round(slowest, 2))
+
+
+def controller_kill9(lab, ctl) -> None:
+    ctl.kill9()
+    t0 = time.monotonic()
+    ctl.start()
+    ctl.wait_connected(len(lab.describe()['switches']) + len(lab.describe()['hypervisors']))
+    wait_until(lambda: 'programming from the whole picture' in ctl.text(), 30, what='every binding read again')
+    EXTRA.update(back_after_s=round(time.monotonic() - t0, 1))
+
+
 CASES = {
-    'vswitchd_restart': lambda lab: restart(lab, 'ovs-vswitchd'),
-    'ovsdb_restart': lambda lab: restart(lab, 'ovsdb-server'),
-    'ovsdb_cut': ovsdb_cut,
-    'mgmt_down_10s': mgmt_down,
+    'vswitchd_restart': lambda lab, ctl: restart(lab, 'ovs-vswitchd'),
+    'ovsdb_restart': lambda lab, ctl: restart(lab, 'ovsdb-server'),
+    'ovsdb_cut': lambda lab, ctl: ovsdb_cut(lab),
+    'mgmt_down_10s': lambda lab, ctl: mgmt_down(lab),
+    'policy_pushes_100': policy_pushes,
+    'controller_kill9': controller_kill9,
 }
+LONGER = {'policy_pushes_100': 120}        # s of ping: the pushes must end inside it
 
 
 def measure(lab, ctl, name, event) -> dict:
     ip = lab.vms[DST].ip
-    count = PPS * SECONDS
-    ping = lab.popen(SRC, ['ping', '-n', '-i', str(1 / PPS), '-W', '1', '-c', str(count), ip],
+    seconds = LONGER.get(name, SECONDS)
+    count = PPS * seconds
+    # -w: every reply is waited for (-W would wait twice the longest RTT after the last probe)
+    ping = lab.popen(SRC, ['ping', '-n', '-i', str(1 / PPS), '-c', str(count), '-w', str(int(seconds * 1.5) + 10), ip],
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log_before = len(ctl.text())
+    log_before, starts = len(ctl.text()), ctl.starts
     time.sleep(2)
     t0 = time.monotonic()
-    event(lab)
+    event(lab, ctl)
     event_s = time.monotonic() - t0
-    out, _ = ping.communicate(timeout=SECONDS + 60)
+    if ping.poll() is not None:
+        EXTRA.update(warning='the ping ended before the event did: the count covers part of it')
+    out, _ = ping.communicate(timeout=seconds * 2 + 60)
     sent, received = map(int, re.search(r'(\d+) packets transmitted, (\d+) received', out).groups())
     got = sorted({int(n) for n in re.findall(r'icmp_seq=(\d+) ttl', out)})
     gaps = [b - a - 1 for a, b in zip([0] + got, got + [sent + 1])]
     extra = dict(EXTRA)
     EXTRA.clear()
     hv_back = wait_until(lambda: _connected(ctl).get(HV), 60, what='%s connected again' % HV)
-    log = ctl.text()[log_before:]
+    log = ctl.text()[log_before:] if ctl.starts == starts else ctl.text()     # a restart: its own log
     changes = re.findall(r'switch ([0-9a-f]{16}): \+(\d+) -(\d+) flows', log)
     return {'case': name, 'sent': sent, 'received': received, 'lost': sent - received,
             'longest_outage_ms': max(gaps) * 1000 // PPS, 'event_s': round(event_s, 1),
