@@ -100,7 +100,7 @@ def open_at_once(fabric) -> frozenset[int]:
     out = set()
     for name, sw in fabric.switches.items():
         mine = [link for link in fabric.links if name in link]
-        if name not in leaves and (mine or len(fabric.switches) == 1) and all(l in fabric.link_ports for l in mine):
+        if name not in leaves and (mine or len(fabric.switches) == 1) and all(c in fabric.link_ports for c in mine):
             out.add(sw.dpid)
     return frozenset(out)
 

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mininet_topos import Lab                                                   # noqa: E402
-from tests.support import ControllerProcess, free_port, wait_until             # noqa: E402
+from tests.support import ControllerProcess, counted, free_port, wait_until    # noqa: E402
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
 TENANTS = [str(ROOT / 'examples' / 'tenants' / t) for t in ('acme.yaml', 'globex.yaml')]
@@ -134,9 +134,7 @@ LONGER = {'policy_pushes_100': 120}        # s of ping: the pushes must end insi
 def measure(lab, ctl, name, event) -> dict:
     ip = lab.vms[DST].ip
     seconds = LONGER.get(name, SECONDS)
-    count = PPS * seconds
-    # -w: every reply is waited for (-W would wait twice the longest RTT after the last probe)
-    ping = lab.popen(SRC, ['ping', '-n', '-i', str(1 / PPS), '-c', str(count), '-w', str(int(seconds * 1.5) + 10), ip],
+    ping = lab.popen(SRC, ['ping', '-n', *counted(PPS * seconds, 1 / PPS), ip],
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log_before, starts = len(ctl.text()), ctl.starts
     time.sleep(2)

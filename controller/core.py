@@ -477,7 +477,7 @@ class Controller:
             old_fabric = self.policy.fabric
             self.policy = candidate
             self.inv.relocate(self._refuse)      # a network's VLAN may have changed: who may be where
-            if candidate.fabric.link_ports != old_fabric.link_ports:     # named cables changed
+            if candidate.fabric != old_fabric:   # named cables, and which switches open at once
                 topology.use_fabric(candidate.fabric, self.inv)
                 if topology.classify_ports(candidate.fabric, self.inv, time.monotonic()):
                     self._topology_changed()

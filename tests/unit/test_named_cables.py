@@ -131,3 +131,15 @@ def test_without_named_ports_nothing_changes():
     classify_ports(fabric, inv, now=0.0)
     assert set(roles(sws[L1]).values()) == {PENDING}
     assert flood_tree(inv) == set()
+
+
+def test_a_reloaded_fabric_that_puts_a_hypervisor_on_a_named_leaf_closes_its_ports_until_discovery():
+    from controller.core import Controller
+    from controller.policy.model import Policy
+    ctl = Controller(parse_fabric(NAMED))
+    assert ctl.inv.open_at_once == {S1, S2, L1, L2}
+    text = NAMED.replace('leaf1: {dpid: 0x201}', 'leaf1: {dpid: 0x201, rack_subnet: 172.16.1.0/24}') + \
+        'hypervisors:\n  hv1: {leaf: leaf1, vtep: 172.16.1.11, trunk_vlans: [10]}\n'
+    ctl.apply_policy(Policy(parse_fabric(text)), timeout=0.1)      # no switch connected: returns at once
+    assert ctl.inv.open_at_once == {S1, S2, L2}                     # the cables are the same; leaf1 has hv1 now
+    assert ctl.inv.declared == topology.declared_ends(parse_fabric(text))
