@@ -207,6 +207,17 @@ def peer(inv: Inventory, dpid: int, port: int) -> LinkEnd | None:
     return named if named is not None and _fabric_port(inv, end) else None
 
 
+def both_ends_fabric(inv: Inventory, a: LinkEnd, b: LinkEnd) -> bool:
+    """Does the cable a <-> b carry traffic: both its ports have the fabric role?  A cable
+    heard one way only is not used yet: its far end does not admit what comes over it."""
+    for end in (a, b):
+        sw = inv.switches.get(end.dpid)
+        p = sw.ports.get(end.port) if sw is not None else None
+        if p is None or p.role != FABRIC:
+            return False
+    return True
+
+
 def hypervisor_ports(inv: Inventory) -> dict[int, LinkEnd]:
     """hypervisor br-int dpid -> the leaf port its uplink is cabled to (from its LLDP)."""
     out = {}
@@ -241,10 +252,7 @@ def flood_tree(inv: Inventory) -> set[LinkEnd]:
     """The ports of physical switches that are on the flood tree (fabric links only)."""
     adj: dict[int, list[tuple[int, int, int]]] = {}
     for rx, tx in links(inv).items():
-        a, b = inv.switches.get(rx.dpid), inv.switches.get(tx.dpid)
-        if a is None or b is None or a.ports.get(rx.port) is None or b.ports.get(tx.port) is None:
-            continue
-        if a.ports[rx.port].role != FABRIC or b.ports[tx.port].role != FABRIC:
+        if not both_ends_fabric(inv, rx, tx):
             continue
         adj.setdefault(rx.dpid, []).append((tx.dpid, rx.port, tx.port))
         adj.setdefault(tx.dpid, []).append((rx.dpid, tx.port, rx.port))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from controller.inventory.model import FABRIC, HYPERVISOR, Inventory
+from controller.inventory.model import FABRIC, HYPERVISOR, Inventory, LinkEnd
 from controller.pipeline import cookies, registers as R
 from controller.pipeline.flow import IN_PORT, UNTAGGED, Flow
 
@@ -110,12 +110,15 @@ def _toward_rack(inv, dpid, leaf, subnet, cookie) -> set[Flow]:
 
 
 def next_hops(inv: Inventory, dpid: int, leaf: int) -> list[int]:
-    """Ports of `dpid` on an up fabric cable to `leaf`, or else to a switch cabled to it."""
+    """Ports of `dpid` on an up fabric cable to `leaf`, or else to a switch cabled to it;
+    only cables that carry traffic both ways (see topology.both_ends_fabric)."""
     sw = inv.switches[dpid]
-    links = {p.no: topology.peer(inv, dpid, p.no) for p in sw.ports_with(FABRIC)}
-    direct = sorted(no for no, end in links.items() if end is not None and end.dpid == leaf)
+    ours = ((p.no, topology.peer(inv, dpid, p.no)) for p in sw.ports_with(FABRIC))
+    links = {no: end for no, end in ours
+             if end is not None and topology.both_ends_fabric(inv, LinkEnd(dpid, no), end)}
+    direct = sorted(no for no, end in links.items() if end.dpid == leaf)
     if direct:
         return direct
-    cables = topology.links(inv).items()
+    cables = [(rx, tx) for rx, tx in topology.links(inv).items() if topology.both_ends_fabric(inv, rx, tx)]
     reach = {rx.dpid for rx, tx in cables if tx.dpid == leaf} | {tx.dpid for rx, tx in cables if rx.dpid == leaf}
-    return sorted(no for no, end in links.items() if end is not None and end.dpid in reach)
+    return sorted(no for no, end in links.items() if end.dpid in reach)

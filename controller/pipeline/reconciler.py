@@ -41,6 +41,10 @@ class Diff:
     def summary(self) -> str:
         return '+%d -%d' % (len(self.add), len(self.delete))
 
+    def after(self, early: 'Diff') -> 'Diff':
+        """This change with `early`, sent ahead of it, folded in: the switch's whole change."""
+        return Diff(_sorted(early.delete + self.delete), _sorted(early.add + self.add)) if early else self
+
 
 def diff(desired: Iterable[Flow], installed: Iterable[Flow]) -> Diff:
     return _diff(_by_key(desired), _by_key(installed))
@@ -176,6 +180,35 @@ class Reconciler:
                 for key in gone:
                     have.pop(key, None)
                 if not gone:
+                    self._sync.add(conn.dpid)
+        return d
+
+    def add_new(self, conn: SwitchConn, flows: Iterable[Flow],
+                before_apply: Callable[[Diff], None] | None = None) -> Diff:
+        """Make before break: add those of `flows` whose key the switch does not hold, and
+        nothing else (no entry is replaced or deleted).  They come from the new desired set,
+        so a switch in sync stays so: the converge that follows sends the rest of the change
+        and skips these (the same objects)."""
+        with self._lock:
+            have = self._installed.get(conn.dpid)
+            if have is None:
+                return Diff()
+            add = _sorted([f for f in flows if f.key not in have])
+            was_in_sync = conn.dpid in self._sync
+        d = Diff((), add)
+        if not d:
+            return d
+        self._send(conn, d, before_apply)
+        _log_flows(conn.dpid, d, {})
+        with self._lock:
+            have = self._installed.get(conn.dpid)
+            if have is not None:
+                for f in add:
+                    have[f.key] = f
+                gone = self._removed_during.pop(conn.dpid, set())
+                for key in gone:
+                    have.pop(key, None)
+                if was_in_sync and not gone:
                     self._sync.add(conn.dpid)
         return d
 

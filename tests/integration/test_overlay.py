@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from controller.pipeline import tables
 from mininet_topos import Lab
 from tests.support import ROOT, ControllerProcess, answered, counted, free_port, wait_until
 
@@ -178,7 +179,12 @@ def test_half_a_gigabyte_crosses_racks_intact(env):
     dst.unlink()
 
 
-def test_a_spine_cable_cut_keeps_the_overlay_up(env):
+def _routes_over(lab, spine, leaf_subnet='172.16.2.0/24') -> bool:
+    """Does the spine route the other rack's VTEPs (over its cable to that rack's leaf)?"""
+    return 'nw_dst=%s' % leaf_subnet in lab.ofctl(spine, 'dump-flows', 'table=%d' % tables.table_id('l3'))
+
+
+def test_a_spine_cable_cut_keeps_the_overlay_up_and_its_return_loses_nothing(env):
     lab, _, _ = env
     pinger = lab.popen('a1', ['ping', *counted(100, 0.1), lab.vms['a3'].ip],
                        stdout=subprocess.PIPE, text=True)
@@ -187,10 +193,24 @@ def test_a_spine_cable_cut_keeps_the_overlay_up(env):
         lab.set_link('spine1', 'leaf2', up=False)
         out, _ = pinger.communicate(timeout=60)
         assert set(range(71, 101)) <= answered(out), out
+        # The cable comes back, three times, at 100 pps: leaf1 and leaf2 hash onto it only
+        # once spine1 routes over it and both its ends admit it (make before break).
+        for _ in range(3):
+            pinger = lab.popen('a1', ['ping', *counted(250, 0.01), lab.vms['a3'].ip],
+                               stdout=subprocess.PIPE, text=True)
+            time.sleep(0.3)
+            lab.set_link('spine1', 'leaf2', up=True)
+            wait_until(lambda: _routes_over(lab, 'spine1'), 10, what='spine1 routes over its cable again')
+            out, _ = pinger.communicate(timeout=60)
+            assert set(range(1, 251)) <= answered(out), 'lost icmp_seq %s' % sorted(set(range(1, 251)) - answered(out))
+            lab.set_link('spine1', 'leaf2', up=False)
+            wait_until(lambda: not _routes_over(lab, 'spine1'), 10, what='spine1 stops routing over the cut cable')
+            wait_until(lambda: lab.ping('a1', lab.vms['a3'].ip), 10, what='a1 reaches a3 around the cut')
     finally:
         if pinger.poll() is None:
             pinger.kill()
         lab.set_link('spine1', 'leaf2', up=True)
+        wait_until(lambda: _routes_over(lab, 'spine1'), 10, what='the cable carries traffic again')
 
 
 HYPERVISORS = ('hv1', 'hv2', 'hv3', 'hv4')

@@ -633,3 +633,76 @@ def test_a_retry_after_a_failed_apply_still_keeps_what_the_switch_holds_until_th
         assert toward_web1 <= conn.flows
     finally:
         ctl.stop()
+
+
+# ---- make before break across switches ----------------------------------------------------------
+
+class Recorded(FakeSwitch):
+    """A FakeSwitch that writes each bundle it gets to one log shared by every switch."""
+
+    def __init__(self, dpid, log):
+        super().__init__(dpid)
+        self.log = log
+
+    def apply(self, delete, add) -> None:
+        replaced = [f for f in add if f.key in {g.key for g in self.flows}]
+        self.log.append((self.dpid, list(delete), list(add), replaced))
+        super().apply(delete, add)
+
+
+def test_a_cable_back_up_is_admitted_and_routed_at_every_switch_before_any_switch_sends_over_it(fabric, monkeypatch):
+    """spine1-leaf2 comes back: leaf1 may hash rack 2's traffic onto spine1 only once spine1
+    routes it to leaf2 and leaf2 admits it from spine1 (one switch after another, the leaf
+    first reprogrammed dropped what it sent there until the far leaf was programmed)."""
+    monkeypatch.setattr(core, 'PICTURE_WAIT', 0.0)
+    from tests.unit.builders import cabled_mesh, see_link
+    ctl = Controller(fabric)
+    mesh, ends = cabled_mesh(fabric)
+    log = []
+    conns = {}
+    for dpid, sw in mesh.switches.items():
+        conns[dpid] = Recorded(dpid, log)
+        ctl.switch_up(conns[dpid], [(p.no, p.name, True) for p in sw.ports.values()])
+    with ctl.lock:
+        for dpid, sw in mesh.switches.items():
+            for p in sw.ports.values():
+                ctl.inv.switches[dpid].ports[p.no] = p
+        ctl.inv.links.update(mesh.links)
+        ctl._settle_until.clear()
+        ctl._topology_changed()
+
+    def converge():
+        with ctl.lock:
+            batch = sorted(ctl._dirty, key=ctl._converge_order)
+            ctl._dirty.clear()
+        ctl._converge_batch(batch)
+
+    converge()
+    assert all(c.flows == ctl.desired(d) for d, c in conns.items())
+    spine_end, leaf_end = ends[('spine1', 'leaf2')], ends[('leaf2', 'spine1')]
+    ports = {e: ctl.inv.switches[e.dpid].ports[e.port] for e in (spine_end, leaf_end)}
+    for e in ports:
+        ctl.port_status(e.dpid, 'modify', e.port, ports[e].name, False)
+    converge()
+    assert all(c.flows == ctl.desired(d) for d, c in conns.items())
+
+    del log[:]
+    with ctl.lock:
+        for e, p in ports.items():
+            ctl.inv.switches[e.dpid].ports[e.port] = p          # up again, LLDP seen both ways
+        see_link(ctl.inv, spine_end, leaf_end, time.monotonic())
+        ctl._topology_changed()
+    converge()
+    assert all(c.flows == ctl.desired(d) for d, c in conns.items())
+    first_break = next(i for i, (_, delete, _, replaced) in enumerate(log) if delete or replaced)
+    from apps import underlay_routing
+    fabric_adds = [(i, d, f) for i, (d, _, add, replaced) in enumerate(log) for f in add
+                   if f not in replaced and cookies.app_of(f.cookie) == underlay_routing.APP]
+    late = [(hex(d), str(f)) for i, d, f in fabric_adds if i > first_break]
+    assert fabric_adds and not late, late
+    names = {d: n for n, s in fabric.switches.items() for d in [s.dpid]}
+    # among what went ahead: leaf2 admits routed frames from spine1, spine1 routes to rack 2
+    ahead = [(names[d], f) for i, d, f in fabric_adds]
+    assert any(n == 'leaf2' and f.table == 'port_sec'
+               and f.match_dict().get('in_port') == leaf_end.port for n, f in ahead)
+    assert any(n == 'spine1' and f.table == 'l3' for n, f in ahead)

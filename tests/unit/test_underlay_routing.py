@@ -10,7 +10,7 @@ from apps import topology, underlay_routing as ur
 from controller.pipeline import registers as R, tables
 from controller.pipeline.flow import IN_PORT, UNTAGGED, vid
 from controller.policy.model import Policy
-from controller.inventory.model import Binding
+from controller.inventory.model import FABRIC, PENDING, Binding
 from tests.unit.builders import (HV_VM2, add_hypervisor, assert_only_misses, assert_reaches, by_table, cabled_mesh,
                                  emission, hypervisor_seen, make_tenant, miss, switch_flows)
 
@@ -115,6 +115,26 @@ def test_another_rack_is_reached_over_both_spines_and_over_one_after_a_cut(fabri
     to_spine2 = ends[('leaf1', 'spine2')].port
     assert_reaches(flows, route[0], to_spine2, None, [('output', to_spine2)], before=[('dec_ttl',)])
     assert emission(flows, ends[('leaf1', 'spine1')].port, None) is None      # the cut cable emits nothing
+
+
+def test_a_cable_heard_one_way_only_carries_no_route_until_its_far_end_admits(fabric):
+    """spine1 hears leaf2 over their cable before leaf2 hears spine1: leaf2 does not admit
+    routed frames from it yet, so neither spine1 nor leaf1 (through spine1) routes rack 2 over it."""
+    inv, ends, leaf1 = lab(fabric)
+    spine_end, leaf_end = ends[('spine1', 'leaf2')], ends[('leaf2', 'spine1')]
+    inv.switches[leaf_end.dpid].ports[leaf_end.port].role = PENDING        # rediscovering
+    del inv.links[leaf_end]
+    leaf2_flows = flows_of(fabric, inv, 'leaf2')
+    assert not [f for f in by_table(leaf2_flows, 'port_sec') if f.match_dict().get('in_port') == leaf_end.port]
+    assert not routes_to(flows_of(fabric, inv, 'spine1'), '172.16.2.11')
+    route, = [f for f in by_table(flows_of(fabric, inv, 'leaf1'), 'l3') if f.priority == ur.P_REMOTE]
+    to_spine2 = ends[('leaf1', 'spine2')].port
+    assert route.actions == (('dec_ttl',), ('set_field', R.OUT_PORT, to_spine2))       # no hashing onto spine1
+    inv.switches[leaf_end.dpid].ports[leaf_end.port].role = FABRIC          # heard both ways: used
+    inv.links[leaf_end] = (spine_end, 0.0)
+    assert routes_to(flows_of(fabric, inv, 'spine1'), '172.16.2.11')
+    route, = [f for f in by_table(flows_of(fabric, inv, 'leaf1'), 'l3') if f.priority == ur.P_REMOTE]
+    assert route.actions == (('dec_ttl',), ('multipath', 2, R.ECMP))
 
 
 def test_routed_frames_are_admitted_untagged_to_the_router_mac_from_cables_and_hypervisors(fabric):
