@@ -1,6 +1,9 @@
 """The root OVS is restarted only under the lab lock (mininet_topos/rootovs.py)."""
+import os
 import subprocess
 import sys
+
+import pytest
 
 from mininet_topos import rootovs
 
@@ -35,3 +38,20 @@ def test_a_restart_is_refused_outside_the_lock(tmp_path, monkeypatch):
         assert 'flock' in str(e)
     else:
         raise AssertionError('a restart outside the lab lock must be refused')
+
+
+def test_an_ovsdb_server_restart_is_refused_outside_the_lock_and_for_another_command_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(rootovs, 'LOCK', str(tmp_path / 'lab.lock'))
+    (tmp_path / 'lab.lock').touch()
+    with pytest.raises(rootovs.RootRestartRefused, match='flock'):
+        rootovs.restart_ovsdb(set())
+    # under the lock, a daemon that is not ovs-ctl's ovsdb-server (here: this very process)
+    monkeypatch.setattr(rootovs, 'holding_lab_lock', lambda path: True)
+    monkeypatch.setattr(rootovs, 'bridges', lambda: set())
+    (tmp_path / 'db.pid').write_text(str(os.getpid()))
+    monkeypatch.setattr(rootovs, 'OVSDB_PIDFILE', str(tmp_path / 'db.pid'))
+    with pytest.raises(rootovs.RootRestartRefused, match='not as'):
+        rootovs.restart_ovsdb(set())
+    monkeypatch.setattr(rootovs, 'bridges', lambda: {'someone-elses-br'})
+    with pytest.raises(rootovs.RootRestartRefused, match='someone else'):
+        rootovs.restart_ovsdb(set())
