@@ -123,11 +123,12 @@ def link_seen(fabric, inv: Inventory, rx: LinkEnd, tx: LinkEnd, now: float | Non
     return classify_ports(fabric, inv, now) or new
 
 
-def expire(fabric, inv: Inventory, now: float | None = None) -> bool:
-    """Age out silent links and settle pending ports.  True if port roles changed."""
+def expire(fabric, inv: Inventory, now: float | None = None, held=frozenset()) -> bool:
+    """Age out silent links and settle pending ports.  True if port roles changed.  Links at
+    a switch in `held` (its session is down: no LLDP of it is sent or heard) stay."""
     now = time.monotonic() if now is None else now
-    for rx, (_, seen) in list(inv.links.items()):
-        if now - seen > LINK_TIMEOUT:
+    for rx, (tx, seen) in list(inv.links.items()):
+        if now - seen > LINK_TIMEOUT and rx.dpid not in held and tx.dpid not in held:
             del inv.links[rx]
     return classify_ports(fabric, inv, now)
 

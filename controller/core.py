@@ -33,6 +33,7 @@ SETTLE = topology.DISCOVERY_WINDOW + topology.LLDP_INTERVAL
 BINDINGS_WAIT = 5.0          # s a reconnected hypervisor waits for its OVSDB bindings at most
 PICTURE_WAIT = 10.0          # s after start at most before switches are programmed from what is known
 RETRY_FIRST, RETRY_MAX = 0.25, 8.0   # s between retries of a failing switch: doubling backoff
+AWAY_GRACE = 30.0            # s a physical switch whose session dropped stays in the topology
 
 
 def load_apps(names=None) -> tuple:
@@ -102,6 +103,8 @@ class Controller:
         self.cookies = cookies.Registry(self.ids)
         self.events = eventlog.EventLog(state_dir)      # binds, activations, moves (controller/eventlog.py)
         self._went_down: dict[int, float | None] = {}   # dpid -> when it disconnected (events: reconnect)
+        self._away: dict[int, float] = {}               # physical dpid -> when its session dropped
+        self._returned: set[int] = set()                # physical switches back within AWAY_GRACE
         policy = policy if isinstance(policy, Policy) else Policy(policy)
         self.policy = policy.with_ids(idstore.bind(self.ids, policy))
         self.ids.save()
@@ -309,8 +312,16 @@ class Controller:
         kind = 'hypervisor' if node.name in self.fabric.hypervisors else 'physical'
         with self.lock:
             sw = SwitchState(conn.dpid, node.name, kind)
+            # a physical switch back within AWAY_GRACE keeps the roles of its ports that stayed up
+            # (LLDP confirms them): its neighbours go on using its cables meanwhile
+            old = self.inv.switches.get(conn.dpid) if self._away.pop(conn.dpid, None) is not None else None
+            self._returned.discard(conn.dpid)
+            if old is not None:
+                self._returned.add(conn.dpid)
             for no, name, up in ports:
-                sw.ports[no] = Port(no, name, up, self._initial_role(kind, name))
+                was = old.ports.get(no) if old is not None else None
+                kept = was is not None and was.name == name and was.up and up
+                sw.ports[no] = was if kept else Port(no, name, up, self._initial_role(kind, name))
             self.inv.switches[conn.dpid] = sw
             self.conns[conn.dpid] = conn
             self.rec.forget(conn.dpid)
@@ -340,23 +351,48 @@ class Controller:
             self.rec.forget(conn.dpid)
             sw = self.inv.switches.get(conn.dpid)
             eventlog.disconnected(self.events, self._went_down, conn, sw)
+            if sw is not None and sw.kind == 'physical':
+                # Its flows go on forwarding (fail_mode secure) and its cables are still there:
+                # it stays in the topology, so no neighbour reroutes around it, until a
+                # neighbour sees a cable to it go down or it has been away AWAY_GRACE.
+                self._away[conn.dpid] = time.monotonic()
+                self.inv.macs.pop(conn.dpid, None)      # read back from its flows when it returns
+                self.inv.refused.pop(conn.dpid, None)
+                self._stale.pop(conn.dpid, None)
+                self._stale_units.pop(conn.dpid, None)
+                LOG.info('switch %016x disconnected: kept in the topology for %.0f s', conn.dpid, AWAY_GRACE)
+                return
+            self._forget_switch(conn.dpid)
+        LOG.info('switch %016x disconnected', conn.dpid)
+
+    def _forget_away(self, now: float) -> None:
+        """Physical switches away for AWAY_GRACE leave the topology (neighbours reroute)."""
+        with self.lock:
+            for dpid in [d for d, since in self._away.items() if now - since >= AWAY_GRACE]:
+                del self._away[dpid]
+                LOG.info('switch %016x away for %.0f s: forgotten', dpid, AWAY_GRACE)
+                self._forget_switch(dpid)
+
+    def _forget_switch(self, dpid: int) -> None:
+        """A switch that left: drop it (a hypervisor keeps its ports: see below)."""
+        with self.lock:
+            sw = self.inv.switches.get(dpid)
             # -- issue 7 part 6: a hypervisor whose session drops (its ovs-vswitchd restarts,
             # its management link is down) still has its VMs on their ports and its cable on
             # its leaf: keep its ports, so its nics stay located and no other switch deletes
             # its flows toward them.  It shows as not connected (not in conns); switch_up
             # replaces it; bindings or its leaf port going down still move or drop its nics.
             if sw is None or sw.kind != 'hypervisor':
-                self.inv.switches.pop(conn.dpid, None)
+                self.inv.switches.pop(dpid, None)
             # -- end issue 7 part 6
             for no in (sw.ports if sw else ()):
-                topology.port_down(self.inv, conn.dpid, no)
-            self.inv.macs.pop(conn.dpid, None)
-            self.inv.refused.pop(conn.dpid, None)
-            self._stale.pop(conn.dpid, None)
-            self._stale_units.pop(conn.dpid, None)
-            self._invalidate_units(self._nic_units(self._located_at(conn.dpid)))
+                topology.port_down(self.inv, dpid, no)
+            self.inv.macs.pop(dpid, None)
+            self.inv.refused.pop(dpid, None)
+            self._stale.pop(dpid, None)
+            self._stale_units.pop(dpid, None)
+            self._invalidate_units(self._nic_units(self._located_at(dpid)))
             self._topology_changed()
-        LOG.info('switch %016x disconnected', conn.dpid)
 
     def _follow_bindings(self, name: str, conn) -> None:
         old = self._watchers.pop(conn.dpid, None)
@@ -594,11 +630,12 @@ class Controller:
             return False
         with self.lock:
             learning_switch.adopt(self.inv, dpid, installed)
-            if not installed and dpid in self.inv.open_at_once:
+            if not installed and (dpid in self.inv.open_at_once or dpid in self._returned):
                 # an empty switch (new, or its OVS restarted) whose every cable the fabric file
-                # names: nothing to keep, and no discovery to wait for -- program it now.  (One
-                # with unnamed cables settles first: programmed while LLDP still rediscovers
-                # them, it would install flows only to replace them a moment later.)
+                # names, or that came back within AWAY_GRACE with its cables known: nothing to
+                # keep, and no discovery to wait for -- program it now.  (One with unnamed
+                # cables settles first: programmed while LLDP still rediscovers them, it would
+                # install flows only to replace them a moment later.)
                 self._settle_until[dpid] = 0
         return True
 
@@ -746,7 +783,9 @@ class Controller:
                     self._whole_picture = True      # (by timeout, or the last bindings came)
                     for dpid in self.inv.switches:
                         self._mark(dpid)
-                if topology.expire(self.fabric, self.inv, now):
+                self._forget_away(now)
+                # no LLDP crosses an away switch's cables (it is not ours to send or hear): keep them
+                if topology.expire(self.fabric, self.inv, now, held=set(self._away)):
                     self._topology_changed()
                 for dpid, until in list(self._settle_until.items()):
                     if until and now >= until:

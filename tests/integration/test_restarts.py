@@ -2,7 +2,7 @@
 
 The example fabric and tenants (acme, globex) with the controller; web1 (hv1, leaf1) pings
 web2 (hv3, leaf2) at 100 pps across the spines, through every part restarted here: hv1's
-ovs-vswitchd, hv1's ovsdb-server, the root OVS (every physical switch), the controller's OVSDB
+ovs-vswitchd, hv1's ovsdb-server, the root OVS (every physical switch) and its ovsdb-server, the controller's OVSDB
 sessions to every hypervisor, hv1's management link.  Per case: packets lost (icmp_seq gaps
 between the first and the last reply; the ping runs until 1 s of replies after recovery),
 the flows the controller changed afterwards ("switch X: +A -D flows" in its log), and that
@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from mininet_topos import Lab, rootovs
+from mininet_topos import Lab, osutil, rootovs
 from tests.support import ROOT, ControllerProcess, answered, free_port, wait_until
 
 FABRIC = ROOT / 'examples' / 'fabric.yaml'
@@ -38,6 +38,8 @@ LOSS_BOUND = {
     'ovsdb_restart': 0,
     'root_ovs_restart': 500,      # every physical switch comes back empty: reprogrammed after discovery
     'root_ovs_sessions': 0,       # (only if the full restart is refused: sessions cut instead)
+    'root_ovsdb_restart': 0,      # the physical switches' config is re-read, their flows untouched
+    'lone_physical_session': 0,   # one physical switch's session cut: nobody reroutes around it
     'ovsdb_cut': 0,
     'mgmt_down_10s': 0,
 }
@@ -273,6 +275,59 @@ def test_root_ovs_restart(env):
     # full restart: every switch came back empty, so only adds; sessions cut: nothing to change
     no_flush(res)
     assert res['lost'] <= LOSS_BOUND[name], res
+
+
+def test_root_ovsdb_server_restart(env):
+    """The root ovsdb-server (the physical switches' configuration) restarted as
+    scripts/setup.sh starts it, under the same conditions as the root vswitchd restart."""
+    lab, ctl, _ = env
+    mine = set(lab.plan.bridges()) & rootovs.bridges()
+    try:
+        rootovs.check_ovsdb(mine)
+    except rootovs.RootRestartRefused as e:
+        pytest.skip('the root ovsdb-server may not be restarted here: %s' % e)
+    pids = {}
+
+    def event():
+        pids['old'] = osutil.read_pidfile(rootovs.OVSDB_PIDFILE)
+        pids['new'] = rootovs.restart_ovsdb(mine)
+        return {'root_ovsdb_pid': pids['new']}
+
+    res, _ = run_case(env, 'root_ovsdb_restart', event, lambda: None)
+    assert pids['new'] != pids['old'] and osutil.alive(pids['new'])
+    assert rootovs.bridges() >= mine
+    assert res['flow_mods'] == [] and res['physical_flows_replaced'] == 0, res
+    assert res['lost'] <= LOSS_BOUND['root_ovsdb_restart'], res
+
+
+def test_one_physical_switch_session_cut_reroutes_nobody(env):
+    """One physical switch's OpenFlow session aborted (RST, as a crash or a management network
+    hiccup would end it): it goes on forwarding with its flows, so the controller keeps it and
+    its cables in the topology and no neighbour changes a flow; it comes back and is kept."""
+    lab, ctl, _ = env
+    conns = subprocess.run(['ss', '-Htn', 'state', 'established', '( dport = :%d )' % lab.ofp_port],
+                           capture_output=True, text=True, check=True).stdout.split()
+    local = [a for a in conns if a.count(':') == 1 and not a.endswith(':%d' % lab.ofp_port)]
+    assert len(local) == len(PHYSICAL), conns                   # the root namespace: physical switches only
+    sport = local[0].rsplit(':', 1)[1]
+    cut = {}
+
+    def event():
+        mark = len(ctl.text())
+        subprocess.run(['ss', '-K', '-tn', 'state', 'established',
+                        '( dport = :%d and sport = :%s )' % (lab.ofp_port, sport)], check=True, capture_output=True)
+        wait_until(lambda: 'disconnected: kept' in ctl.text()[mark:], 10, what='the controller sees the cut')
+        dpid = re.search(r'switch ([0-9a-f]{16}) disconnected: kept', ctl.text()[mark:]).group(1)
+        cut['name'] = names(lab)[dpid]
+        return {'switch': cut['name']}
+
+    def recovered():
+        wait_until(lambda: converged(ctl, cut['name']), 30, what='%s back and settled' % cut.get('name'))
+
+    res, log = run_case(env, 'lone_physical_session', event, recovered)
+    assert res['flow_mods'] == [] and res['physical_flows_replaced'] == 0, res
+    assert 'forgotten' not in log and 'flood tree' not in log, log
+    assert res['lost'] <= LOSS_BOUND['lone_physical_session'], res
 
 
 # ---- 4. the controller's OVSDB sessions ----------------------------------------------------------

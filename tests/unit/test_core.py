@@ -206,17 +206,46 @@ def test_an_aged_out_mac_is_forgotten_and_the_reconciler_knows_it_is_gone(ctl):
     assert src not in ctl.rec.installed(LEAF1)
 
 
-def test_switch_down_forgets_the_switch_its_links_and_its_macs(ctl):
+def test_a_physical_switch_away_keeps_its_cables_for_a_grace_then_is_forgotten(ctl):
     conn = leaf1_up(ctl)
     connect(ctl, SPINE1, [(1, 'spine1-eth1', True)])
     ctl.packet_in(LEAF1, 1, 0, topology.lldp_frame(SPINE1, 1))
     ctl.packet_in(LEAF1, 3, LEARN, tagged_frame(MAC_A, 10))
+    links = dict(ctl.inv.links)
     ctl.switch_down(FakeSwitch(LEAF1))                       # a stale connection: ignored
     assert LEAF1 in ctl.inv.switches
     ctl.switch_down(conn)
-    assert LEAF1 not in ctl.inv.switches and LEAF1 not in ctl.conns
-    assert LEAF1 not in ctl.inv.macs
-    assert ctl.inv.links == {}
+    # its session dropped, its flows still forward: it stays in the topology, not connected
+    assert LEAF1 in ctl.inv.switches and LEAF1 not in ctl.conns
+    assert LEAF1 not in ctl.inv.macs                         # read back from its flows on return
+    later = time.monotonic() + topology.LINK_TIMEOUT + 1     # no LLDP crosses it meanwhile
+    topology.expire(ctl.fabric, ctl.inv, later, held=set(ctl._away))
+    assert ctl.inv.links == links
+    ctl._forget_away(time.monotonic() + core.AWAY_GRACE)
+    assert LEAF1 not in ctl.inv.switches and ctl.inv.links == {}
+
+
+def test_a_physical_switch_back_within_the_grace_keeps_its_port_roles_and_its_neighbours_their_flows(ctl):
+    conn = leaf1_up(ctl)
+    spine = connect(ctl, SPINE1, [(1, 'spine1-eth1', True)])
+    ctl.packet_in(LEAF1, 1, 0, topology.lldp_frame(SPINE1, 1))
+    ctl.packet_in(SPINE1, 1, 0, topology.lldp_frame(LEAF1, 1))
+    roles = {no: p.role for no, p in ctl.inv.switches[LEAF1].ports.items()}
+    assert roles[1] == FABRIC
+    spine_flows, leaf_flows = ctl.desired(SPINE1), ctl.desired(LEAF1)
+    ctl.switch_down(conn)
+    assert ctl.desired(SPINE1) == spine_flows                # no reroute, no flood tree change
+    # back (its management link returned, or its OVS restarted): ports that stayed up keep
+    # their roles; port 4 went down meanwhile and waits for discovery again
+    back = connect(ctl, LEAF1, [(1, 'leaf1-eth1', True), (2, 'leaf1-eth2', True),
+                                (3, 'leaf1-eth3', True), (4, 'leaf1-eth4', False)])
+    now = {no: p.role for no, p in ctl.inv.switches[LEAF1].ports.items()}
+    assert {no: r for no, r in now.items() if no != 4} == {no: r for no, r in roles.items() if no != 4}
+    assert now[4] == PENDING
+    assert ctl.desired(SPINE1) == spine_flows and ctl.conns[LEAF1] is back and spine is ctl.conns[SPINE1]
+    assert ctl.desired(LEAF1) != leaf_flows                  # (port 4 is down now)
+    # empty on return (its OVS restarted): programmed at once, no settle
+    assert ctl._load(LEAF1) and not ctl.settling(LEAF1)
 
 
 # ---- hypervisors on their leaf, bindings, policy ------------------------------------------------

@@ -1,6 +1,9 @@
 """A hypervisor whose OpenFlow session drops (its ovs-vswitchd restarts, its management link
 goes down) still has its VMs and its cable: no other switch may lose its flows toward them
-(issue 7, part 6).  A physical switch's session dropping still forgets that switch."""
+(issue 7, part 6).  A physical switch whose session drops is kept for core.AWAY_GRACE."""
+import time
+
+from controller import core
 from controller.core import Controller
 from controller.inventory.model import Binding
 from controller.policy.model import Policy
@@ -32,8 +35,10 @@ def test_a_hypervisor_session_drop_keeps_every_flow_toward_its_vms(fabric):
     assert ctl.inv.locations == {} and MAC_WEB1 not in known(ctl.desired(LEAF1))
 
 
-def test_a_physical_switch_session_drop_still_forgets_the_switch(fabric):
+def test_a_physical_switch_session_drop_forgets_the_switch_only_after_a_grace(fabric):
     ctl = Controller(Policy(fabric).with_tenants([acme()]))
     leaf, _, _ = hv1_on_leaf1_port3(ctl, fabric)
     ctl.switch_down(leaf)
+    assert LEAF1 in ctl.inv.switches and LEAF1 not in ctl.conns
+    ctl._forget_away(time.monotonic() + core.AWAY_GRACE)
     assert LEAF1 not in ctl.inv.switches and LEAF1 not in ctl.conns
