@@ -318,6 +318,12 @@ class Controller:
             self._returned.discard(conn.dpid)
             if old is not None:
                 self._returned.add(conn.dpid)
+                # no LLDP crossed its cables while it was away: give them LINK_TIMEOUT from now
+                # to be heard again, not from before it left
+                now = time.monotonic()
+                for rx, (tx, _) in list(self.inv.links.items()):
+                    if conn.dpid in (rx.dpid, tx.dpid):
+                        self.inv.links[rx] = (tx, now)
             for no, name, up in ports:
                 was = old.ports.get(no) if old is not None else None
                 kept = was is not None and was.name == name and was.up and up

@@ -66,26 +66,42 @@ def _lacp_word(bond: Bond, m: Member) -> str:
     return 'current' if m.lacp_current else ('no-partner' if m.link_up else 'down')
 
 
-def read_bonds(idl) -> dict[str, tuple[int | None, dict[str, Bond], tuple[str, ...]]]:
+def read_bonds(idl, before=None) -> dict[str, tuple[int | None, dict[str, Bond], tuple[str, ...]]]:
     """bridge name -> (its datapath id, {bond name: Bond}, its controller targets) for every
-    bridge with a bond."""
+    bridge with a bond.  A bridge's datapath id and a member's link and LACP state are status
+    columns ovs-vswitchd writes, not kept by ovsdb-server across its restart (ephemeral):
+    while one is empty, it keeps what `before` (the last reading) said, so a database restart
+    is not a bond flap."""
     out = {}
     for br in idl.tables['Bridge'].rows.values():
         bonds = {}
+        old = ((before or {}).get(br.name) or (None, {}, ()))[1]
         for port in br.ports:
             if len(port.interfaces) < 2:
                 continue
-            members = tuple(sorted(
-                (Member(i.name, _one(i.ofport), _one(i.link_state) == 'up',
-                        None if (port.lacp or ['off'])[0] == 'off' else bool(_one(i.lacp_current)))
-                 for i in port.interfaces), key=lambda m: m.name))
+            was = {m.name: m for m in old[port.name].members} if port.name in old else {}
+            members = tuple(sorted((_member(i, port, was.get(i.name)) for i in port.interfaces),
+                                   key=lambda m: m.name))
             bonds[port.name] = Bond(br.name, port.name, _one(port.bond_mode) or 'active-backup',
                                     _one(port.lacp) or 'off', members)
         if bonds:
-            dpid = _one(br.datapath_id)
+            dpid = _one(br.datapath_id)          # ephemeral too: empty until vswitchd writes it
+            was_dpid = ((before or {}).get(br.name) or (None,))[0]
             targets = tuple(sorted(c.target for c in br.controller))
-            out[br.name] = (int(dpid, 16) if dpid else None, bonds, targets)
+            out[br.name] = (int(dpid, 16) if dpid else was_dpid, bonds, targets)
     return out
+
+
+def _member(i, port, was: Member | None) -> Member:
+    link, current = _one(i.link_state), _one(i.lacp_current)
+    link_up = was.link_up if link is None and was is not None else link == 'up'
+    if (port.lacp or ['off'])[0] == 'off':
+        lacp_current = None
+    elif current is None and was is not None:
+        lacp_current = was.lacp_current
+    else:
+        lacp_current = bool(current)
+    return Member(i.name, _one(i.ofport), link_up, lacp_current)
 
 
 class BondWatcher:
@@ -94,6 +110,7 @@ class BondWatcher:
     def __init__(self, name: str, remote: str, on_change):
         self.name, self.remote, self.on_change = name, remote, on_change
         self._stop = threading.Event()
+        self._last = None               # the last reading reported
         self._thread = threading.Thread(target=self._run, name='bonds-%s' % name, daemon=True)
 
     def start(self) -> 'BondWatcher':
@@ -118,15 +135,17 @@ class BondWatcher:
         helper.register_columns('Port', ['name', 'interfaces', 'bond_mode', 'lacp'])
         helper.register_columns('Interface', ['name', 'ofport', 'link_state', 'lacp_current'])
         idl = ovs.db.idl.Idl(self.remote, helper)
-        seen, last = None, None
+        seen = None
         try:
             while not self._stop.is_set():
                 idl.run()
                 if idl.has_ever_connected() and idl.change_seqno != seen:
                     seen = idl.change_seqno
-                    now = read_bonds(idl)
-                    if now != last:
-                        last = now
+                    # self._last outlives a reconnect: after an ovsdb-server restart the first
+                    # reading lacks the members' status until ovs-vswitchd writes it again
+                    now = read_bonds(idl, self._last)
+                    if now != self._last:
+                        self._last = now
                         self.on_change(now)
                 poller = ovs.poller.Poller()
                 idl.wait(poller)

@@ -366,3 +366,27 @@ def test_end_degraded():
     assert inv_bonds.end_degraded(2, 'lacp', hv_end(current=(True, False)))     # up, no partner
     assert inv_bonds.end_degraded(2, 'active-backup', leaf_bond())             # LACP not declared
     assert not inv_bonds.end_degraded(2, 'active-backup', hv_end(lacp='off'))
+
+
+def _idl(link_state, lacp_current, dpid=('0000000000000201',)):
+    """An OVSDB replica (the shape python-ovs gives) of one leaf bridge with a 2-member LACP bond."""
+    NS = types.SimpleNamespace
+    members = [NS(name='l1-eth%d' % n, ofport=[n], link_state=link_state, lacp_current=lacp_current)
+               for n in (5, 6)]
+    port = NS(name='bond-hv1', interfaces=members, bond_mode=['balance-tcp'], lacp=['active'])
+    br = NS(name='leaf1', ports=[port], datapath_id=list(dpid), controller=[])
+    return NS(tables={'Bridge': NS(rows={1: br})})
+
+
+def test_a_member_whose_status_columns_are_empty_keeps_its_last_state():
+    """datapath_id, link_state and lacp_current are ephemeral: an ovsdb-server restart leaves them empty
+    until ovs-vswitchd writes them again.  That is no link flap: the bond stays as it was."""
+    ib = inv_bonds
+    up = ib.read_bonds(_idl(['up'], [True]))
+    bond = up['leaf1'][1]['bond-hv1']
+    assert all(bond.usable(m) for m in bond.members)
+    after_restart = ib.read_bonds(_idl([], [], dpid=()), up)
+    assert after_restart == up
+    assert ib.read_bonds(_idl([], [])) != up                  # with nothing to go by: not usable
+    down = ib.read_bonds(_idl(['down'], [False]), up)         # what vswitchd writes still counts
+    assert not any(down['leaf1'][1]['bond-hv1'].usable(m) for m in down['leaf1'][1]['bond-hv1'].members)

@@ -234,11 +234,14 @@ def test_a_physical_switch_back_within_the_grace_keeps_its_port_roles_and_its_ne
     assert roles[1] == FABRIC
     spine_flows, leaf_flows = ctl.desired(SPINE1), ctl.desired(LEAF1)
     ctl.switch_down(conn)
+    away_since = time.monotonic()
     assert ctl.desired(SPINE1) == spine_flows                # no reroute, no flood tree change
     # back (its management link returned, or its OVS restarted): ports that stayed up keep
     # their roles; port 4 went down meanwhile and waits for discovery again
     back = connect(ctl, LEAF1, [(1, 'leaf1-eth1', True), (2, 'leaf1-eth2', True),
                                 (3, 'leaf1-eth3', True), (4, 'leaf1-eth4', False)])
+    # its cables were not heard while it was away: they get LINK_TIMEOUT from its return
+    assert all(seen >= away_since for _, seen in ctl.inv.links.values())
     now = {no: p.role for no, p in ctl.inv.switches[LEAF1].ports.items()}
     assert {no: r for no, r in now.items() if no != 4} == {no: r for no, r in roles.items() if no != 4}
     assert now[4] == PENDING
