@@ -221,14 +221,6 @@ def measure(lab, case: str) -> dict:
             'coverage_client_hv': cov}
 
 
-def rounds_of(lab, runs: int) -> list[dict]:
-    rounds, kinds = [], list(CASES)
-    for i in range(runs):
-        order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]
-        rounds.append({case: measure(lab, case) for case in order})
-    return rounds
-
-
 # ---- summary, table, README ------------------------------------------------------------------------
 
 # (key, label, format, goal direction: 'up' = more is better, 'down' = less is better, None = no goal)
@@ -353,7 +345,7 @@ def checks(lab) -> dict:
 
 
 def run(work: Path, runs: int) -> dict:
-    from bench.labrun import tenant_lab, unreachable
+    from bench.labrun import alternating_rounds, tenant_lab, unreachable
     from bench.routing import ping
     with tenant_lab(work, TENANTS) as (lab, ctl):
         failed = unreachable(lab, [CASES['opendvs']])
@@ -367,7 +359,7 @@ def run(work: Path, runs: int) -> dict:
             for a, b in CASES.values():
                 ping(lab, a, b, count=20, interval=0.05)      # warm-up: megaflows, neighbour caches
             out = {'checks': checks(lab)}
-            out['rounds'] = rounds_of(lab, runs)
+            out['rounds'] = alternating_rounds(CASES, runs, lambda case: measure(lab, case))
             out['summary'] = summarize(out['rounds'])
             return out
         finally:

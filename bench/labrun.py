@@ -53,3 +53,13 @@ def unreachable(lab, pairs, timeout: float = 30, both_ways: bool = True) -> list
             except AssertionError:
                 failed.append('%s -> %s' % (x, y))
     return failed
+
+
+def alternating_rounds(kinds, runs: int, measure) -> list[dict]:
+    """runs rounds of {kind: measure(kind)} for every kind, each round starting with the next
+    kind (so each goes first as often as the others)."""
+    kinds, rounds = list(kinds), []
+    for i in range(runs):
+        order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]
+        rounds.append({kind: measure(kind) for kind in order})
+    return rounds

@@ -97,11 +97,8 @@ def measure_pair(lab, kind: str) -> dict:
 
 
 def datapath_rounds(lab, runs: int) -> list[dict]:
-    rounds, kinds = [], list(PAIRS)
-    for i in range(runs):
-        order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]
-        rounds.append({kind: measure_pair(lab, kind) for kind in order})
-    return rounds
+    from bench.labrun import alternating_rounds
+    return alternating_rounds(PAIRS, runs, lambda kind: measure_pair(lab, kind))
 
 
 def summarize_datapath(rounds: list[dict], ttl_back: dict) -> dict:

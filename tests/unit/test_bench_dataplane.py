@@ -130,3 +130,11 @@ def test_rr_and_crr_against_the_echo_server_on_loopback_and_a_closed_port_is_an_
         closed = s.getsockname()[1]
     with pytest.raises(OSError):
         tcp_rr.rr('127.0.0.1', closed, 1)
+
+
+def test_alternating_rounds_start_each_round_with_the_next_kind():
+    from bench.labrun import alternating_rounds
+    seen = []
+    rounds = alternating_rounds({'a': 1, 'b': 2, 'c': 3}, 4, lambda k: seen.append(k) or k.upper())
+    assert seen == list('abc' 'bca' 'cab' 'abc')
+    assert rounds[1] == {'b': 'B', 'c': 'C', 'a': 'A'} and list(rounds[2]) == ['c', 'a', 'b']
