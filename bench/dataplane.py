@@ -24,9 +24,11 @@ iperf3 TCP client -> server (-t 6 -O 1, bench/overlay.py's), 100 pings at -i 0.0
 bench/tcp_rr.py (no netperf here): 2,000 one-byte request/responses on one connection (RR)
 and 300 connect + one-byte echo + close (CRR).  During the iperf3: the CPU of the
 ovs-vswitchd processes on the path (hv1, hv3 and the root one running the physical
-switches), hv1's and hv3's `dpif-netdev/pmd-stats-show` (datapath passes per packet, cycles
-per packet, megaflow hits, upcalls; cleared before) and, right after, hv1's datapath flows
-(`dpctl/dump-flows`: megaflows, recirculations, ct actions).  Before the rounds it checks
+switches; per packet received on hv1 and hv3 too), hv1's and hv3's
+`dpif-netdev/pmd-stats-show` (datapath passes per packet, EMC/megaflow hits, upcalls; cleared
+before; these af_packet ports are polled by the main thread, which counts no cycles) and,
+right after, hv1's datapath flows (`dpctl/dump-flows`: megaflows, recirculations, ct actions;
+the last round's dump is kept in bench/results/dataplane-<case>-hv1-dpflows.txt).  Before the rounds it checks
 that each case's path is what it claims: replies' TTL 63 (routed) for opendvs and 64 for
 NORMAL, both cross the spines, and tcp to a port no rule allows is refused on the opendvs pair
 but open on the NORMAL pair.
@@ -198,7 +200,10 @@ def measure(lab, case: str) -> dict:
     spine = spine_packets(lab) - spine0
     pmd = {hv: parse_pmd_stats(lab.appctl(hv, 'dpif-netdev/pmd-stats-show')) for hv in (chv, shv)}
     cov = coverage_delta(cov0, parse_coverage(lab.appctl(chv, 'coverage/show')))
-    dpf = parse_dp_flows(lab.appctl(chv, 'dpctl/dump-flows'))
+    dump = lab.appctl(chv, 'dpctl/dump-flows')
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / ('dataplane-%s-%s-dpflows.txt' % (case, chv))).write_text(dump)      # the last round's
+    dpf = parse_dp_flows(dump)
     p = ping(lab, client, server, count=PINGS, interval=PING_INTERVAL)
     lat = tcp_rr(lab, client, server)
     if lat is None:
@@ -214,8 +219,9 @@ def measure(lab, case: str) -> dict:
             'spine_packets_during_iperf': spine,
             'client_hv_passes_per_packet': pmd[chv]['passes_per_packet'],
             'server_hv_passes_per_packet': pmd[shv]['passes_per_packet'],
-            'client_hv_cycles_per_packet': pmd[chv]['cycles_per_packet'],
-            'server_hv_cycles_per_packet': pmd[shv]['cycles_per_packet'],
+            # packets_received counts each packet once, however many passes it takes
+            'client_hv_cpu_us_per_packet': 1e6 * cpu['client_hv'] / max(1, pmd[chv].get('packets_received', 0)),
+            'server_hv_cpu_us_per_packet': 1e6 * cpu['server_hv'] / max(1, pmd[shv].get('packets_received', 0)),
             'client_hv_upcalls': pmd[chv].get('miss_with_success_upcall', 0),
             'client_hv_megaflows': dpf['megaflows'], 'pmd': pmd, 'dp_flows_client_hv': dpf,
             'coverage_client_hv': cov}
@@ -236,9 +242,8 @@ ROWS = (('gbps', 'iperf3 TCP throughput (Gbit/s)', '%.3f', 'up'),
         ('vswitchd_cpu_s_per_gb', 'ovs-vswitchd CPU per GB sent, hv1 + hv3 + root (s)', '%.2f', 'down'),
         ('client_hv_passes_per_packet', 'hv1 datapath passes per packet', '%.2f', None),
         ('server_hv_passes_per_packet', 'hv3 datapath passes per packet', '%.2f', None),
-        ('client_hv_cycles_per_packet', 'hv1 processing cycles per packet', '%.0f', None),
-        ('server_hv_cycles_per_packet', 'hv3 processing cycles per packet', '%.0f', None),
-        ('client_hv_megaflows', 'hv1 megaflows after the iperf3', '%d', None),
+        ('client_hv_cpu_us_per_packet', 'hv1 ovs-vswitchd CPU per packet received (µs)', '%.2f', None),
+        ('server_hv_cpu_us_per_packet', 'hv3 ovs-vswitchd CPU per packet received (µs)', '%.2f', None),
         ('client_hv_upcalls', 'hv1 upcalls during the iperf3', '%d', None),
         ('spine_packets_during_iperf', 'packets through the spines during the iperf3', '%d', None))
 
@@ -287,6 +292,10 @@ def table(summary: dict) -> str:
 NOTES = ''          # what the measured run showed, written after looking at it (bench/README.md)
 
 
+def _yes(ok: bool) -> str:
+    return 'yes' if ok else '**no**'
+
+
 def section(doc: dict) -> str:
     f = doc['facts']
     s = doc['summary']
@@ -306,11 +315,12 @@ def section(doc: dict) -> str:
                  f.get('memory'), f.get('ovs'), f.get('load_average_start')), '',
              table(s), '',
              'Checked before the rounds: replies\' TTL %s (opendvs, routed) and %s (NORMAL); a tcp port '
-             'no rule allows: refused on the opendvs pair %s, open on the NORMAL pair %s; lost pings %d '
+             'no rule allows: refused on the opendvs pair %s, open on the NORMAL pair %s; srv → cli ping '
+             '(no rule): refused %s (NORMAL\'s reverse ping answered: %s); lost pings in the rounds %d '
              '(opendvs) and %d (NORMAL).' % (
                  doc['checks']['ttl']['opendvs'], doc['checks']['ttl']['normal'],
-                 'yes' if doc['checks']['denied_port_refused_opendvs'] else '**no**',
-                 'yes' if doc['checks']['denied_port_open_normal'] else '**no**',
+                 _yes(doc['checks']['denied_port_refused_opendvs']), _yes(doc['checks']['denied_port_open_normal']),
+                 _yes(doc['checks']['reverse_ping_refused_opendvs']), _yes(doc['checks']['reverse_ping_normal']),
                  sum(r['opendvs']['ping_lost'] for r in doc['rounds']),
                  sum(r['normal']['ping_lost'] for r in doc['rounds']))]
     if NOTES:
@@ -335,20 +345,22 @@ def update_readme(text: str, new: str) -> str:
 def checks(lab) -> dict:
     """Each case's path is what it claims (see the module docstring)."""
     from bench.routing import ping
-    ttl = {case: sorted(set(ping(lab, a, b, count=5, interval=0.05)['ttl'])
-                        | set(ping(lab, b, a, count=5, interval=0.05)['ttl']))
-           for case, (a, b) in CASES.items()}
+    ttl = {case: ping(lab, a, b, count=5, interval=0.05)['ttl'] for case, (a, b) in CASES.items()}
     refused = tcp_rr(lab, *CASES['opendvs'], port=DENIED_PORT, rr=1, crr=0) is None
     opened = tcp_rr(lab, *CASES['normal'], port=DENIED_PORT, rr=1, crr=0) is not None
+    srv, cli = reversed(CASES['opendvs'])
     return {'ttl': ttl, 'ttl_as_expected': all(ttl[c] == [EXPECTED_TTL[c]] for c in CASES),
-            'denied_port_refused_opendvs': refused, 'denied_port_open_normal': opened}
+            'denied_port_refused_opendvs': refused, 'denied_port_open_normal': opened,
+            # no rule lets srv open anything to cli: its ping is refused, NORMAL's goes through
+            'reverse_ping_refused_opendvs': not lab.ping(srv, cli, count=3),
+            'reverse_ping_normal': lab.ping(*reversed(CASES['normal']))}
 
 
 def run(work: Path, runs: int) -> dict:
     from bench.labrun import alternating_rounds, tenant_lab, unreachable
     from bench.routing import ping
     with tenant_lab(work, TENANTS) as (lab, ctl):
-        failed = unreachable(lab, [CASES['opendvs']])
+        failed = unreachable(lab, [CASES['opendvs']], both_ways=False)      # the rule is one-way
         if failed:
             raise RuntimeError('opendvs pair: no reply %s' % ', '.join(failed))
         built = normal_bridges(lab)

@@ -138,3 +138,21 @@ def test_alternating_rounds_start_each_round_with_the_next_kind():
     rounds = alternating_rounds({'a': 1, 'b': 2, 'c': 3}, 4, lambda k: seen.append(k) or k.upper())
     assert seen == list('abc' 'bca' 'cab' 'abc')
     assert rounds[1] == {'b': 'B', 'c': 'C', 'a': 'A'} and list(rounds[2]) == ['c', 'a', 'b']
+
+
+def test_section_renders_a_whole_document_under_its_heading():
+    rounds = [_round(0.95, 1.0, 0.1, 0.1) for _ in range(3)]
+    for r in rounds:
+        r['opendvs']['ping_lost'] = r['normal']['ping_lost'] = 0
+    doc = {'runs': 3, 'started': '2026-12-02 05:40', 'finished': '2026-12-02 05:45',
+           'facts': {'hostname': 'vm', 'nproc': '2', 'cpu_model': 'cpu', 'memory': '1 GiB', 'ovs': 'ovs 3.1',
+                     'load_average_start': '0.5'},
+           'checks': {'ttl': {'opendvs': [63], 'normal': [64]}, 'denied_port_refused_opendvs': True,
+                      'denied_port_open_normal': True, 'reverse_ping_refused_opendvs': False,
+                      'reverse_ping_normal': True},
+           'rounds': rounds, 'summary': dp.summarize(rounds)}
+    text = dp.section(doc)
+    assert text.startswith(dp.HEADING + '\n\n') and text.endswith('dataplane.json.\n')
+    assert '2026-12-02 05:40 – 05:45 UTC on `vm`' in text and 'median (min–max) of 3 rounds' in text
+    assert 'refused **no**' in text                        # a failed check is shown as such
+    assert dp.table(doc['summary']) in text
