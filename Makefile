@@ -39,6 +39,7 @@ bench: setup
 	$(PY) bench/routing.py
 	$(PY) bench/bonds.py
 	$(PY) bench/microseg.py --big
+	$(PY) bench/dataplane.py
 	$(PY) bench/trace.py
 	$(PY) bench/migration.py
 	$(PY) bench/push.py --osken

@@ -93,13 +93,14 @@ def listening(lab: Lab, vm: str, port: int) -> bool:
     return bool(lab.exec(vm, ['ss', '-Hltn', 'sport = :%d' % port])[1].strip())
 
 
-def iperf(lab: Lab, client: str, server: str, seconds: int = 5) -> dict:
+def iperf(lab: Lab, client: str, server: str, seconds: int = 5, args: tuple = ()) -> dict:
+    """args: more iperf3 client options (bench/dataplane.py: a fixed rate, -b)."""
     srv = lab.popen(server, ['iperf3', '-s', '-1', '-p', str(IPERF_PORT)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: listening(lab, server, IPERF_PORT), 10, 0.05, 'iperf3 server on %s' % server)
         rc, out = lab.exec(client, ['iperf3', '-J', '-c', lab.vms[server].ip, '-p', str(IPERF_PORT),
-                                    '-t', str(seconds + 1), '-O', '1'], timeout=seconds + 30)
+                                    '-t', str(seconds + 1), '-O', '1', *args], timeout=seconds + 30)
         res = json.loads(out)
         if rc or 'error' in res:
             raise RuntimeError('iperf3 %s -> %s failed: %s' % (client, server, res.get('error', out[-500:])))

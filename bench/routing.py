@@ -78,13 +78,14 @@ EXPECTED_TTL = {'bridged': 64, 'routed': 63, 'bridged_overlay': 64, 'routed_over
 
 
 def ping(lab, src: str, dst: str, count: int = 50, interval: float = 0.05) -> dict:
-    """count pings; avg and median rtt, the replies' TTLs, lost."""
+    """count pings; avg, median, max and min rtt, the replies' TTLs, lost."""
     rc, out = lab.exec(src, ['ping', '-n', '-c', str(count), '-i', str(interval), '-W', '1', lab.vms[dst].ip])
     rtts = [float(m) for m in re.findall(r'time=([\d.]+) ms', out)]
     ttls = sorted({int(m) for m in re.findall(r'ttl=(\d+)', out)})
     if not rtts:
         raise RuntimeError('%s -> %s: no reply: %s' % (src, dst, out[-500:]))
     return {'avg_ms': statistics.mean(rtts), 'median_ms': statistics.median(rtts), 'max_ms': max(rtts),
+            'min_ms': min(rtts),
             'ttl': ttls, 'lost': count - len(rtts)}
 
 
@@ -96,11 +97,8 @@ def measure_pair(lab, kind: str) -> dict:
 
 
 def datapath_rounds(lab, runs: int) -> list[dict]:
-    rounds, kinds = [], list(PAIRS)
-    for i in range(runs):
-        order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]
-        rounds.append({kind: measure_pair(lab, kind) for kind in order})
-    return rounds
+    from bench.labrun import alternating_rounds
+    return alternating_rounds(PAIRS, runs, lambda kind: measure_pair(lab, kind))
 
 
 def summarize_datapath(rounds: list[dict], ttl_back: dict) -> dict:
