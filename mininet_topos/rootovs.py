@@ -14,9 +14,10 @@ The restart is SIGTERM to the pidfile's PID, then the same command; afterwards `
 answers and every bridge is back (ovs-ofctl reaches each).  ovsdb-server likewise: it must be
 the one `ovs-ctl start --no-ovs-vswitchd` (scripts/setup.sh) runs, on /etc/openvswitch/conf.db
 under its --monitor process; SIGTERM ends both (the monitor restarts only a crash), and the
-same ovs-ctl command starts it again on the same database file, so nothing is lost.  The bridges, ports and controller
-settings live in the root OVSDB, which is not touched; the flows are lost (OVS does not keep
-them across a restart unless `ovs-ctl restart` saves them) and the controller puts them back.
+same ovs-ctl command starts it again on the same database file, so nothing is lost.  The
+bridges, ports and controller settings live in the root OVSDB, which a vswitchd restart does
+not touch; the flows are lost (OVS does not keep them across a restart unless `ovs-ctl
+restart` saves them) and the controller puts them back.
 """
 from __future__ import annotations
 

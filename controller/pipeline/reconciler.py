@@ -169,18 +169,7 @@ class Reconciler:
         d = Diff(delete, add)
         self._send(conn, d, before_apply)
         _log_flows(conn.dpid, d, have)
-        with self._lock:
-            have = self._installed.get(conn.dpid)
-            if have is not None:
-                for f in delete:
-                    have.pop(f.key, None)
-                for f in add:
-                    have[f.key] = f
-                gone = self._removed_during.pop(conn.dpid, set())
-                for key in gone:
-                    have.pop(key, None)
-                if not gone:
-                    self._sync.add(conn.dpid)
+        self._record(conn.dpid, d, in_sync=True)
         return d
 
     def add_new(self, conn: SwitchConn, flows: Iterable[Flow],
@@ -200,17 +189,24 @@ class Reconciler:
             return d
         self._send(conn, d, before_apply)
         _log_flows(conn.dpid, d, {})
+        self._record(conn.dpid, d, in_sync=was_in_sync)
+        return d
+
+    def _record(self, dpid: int, d: Diff, in_sync: bool) -> None:
+        """A sent delta is on the switch: update what it holds (less what it removed itself
+        meanwhile); it is in sync again if it was and nothing went behind our back."""
         with self._lock:
-            have = self._installed.get(conn.dpid)
+            have = self._installed.get(dpid)
             if have is not None:
-                for f in add:
+                for f in d.delete:
+                    have.pop(f.key, None)
+                for f in d.add:
                     have[f.key] = f
-                gone = self._removed_during.pop(conn.dpid, set())
+                gone = self._removed_during.pop(dpid, set())
                 for key in gone:
                     have.pop(key, None)
-                if was_in_sync and not gone:
-                    self._sync.add(conn.dpid)
-        return d
+                if in_sync and not gone:
+                    self._sync.add(dpid)
 
     def _send(self, conn, d: Diff, before_apply) -> None:
         with self._lock:
