@@ -1,11 +1,12 @@
 """Per-VLAN MAC learning switch for physical switches and hypervisor br-int bridges.
 
 Stages (see controller/pipeline/tables.py):
-  port_sec   which ports admit which VLANs; untagged frames get their VLAN's tag
+  port_sec   which ports admit which VLANs; untagged frames get their VLAN's tag; a port shut
+             for a MAC-limit violation drops everything (above all else there)
   classify   the VLAN's network, tenant and conntrack zone ids into registers
   learn      known (vlan, src MAC, port) go on; unknown sources are copied to the controller
-             through their port's meter (punt), or dropped once a VM/edge port is full
-             (controller/floods.py)
+             through their port's meter (punt) and go on (from a VM/edge port through
+             storm_ctl's meter), or dropped once a VM/edge port is full (controller/floods.py)
   l2_lookup  known destination MAC -> its port in the out-port register (miss: flood)
   output     per port: how to emit (tagged on a trunk, the tag popped for its untagged VLAN)
   flood      per VLAN, every flood port of the switch (OVS skips the ingress port)
@@ -27,8 +28,9 @@ from apps import vlan_portgroups
 from apps.vlan_portgroups import PortVlans
 
 APP = 'learning_switch'
-K_STATIC, K_SRC, K_DST, K_REFUSED, K_GUARD = 0, 1, 2, 3, 4
+K_STATIC, K_SRC, K_DST, K_REFUSED, K_GUARD, K_SHUTDOWN = 0, 1, 2, 3, 4, 5
 P_PORT, P_UNTAGGED, P_MAC, P_GUARD = 100, 110, 100, 90
+P_SHUTDOWN = 3000                # port_sec: above everything, the bonds' fold (2000) too
 LIMITED = (EDGE, VM)             # roles whose ports hold at most max_macs_per_port MACs
 
 
@@ -46,6 +48,7 @@ def compile_flows(policy, inv: Inventory, dpid: int) -> set[Flow]:
     flows |= _guards(policy, inv, dpid, ports)
     flows |= emission_flows(policy, ports)
     flows |= _flood(policy, ports)
+    flows |= _shutdown(policy, inv, dpid)
     return flows
 
 
@@ -128,9 +131,9 @@ def _learned(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
 
 def _guards(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
     """Per port, below every known source: an unknown source is copied to the controller
-    through the port's meter and goes on -- on a VM/edge port through its unknown-source
-    meter, and once that port holds its MAC limit it is dropped (controller/floods.py).  Only
-    switch ports get one: their meters exist."""
+    through the port's meter and goes on -- from a VM/edge port through storm_ctl and its
+    unknown-source meter, and once that port holds its MAC limit it is dropped
+    (controller/floods.py).  Only switch ports get one: their meters exist."""
     sw = inv.switches[dpid]
     limit = policy.fabric.learning.max_macs_per_port
     counts = collections.Counter(inv.macs.get(dpid, {}).values())
@@ -143,12 +146,25 @@ def _guards(policy, inv: Inventory, dpid: int, ports) -> set[Flow]:
         if port.role not in LIMITED:
             flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, [floods.punt(no)], goto='arp_rsp', cookie=c))
         elif counts[no] < limit:            # unknown sources forwarded at a bounded rate too
-            flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, [A.meter(floods.unknown_meter(no)), floods.punt(no)],
+            flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, [floods.punt(no)], goto='storm_ctl', cookie=c))
+            flows.add(Flow.make('storm_ctl', P_PORT, {'in_port': no}, [A.meter(floods.unknown_meter(no))],
                                 goto='arp_rsp', cookie=c))
         else:
             flows.add(Flow.make('learn', P_GUARD, {'in_port': no}, cookie=c))
         flows.add(Flow.make('punt', P_PORT, {'in_port': no}, [A.meter(meter), A.output(CONTROLLER)], cookie=c))
     return flows
+
+
+def _shutdown(policy, inv: Inventory, dpid: int) -> set[Flow]:
+    """A port shut for a MAC-limit violation (learning.violation: shutdown): one drop flow on
+    in_port above everything, so a flood of forged sources costs the datapath one megaflow
+    instead of an upcall per new MAC (the learn table matches eth_src: no megaflow covers
+    the next one).  The switch removes it after errdisable_recovery and tells us."""
+    sw = inv.switches[dpid]
+    hold = policy.fabric.learning.errdisable_recovery
+    return {Flow.make('port_sec', P_SHUTDOWN, {'in_port': no}, cookie=_cookie(K_SHUTDOWN, 'port:%d' % no),
+                      hard_timeout=hold, notify_removal=True)
+            for no in inv.shutdown.get(dpid, ()) if no in sw.ports}
 
 
 def _flood(policy, ports: dict[int, PortVlans]) -> set[Flow]:
@@ -174,17 +190,23 @@ def _flood(policy, ports: dict[int, PortVlans]) -> set[Flow]:
 def learn(fabric, inv: Inventory, dpid: int, port: int, vlan: int, mac: str) -> bool:
     """Record that `mac` on `vlan` was seen on `port`.  True if the inventory changed.
     O(1): the port's count comes from the MacTable, a refusal goes to the bounded
-    RefusedTable (oldest evicted: controller/floods.py)."""
+    RefusedTable (oldest evicted: controller/floods.py).  A VM/edge port that holds its
+    limit and sends one more source is shut (violation: shutdown) or that source refused
+    (violation: restrict)."""
     mac = mac.lower()
     if int(mac[:2], 16) & 1:
         return False                                # never learn a multicast source
     sw = inv.switches.get(dpid)
-    if sw is None or port not in sw.ports:
-        return False
+    if sw is None or port not in sw.ports or port in inv.shutdown.get(dpid, ()):
+        return False                                # (copies sent before the port was shut)
     table = floods.mac_table(inv, dpid)
     if table.get((vlan, mac)) == port:
         return False
     if sw.ports[port].role in LIMITED and table.on_port(port) >= fabric.learning.max_macs_per_port:
+        if fabric.learning.violation == 'shutdown':
+            inv.shutdown.setdefault(dpid, set()).add(port)
+            inv.forget_port(dpid, port)             # an errdisabled port forgets, as a down one does
+            return True
         refused = floods.refused_table(inv, dpid)
         if (vlan, mac, port) in refused:
             return False
@@ -194,25 +216,38 @@ def learn(fabric, inv: Inventory, dpid: int, port: int, vlan: int, mac: str) -> 
     return True
 
 
+def is_shut(inv: Inventory, dpid: int, port: int) -> bool:
+    return port in inv.shutdown.get(dpid, ())
+
+
 def adopt(inv: Inventory, dpid: int, installed: set[Flow]) -> None:
-    """Take learned entries back from a switch's flows (after a controller restart), so the
-    restarted controller wants exactly what the switch already has."""
+    """Take learned entries and shut ports back from a switch's flows (after a controller
+    restart), so the restarted controller wants exactly what the switch already has."""
     table = floods.mac_table(inv, dpid)
     refused = floods.refused_table(inv, dpid)
     for f in installed:
-        if f.table != 'learn' or cookies.app_of(f.cookie) != APP:
+        if cookies.app_of(f.cookie) != APP:
             continue
         kind, m = cookies.kind_of(f.cookie), f.match_dict()
-        if kind == K_SRC:
+        if f.table == 'port_sec' and kind == K_SHUTDOWN:
+            inv.shutdown.setdefault(dpid, set()).add(m['in_port'])
+        elif f.table == 'learn' and kind == K_SRC:
             table.setdefault((m['vlan_vid'] & 0xfff, m['eth_src']), m['in_port'])
-        elif kind == K_REFUSED:
+        elif f.table == 'learn' and kind == K_REFUSED:
             refused.add((m['vlan_vid'] & 0xfff, m['eth_src'], m['in_port']))
 
 
 def forget(inv: Inventory, dpid: int, flow: Flow) -> bool:
-    """A learned/refused entry aged out on the switch: drop it.  True if anything changed."""
+    """A learned/refused entry aged out on the switch, or a shut port's hold time ended: drop
+    it.  True if anything changed."""
     kind = cookies.kind_of(flow.cookie)
     m = flow.match_dict()
+    if flow.table == 'port_sec' and kind == K_SHUTDOWN and cookies.app_of(flow.cookie) == APP:
+        shut = inv.shutdown.get(dpid, set())
+        if m.get('in_port') in shut:
+            shut.discard(m['in_port'])
+            return True
+        return False
     if flow.table != 'learn' or 'eth_src' not in m:
         return False
     key = (m['vlan_vid'] & 0xfff, m['eth_src'])

@@ -8,25 +8,14 @@ Run it alone, holding the lab lock for all runs (the root OVS restart needs it):
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from pytest_runs import runs as test_runs
 
 
 def main(n: int = 3) -> None:
-    out = Path(tempfile.mkdtemp(prefix='opendvs-restarts-runs-')) / 'runs.jsonl'
-    for i in range(n):
-        r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                            'tests/integration/test_restarts.py'], cwd=ROOT,
-                           env=dict(os.environ, OPENDVS_RESTARTS_JSON=str(out)),
-                           capture_output=True, text=True)
-        print('run %d: %s' % (i + 1, (r.stdout.strip().splitlines() or ['?'])[-1]), file=sys.stderr, flush=True)
-    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    runs = test_runs('tests/integration/test_restarts.py', 'OPENDVS_RESTARTS_JSON', n)
     summary = {}
     for case in sorted({c for run in runs for c in run}):
         rows = [run[case] for run in runs if case in run]

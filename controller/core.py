@@ -126,6 +126,7 @@ class Controller:
         self._retry: dict[int, tuple[float, float]] = {}   # failing switch -> (next try, backoff)
         self._settle_until: dict[int, float] = {}
         self._arrived: set[int] = set()                # the hypervisor a VM was last activated on
+        self._shutting: set[int] = set()               # switches with a port to shut (floods): first
         # incremental compile: what each event made stale (written under the lock by events,
         # taken by the worker), and each switch's compiled parts (the worker's alone)
         self._stale: dict[int, object] = {}            # dpid -> ALL or {app names}
@@ -364,6 +365,7 @@ class Controller:
                 self._away[conn.dpid] = time.monotonic()
                 self.inv.macs.pop(conn.dpid, None)      # read back from its flows when it returns
                 self.inv.refused.pop(conn.dpid, None)
+                self.inv.shutdown.pop(conn.dpid, None)
                 self._stale.pop(conn.dpid, None)
                 self._stale_units.pop(conn.dpid, None)
                 LOG.info('switch %016x disconnected: kept in the topology for %.0f s', conn.dpid, AWAY_GRACE)
@@ -395,6 +397,7 @@ class Controller:
                 topology.port_down(self.inv, dpid, no)
             self.inv.macs.pop(dpid, None)
             self.inv.refused.pop(dpid, None)
+            self.inv.shutdown.pop(dpid, None)
             self._stale.pop(dpid, None)
             self._stale_units.pop(dpid, None)
             self._invalidate_units(self._nic_units(self._located_at(dpid)))
@@ -465,6 +468,7 @@ class Controller:
             old = sw.ports.get(no)
             if reason == 'delete':
                 sw.ports.pop(no, None)
+                self.inv.shutdown.get(dpid, set()).discard(no)             # its number may be reused
                 _port_meters(self.conns.get(dpid), [no], delete=True)      # floods
             elif old is None or old.up != up:
                 if old is None:
@@ -512,6 +516,19 @@ class Controller:
             src = ':'.join('%02x' % b for b in data[6:12])
             if vlan is not None and learning_switch.learn(self.fabric, self.inv, dpid, in_port, vlan, src):
                 self._invalidate(dpid, {learning_switch.APP})
+                if learning_switch.is_shut(self.inv, dpid, in_port):
+                    self._port_shut(sw, in_port, vlan, src)
+
+    def _port_shut(self, sw, no: int, vlan: int, mac: str) -> None:
+        self._shutting.add(sw.dpid)
+        learning = self.fabric.learning
+        port = sw.ports.get(no)
+        LOG.warning('%s port %d (%s) shut for %d s: source %s on VLAN %d is one more than its %d MACs '
+                    '(learning.violation: shutdown)', sw.name, no, port.name if port else '?',
+                    learning.errdisable_recovery, mac, vlan, learning.max_macs_per_port)
+        self.events.record('port_shutdown', switch=sw.name, port=no, name=port.name if port else None,
+                           mac=mac, vlan=vlan, max_macs=learning.max_macs_per_port,
+                           recovery_s=learning.errdisable_recovery)
 
     def flow_removed(self, dpid: int, flow: Flow) -> None:
         flow = Flow(flow.table, flow.priority, flow.match, cookie=self.cookies.decode(flow.cookie)) \
@@ -520,6 +537,11 @@ class Controller:
             self.rec.removed(dpid, flow.key)
             if learning_switch.forget(self.inv, dpid, flow):
                 self._invalidate(dpid, {learning_switch.APP})
+                if flow.table == 'port_sec':                   # a shut port's hold time ended
+                    sw = self.inv.switches.get(dpid)
+                    no = flow.match_dict().get('in_port')
+                    LOG.info('%s port %s: errdisable recovery, open again', sw.name if sw else dpid, no)
+                    self.events.record('port_recovery', switch=sw.name if sw else '%016x' % dpid, port=no)
 
     # ---- policy (from the API thread) ------------------------------------------------------
 
@@ -610,6 +632,7 @@ class Controller:
                         self._wake.wait(max(0.01, min(self._retry[d][0] for d in self._dirty) - now))
                         continue
                     self._dirty.difference_update(batch)
+                    self._shutting.clear()
             if load is not None:
                 if not self._load(load):
                     continue
@@ -619,10 +642,12 @@ class Controller:
             self._converge_batch(batch, send_lldp=load is not None)
 
     def _converge_order(self, dpid: int) -> tuple:
-        """Hypervisors first (where a moved VM's traffic is delivered and sent from), the one
-        where a VM just arrived before them all; then physical switches."""
+        """A switch with a port to shut first (each moment it waits, a flood of forged sources
+        costs its datapath an upcall a frame); then hypervisors (where a moved VM's traffic is
+        delivered and sent from), the one where a VM just arrived before them all; then
+        physical switches."""
         sw = self.inv.switches.get(dpid)
-        return (dpid not in self._arrived, sw is None or sw.kind != 'hypervisor', dpid)
+        return (dpid not in self._shutting, dpid not in self._arrived, sw is None or sw.kind != 'hypervisor', dpid)
 
     def _load(self, dpid: int) -> bool:
         """Read a (re)connected switch's flows and adopt what it learned."""

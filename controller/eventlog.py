@@ -21,6 +21,9 @@ Event names (fields):
              for changed tenants whose rule set changed; fabric: what a reload changed;
              switches: {name: {add, delete}} flows, the switches that changed only; error: a
              switch did not converge (it keeps retrying)
+  port_shutdown {switch, port, name, mac, vlan, max_macs, recovery_s}   a VM/edge port that held its
+             MAC limit sent one more source (mac, vlan) and is shut for recovery_s (floods)
+  port_recovery {switch, port}                  ... and its errdisable recovery ended: open again
   refused    {input, reason, ...}               an input turned away: input "apply" (by, diags:
              the policy errors), "fabric reload" (by: "sighup"), "openflow" (dpid, address; as
              rate-limited as its log line)

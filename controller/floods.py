@@ -20,21 +20,37 @@ datapath actions and needs no hint.  Verified with ofproto/trace (`clone(meter(0
 userspace(...))`) and traffic: tests/ovs/test_floods.py.
 
 On a VM or edge port (the ports with a MAC limit) frames from not-yet-learned sources are
-also *forwarded* through a meter of their own, unknown_meter(P), as the guard's meter
-instruction (so over its rate the frame and its copy go together):
+also *forwarded* through a meter of their own, unknown_meter(P), in the storm_ctl table that
+the guard goes to -- after the clone, so it holds back the frames and never the copies:
 
-    learn  in_port=P  ->  meter:unknown_meter(P), clone(...punt...), goto arp_rsp
+    learn      in_port=P  ->  clone(...punt...), goto storm_ctl
+    storm_ctl  in_port=P  ->  meter:unknown_meter(P), goto arp_rsp
 
 Storm control for unknown sources: a VM emitting thousands of new MACs a second floods the
-fabric with at most UNKNOWN_PPS of them while the controller fills the port, instead of
-every one (measured: the first second of a 10,000/s flood is what hurt other tenants'
-pings).  A nic's own MAC (from its binding) and learned MACs match above the guard and never
-meet either meter; trunks and fabric ports have no unknown-source meter.
+fabric with at most UNKNOWN_PPS of them (burst UNKNOWN_BURST) while the controller fills its
+port, and every switch that sees one learns it (a packet-in and a flow-mod each).  The
+burst is small for that reason: with 50, the leaked sources' learning on the other seven
+lab switches took the probe across the flooder's hypervisor to 9-17 ms in the flood's first
+second, with 4 to 4-8 ms (1-4 ms before the flood; bench/README.md, "Floods").  The controller still hears every copy at the punt meter's
+rate: a meter instruction drops the whole packet, so on the guard itself it held the copies
+back to the storm rate too, and a full port took seconds to notice.  A nic's own MAC (from
+its binding) and learned MACs match above the guard and never meet either meter; trunks and
+fabric ports have no unknown-source meter.
 
 Once a VM or edge port holds its max_macs_per_port learned MACs, its guard drops frames
-from unknown sources instead (no copy, no flooding of forged sources into the VLAN); a
-source that ages out reopens it.  Known sources (learned, bound nics, the gateway) match
-above the guard and never meet the meter.
+from unknown sources instead (no copy, no flooding of forged sources into the VLAN).  The
+next new source it sends is a violation (learning.violation, Cisco port-security's words):
+  shutdown  (the default) the port is shut for errdisable_recovery seconds: one drop flow on
+            in_port above everything in port_sec (apps/learning_switch.py, P_SHUTDOWN) with
+            that hard_timeout; the switch removes it and reports (flow removed), and the port
+            learns again.  What the port had learned is forgotten, as on a port that went down.
+            Why: a drop that matches in_port alone is one megaflow for every forged source,
+            while the learn table matches eth_src, so in restrict mode each new MAC is an
+            upcall on the datapath thread that forwards everyone else's packets (measured:
+            19-41 ms probe spikes against 2-11 ms baselines in restrict mode; within the
+            baseline's 2x with shutdown).
+  restrict  only the new sources are dropped (remembered in the RefusedTable below); a source
+            that ages out reopens the port.
 
 Meter ids are port based, not allocated: port_meter(P) = METER_BASE + P and unknown_meter(P)
 = UNKNOWN_BASE + P (OpenFlow ports are < 0xff00, so ids stay under OVS's max_meter 262144
@@ -63,7 +79,7 @@ PUNT_PPS = 100                 # packet-ins per second per port ...
 PUNT_BURST = 100               # ... and the burst a port may send at once
 UNKNOWN_BASE = 0x20000
 UNKNOWN_PPS = 50               # frames from unlearned sources forwarded per second per VM/edge port
-UNKNOWN_BURST = 50
+UNKNOWN_BURST = 4             # few: what a flood leaks before its port is full (others learn each; bench/README "Floods")
 TRUNC = 64                     # the clone's no-op truncated output (see above)
 
 REFUSED_PER_PORT = 32

@@ -14,6 +14,7 @@ being copied on every change.
     opendvs_switches_connected{kind}                   physical / hypervisor
     opendvs_bindings{hypervisor}                       bound VM nics per hypervisor (OVSDB iface-ids)
     opendvs_learned_macs{switch}                       MACs learned per switch
+    opendvs_port_shutdown{switch,port}                 1 per VM/edge port shut for a MAC-limit violation
     opendvs_policy_applies_total{result,dry_run}       pushes/deletes: applied / rejected / failed
     opendvs_api_requests_total{method,path,status}     REST API requests
 
@@ -148,6 +149,8 @@ class _CoreCollector:
         bindings = GaugeMetricFamily('opendvs_bindings', 'Bound VM nics (OVSDB iface-ids) per hypervisor',
                                      labels=['hypervisor'])
         macs = GaugeMetricFamily('opendvs_learned_macs', 'MACs learned per switch', labels=['switch'])
+        shut = GaugeMetricFamily('opendvs_port_shutdown', 'VM/edge ports shut for a MAC-limit violation '
+                                 '(learning.violation: shutdown) until errdisable recovery', labels=['switch', 'port'])
         core = _core() if _core else None
         if core is not None:
             with core.lock:
@@ -162,6 +165,8 @@ class _CoreCollector:
                         per_table[(name, f.table)] = per_table.get((name, f.table), 0) + 1
                 bound = {switches[d][0]: len(b) for d, b in core.inv.bindings.items() if d in switches}
                 learned = {switches[d][0]: len(m) for d, m in core.inv.macs.items() if d in switches}
+                ports_shut = sorted((switches[d][0], str(no)) for d, s in core.inv.shutdown.items()
+                                    if d in switches for no in s)
             for kind, n in sorted(kinds.items()):
                 connected.add_metric([kind], n)
             for (name, table), n in sorted(per_table.items()):
@@ -170,7 +175,9 @@ class _CoreCollector:
                 bindings.add_metric([name], n)
             for name, n in sorted(learned.items()):
                 macs.add_metric([name], n)
-        return [flows, connected, bindings, macs]
+            for labels in ports_shut:
+                shut.add_metric(list(labels), 1)
+        return [flows, connected, bindings, macs, shut]
 
 
 REGISTRY.register(_CoreCollector())

@@ -252,7 +252,8 @@ class PolicyService:
             return [{'name': sw.name, 'dpid': '%016x' % sw.dpid, 'kind': sw.kind,
                      'connected': sw.dpid in core.conns, 'settling': core.settling(sw.dpid),
                      'flows': len(core.rec.installed(sw.dpid) or ()),
-                     'ports': [{'no': p.no, 'name': p.name, 'up': p.up, 'role': p.role}
+                     'ports': [{'no': p.no, 'name': p.name, 'up': p.up, 'role': p.role,
+                                'shut': p.no in core.inv.shutdown.get(sw.dpid, ())}     # floods: errdisabled
                                for p in sorted(sw.ports.values(), key=lambda p: p.no)]}
                     for sw in sorted(core.inv.switches.values(), key=lambda s: s.name)]
 

@@ -154,7 +154,8 @@ def _show_arguments(p) -> None:
 def _cell(value) -> str:
     if isinstance(value, list):
         if value and isinstance(value[0], dict):        # ports
-            return ' '.join('%s:%s%s' % (p['no'], p['role'], '' if p['up'] else '(down)') for p in value)
+            return ' '.join('%s:%s%s%s' % (p['no'], p['role'], '' if p['up'] else '(down)',
+                                           '(shut)' if p.get('shut') else '') for p in value)
         return ','.join(map(str, value))
     return '-' if value is None else str(value)
 

@@ -65,6 +65,9 @@ class Inventory:
     macs: dict[int, dict[tuple[int, str], int]] = dataclasses.field(default_factory=dict)
     # sources refused on a port over its MAC limit: dpid -> {(vlan, mac, port)}
     refused: dict[int, set[tuple[int, str, int]]] = dataclasses.field(default_factory=dict)
+    # VM/edge ports shut for a MAC-limit violation (learning.violation: shutdown): dpid -> ports;
+    # each is a drop flow the switch removes after errdisable_recovery (and reports)
+    shutdown: dict[int, set[int]] = dataclasses.field(default_factory=dict)
     # leaf port -> the hypervisor (br-int dpid) whose LLDP arrived there; kept while the port is
     # up, even when that hypervisor's controller session (and so its LLDP) is gone
     hv_ports: dict[LinkEnd, int] = dataclasses.field(default_factory=dict)
@@ -159,6 +162,7 @@ class Inventory:
                       for d, sw in self.switches.items()},
             links=dict(self.links), macs={d: dict(m) for d, m in self.macs.items()},
             refused={d: set(r) for d, r in self.refused.items()}, hv_ports=dict(self.hv_ports),
+            shutdown={d: set(s) for d, s in self.shutdown.items()},
             vtep_macs=dict(self.vtep_macs), bindings={d: dict(b) for d, b in self.bindings.items()},
             locations=dict(self.locations), claims=dict(self.claims), refused_places=dict(self.refused_places),
             declared=self.declared, open_at_once=self.open_at_once)

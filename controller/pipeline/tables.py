@@ -2,7 +2,7 @@
 faucet_pipeline.py idea, OVN's stage names).  Ingress stages decide *where* a frame goes;
 egress stages check and *emit* it, so routing and ACLs slot in without renumbering.
 
-    ingress  port_sec -> classify -> learn (-> punt) -> arp_rsp -> acl_in -> l3 (-> ecmp) -> l2_lookup
+    ingress  port_sec -> classify -> learn (-> punt) (-> storm_ctl) -> arp_rsp -> acl_in -> l3 (-> ecmp) -> l2_lookup
     egress   acl_out -> output (-> flood)
 
 A declaration names: the apps that may write the table and each one's priority band, the
@@ -50,7 +50,8 @@ _ARP_REWRITE = ('eth_src', 'eth_dst', 'arp_op', 'arp_sha', 'arp_tha', 'arp_spa',
 TABLES = (
     _t('port_sec', 0,
        {'bonds': (2000, 2000), 'topology': (1000, 1000), 'underlay_routing': (500, 500),
-        'vxlan_overlay': (200, 200), 'port_security': (120, 140), 'learning_switch': (100, 100)},
+        # learning_switch 3000: a port shut for a MAC-limit violation, above everything here
+        'vxlan_overlay': (200, 200), 'port_security': (120, 140), 'learning_switch': (100, 3000)},
        ['in_port', 'vlan_vid', 'eth_type', 'eth_dst', 'arp_op', 'arp_tpa', 'tunnel_id', 'tun_ipv4_src',
         # port_security: a VM's own MAC and IP (and the DHCP client broadcast)
         'eth_src', 'ipv4_src', 'ipv4_dst', 'ip_proto', 'udp_src', 'udp_dst', 'arp_sha', 'arp_spa'],
@@ -59,7 +60,7 @@ TABLES = (
        'the controller, tunnel traffic from member VTEPs, routed underlay frames to l3 and the '
        'rack gateway ARP responder; port security on bound VM ports (own MAC and IP only, the '
        'rest dropped by the nic\'s flows); a port waiting for live-migration activation sends '
-       'only its GARP/RARP to the controller'),
+       'only its GARP/RARP to the controller; a port shut for a MAC-limit violation drops everything'),
     _t('classify', 10,
        {'learning_switch': (100, 100), 'vxlan_overlay': (100, 100)},
        ['vlan_vid'], [R.NETWORK, R.TENANT, R.ZONE], ['learn'], ('goto', 'learn'),
@@ -69,9 +70,15 @@ TABLES = (
     _t('learn', 20,
        {'learning_switch': (90, 100), 'vlan_portgroups': (150, 150), 'vxlan_overlay': (150, 160),
         'anycast_gateway': (165, 170)},
-       ['in_port', 'vlan_vid', 'eth_src'], [], ['arp_rsp'], ('controller', 'arp_rsp'),
-       'source MACs: known (VLAN, MAC, port) go on; unknown are copied to the controller and go on; '
-       'nothing is learned from tunnels, nor the gateway MAC from anywhere'),
+       ['in_port', 'vlan_vid', 'eth_src'], [], ['storm_ctl', 'arp_rsp'], ('controller', 'arp_rsp'),
+       'source MACs: known (VLAN, MAC, port) go on; unknown are copied to the controller and go on '
+       '(from a VM/edge port through storm_ctl); nothing is learned from tunnels, nor the gateway '
+       'MAC from anywhere'),
+    _t('storm_ctl', 22, {'learning_switch': (100, 100)}, ['in_port'], [], ['arp_rsp'], ('goto', 'arp_rsp'),
+       'storm control for unlearned sources of a VM/edge port: their frames go on through the '
+       'port\'s own meter, after their copy to the controller left (learn\'s clone), so the meter '
+       'bounds what a flood of forged sources leaks into the fabric, never how soon the '
+       'controller hears of it'),
     _t('punt', 25, {'learning_switch': (100, 100)}, ['in_port'], [], [], ('drop',),
        'the copy of an unknown source to the controller, through its port\'s meter: reached only '
        'from learn by clone(resubmit), so a meter drop here drops the copy, never the frame'),

@@ -84,13 +84,29 @@ def _section_int(c, top, section, key, lo, hi, default):
 
 
 def _learning(c, top) -> model.Learning:
-    m = c.mapping(('learning',), top.get('learning'), ('mac_age', 'max_macs_per_port'))
+    m = c.mapping(('learning',), top.get('learning'),
+                  ('mac_age', 'max_macs_per_port', 'violation', 'errdisable_recovery'))
     d = model.Learning()
     if m is None:
         return d
     return model.Learning(
         mac_age=_int(c, ('learning', 'mac_age'), m, 10, 86400, d.mac_age),
-        max_macs_per_port=_int(c, ('learning', 'max_macs_per_port'), m, 1, 65535, d.max_macs_per_port))
+        max_macs_per_port=_int(c, ('learning', 'max_macs_per_port'), m, 1, 65535, d.max_macs_per_port),
+        violation=_choice(c, ('learning', 'violation'), m, model.VIOLATIONS),
+        errdisable_recovery=_int(c, ('learning', 'errdisable_recovery'), m, 1, 65535, d.errdisable_recovery))
+
+
+def _choice(c, path, parent, choices):
+    """One of `choices` (the first when the key is absent)."""
+    if path[-1] not in parent:
+        return choices[0]
+    v = parent[path[-1]]
+    if v not in choices:
+        close = difflib.get_close_matches(v[:64], choices, n=1) if isinstance(v, str) else ()
+        hint = f"; did you mean '{close[0]}'?" if close else ''
+        c.error(path, f"expected one of {', '.join(choices)}, got {kind(v)}{hint}")
+        return choices[0]
+    return v
 
 
 def _controller(c, top) -> model.ControllerSettings:

@@ -10,6 +10,7 @@ from typing import Mapping
 
 DEFAULT_OPENFLOW = 'tcp:127.0.0.1:6653'
 DEFAULT_API = 'http://127.0.0.1:8080'
+VIOLATIONS = ('shutdown', 'restrict')        # learning.violation; the first is the default
 BOND_MODES = ('lacp', 'active-backup')     # a hypervisor's bonded uplinks; the first is the default
 MAX_UPLINKS = 8
 # The anycast gateway's router MAC: one for the whole fabric, like an EVPN fabric's
@@ -36,6 +37,11 @@ class ControllerSettings:
 class Learning:
     mac_age: int = 300               # seconds a learned MAC lives without traffic from it
     max_macs_per_port: int = 256     # learning stops (and new sources are dropped) past this
+    # what a VM/edge port that sends one more new source gets (Cisco port-security's words):
+    # 'shutdown' -- the whole port dropped for errdisable_recovery seconds, one flow the
+    # datapath matches without an upcall per forged MAC; 'restrict' -- only the new sources
+    violation: str = VIOLATIONS[0]
+    errdisable_recovery: int = 30
 
 
 @dataclasses.dataclass(frozen=True)

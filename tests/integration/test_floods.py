@@ -1,10 +1,14 @@
 """Floods (issue 7 part 5): one VM on the native VLAN (hv1vm1) sends 10,000 new source MACs a second,
 then an ARP storm with forged senders, while two probes ping between the other tenant's VMs
 (globex data1 on hv1 -> data2 on hv4, app1 on hv2 -> app2 on hv3, both across the leaves).
-The probes keep 0 loss; the controller's memory stays flat and the flooding VM's port holds
-its MAC limit.  The issue's max-RTT bound (2x the baseline) is NOT met on this shared 2-core
-machine (19-41 ms against 2.4-11 ms, from datapath upcalls per new MAC): measured and kept in
-bench/README.md ("Floods"), not asserted here, and said in the issue's note."""
+
+The flooder's port holds its MAC limit, then the first source past it shuts the port
+(learning.violation: shutdown) for errdisable_recovery: one in_port drop flow, so the rest of
+both storms costs hv1's datapath one megaflow instead of an upcall per forged MAC.  The probes
+keep 0 loss, the controller's memory stays flat, the flooder reaches nobody while shut and
+its peer again after the recovery.  The probes' RTTs (max against a baseline of the same
+length) are printed on the FLOODS line and kept in bench/README.md ("Floods"; bench/floods_runs.py
+runs this test N times): a timing, not asserted here."""
 from __future__ import annotations
 
 import json
@@ -22,12 +26,14 @@ from tests.support import ROOT, ControllerProcess, counted, free_port, wait_unti
 TENANTS = [str(ROOT / 'examples' / 'tenants' / 'acme.yaml'), str(ROOT / 'examples' / 'tenants' / 'globex.yaml')]
 STORM = ROOT / 'tests' / 'tools' / 'storm.py'
 MAX_MACS = 16                  # the lab fabric's max_macs_per_port (examples: 256)
+RECOVERY = 12                  # its errdisable_recovery (s): past both storms (8 s), so both meet the shut port
 PROBES = [('data1', 'data2'), ('app1', 'app2')]
 # the flooder is a VM on the native VLAN (no tenant nic): a bound nic's port sends only as
 # itself (apps/port_security.py drops other source MACs before learning ever sees them), so
 # the learning switch's meters and MAC limit are what protect the fabric from this one
 FLOODER, FLOODER_PEER = 'hv1vm1', 'hv2vm1'
 INTERVAL = 0.02                # 50 pings a second per probe
+WINDOW = 9.5                   # seconds each probe runs: the baseline's as long as the storms'
 RSS_GROWTH_MB = 30             # bound on the controller's RSS growth over both storms
 
 
@@ -36,8 +42,10 @@ def env(tmp_path_factory):
     work = tmp_path_factory.mktemp('floods')
     fabric = work / 'fabric.yaml'
     text = (ROOT / 'examples' / 'fabric.yaml').read_text()
-    fabric.write_text(re.sub(r'max_macs_per_port: \d+', 'max_macs_per_port: %d' % MAX_MACS, text))
+    text = re.sub(r'max_macs_per_port: \d+', 'max_macs_per_port: %d' % MAX_MACS, text)
+    fabric.write_text(re.sub(r'errdisable_recovery: \d+', 'errdisable_recovery: %d' % RECOVERY, text))
     assert 'max_macs_per_port: %d' % MAX_MACS in fabric.read_text()
+    assert 'violation: shutdown' in fabric.read_text() and 'errdisable_recovery: %d' % RECOVERY in fabric.read_text()
     port = free_port()
     ctl = ControllerProcess(str(fabric), work, ofp='0.0.0.0:%d' % port).start()
     lab = Lab(str(fabric), ofp_port=port, tenants=TENANTS, vms_per_hypervisor=1)
@@ -86,8 +94,9 @@ def cpu_s(pid: int) -> float:
 
 
 def learn_flows(lab, port: int) -> dict:
-    """hv1's learn-table flows of one port: learned sources, refused ones, and its guard."""
-    out = {'learned': 0, 'refused': 0, 'guard': None}
+    """hv1's flows of one port: learned sources, refused ones, its guard, and its shutdown."""
+    from apps import learning_switch as ls
+    out = {'learned': 0, 'refused': 0, 'guard': None, 'shutdown': None}
     for line in lab.ofctl('hv1', 'dump-flows', 'table=20').splitlines():
         if not re.search(r'\bin_port=%d[, ]' % port, line):
             continue
@@ -95,6 +104,9 @@ def learn_flows(lab, port: int) -> dict:
             out['refused' if 'actions=drop' in line else 'learned'] += 1
         elif 'priority=90' in line:
             out['guard'] = line.split('actions=')[1]
+    for line in lab.ofctl('hv1', 'dump-flows', 'table=0,in_port=%d' % port).splitlines():
+        if 'priority=%d' % ls.P_SHUTDOWN in line:
+            out['shutdown'] = re.sub(r'.*(hard_timeout=\d+).*priority=\d+,(.*)', r'\1 \2', line)
     return out
 
 
@@ -118,19 +130,20 @@ def storms(env):
     pid = ctl.proc.pid
     web1_port = lab.vm_ofport(FLOODER)
     meter, unknown = floods.port_meter(web1_port), floods.unknown_meter(web1_port)
-    # baseline: the same probes, same rate, no storm
-    base = [result(p) for p in [probe(lab, a, b, 3) for a, b in PROBES]]
+    # baseline: the same probes, same rate, as long, no storm
+    base = [result(p) for p in [probe(lab, a, b, WINDOW) for a, b in PROBES]]
     for b in base:
         assert b['received'] == b['sent'], base
     rss0, cpu0, t0 = rss_mb(pid), cpu_s(pid), time.monotonic()
     drops0, unknown0 = meter_drops(lab, meter), meter_drops(lab, unknown)
     # the storms, back to back, with the probes running across both
-    probes = [probe(lab, a, b, 9.5) for a, b in PROBES]
+    probes = [probe(lab, a, b, WINDOW) for a, b in PROBES]
     time.sleep(0.5)                                   # the probes are under way first
     t_flood = time.time()
     flood = storm(lab, 'macs', 10000, 5)
     flood_out, _ = flood.communicate(timeout=60)
     during = learn_flows(lab, web1_port)
+    reaches_while_shut = lab.ping(FLOODER, FLOODER_PEER, count=2)
     t_arp = time.time()
     arp = storm(lab, 'arp', 10000, 3)
     arp_out, _ = arp.communicate(timeout=60)
@@ -146,31 +159,49 @@ def storms(env):
                'controller_cpu_pct': round(100 * (cpu1 - cpu0) / wall, 1),
                'meter_drops': meter_drops(lab, meter) - drops0,
                'unknown_source_meter_drops': meter_drops(lab, unknown) - unknown0,
-               'web1_port_during': during, 'web1_port_after': after}
+               'web1_port_during': during, 'web1_port_after': after, 'reaches_while_shut': reaches_while_shut,
+               'ratios': [round(u['max'] / b['max'], 2) for b, u in zip(base, under)]}
     print('FLOODS ' + json.dumps(figures))
+    if os.environ.get('OPENDVS_FLOODS_JSON'):                     # bench/floods_runs.py
+        with open(os.environ['OPENDVS_FLOODS_JSON'], 'a') as f:
+            f.write(json.dumps(figures) + '\n')
     return figures, flood_out, arp_out
 
 
 def test_a_mac_flood_and_an_arp_storm_cost_no_other_tenant_a_ping_nor_the_controller_its_memory(env, storms):
-    from controller import floods
     lab, ctl = env
     figures, flood_out, arp_out = storms
     base, under = figures['baseline'], figures['storm']
-    during, after = figures['web1_port_during'], figures['web1_port_after']
-    # the storms happened: ~50,000 and ~30,000 frames, and the port's meters dropped some (the
-    # unknown-source meter, 50/s, lets fewer through than the punt meter's 100/s)
+    # the storms happened: ~50,000 and ~30,000 frames; the first ones met the port's meters
     assert int(flood_out.split()[1]) >= 45000 and int(arp_out.split()[1]) >= 27000, figures
     assert figures['meter_drops'] + figures['unknown_source_meter_drops'] > 0, figures
-    # nobody else lost a ping (the RTT bound: the test below)
-    for (a, b), before, now in zip(PROBES, base, under):
+    # nobody else lost a ping (the RTTs: bench/README.md)
+    for (a, b), now in zip(PROBES, under):
         assert now['received'] == now['sent'], '%s -> %s lost pings: %s' % (a, b, figures)
     # the controller's memory stayed flat
     rss0, rss1 = figures['controller_rss_mb']
     assert rss1 - rss0 < RSS_GROWTH_MB, figures
-    # the per-port MAC limit held; the full port drops unknown sources; refusals are bounded
-    for seen in (during, after):
-        assert seen['learned'] <= MAX_MACS and seen['refused'] <= floods.REFUSED_PER_PORT, figures
-    assert during['learned'] == MAX_MACS and during['guard'] == 'drop', figures
-    # and the flooder's own nic still works, the controller still answers
-    assert lab.ping(FLOODER, FLOODER_PEER, count=2)
     assert ctl.dvsctl('show', 'tenants').returncode == 0
+
+
+def test_the_first_source_past_the_limit_shuts_the_port_until_its_recovery(env, storms):
+    lab, ctl = env
+    figures, _, _ = storms
+    during, after = figures['web1_port_during'], figures['web1_port_after']
+    port = lab.vm_ofport(FLOODER)
+    # shut by the end of the MAC flood, and still through the ARP storm: one drop on in_port,
+    # above everything, that the switch removes after errdisable_recovery.  What the port had
+    # learned is forgotten, as on a port that went down; nothing is refused per source.
+    for seen in (during, after):
+        assert seen['shutdown'] == 'hard_timeout=%d in_port=%d actions=drop' % (RECOVERY, port), figures
+        assert seen['learned'] == 0 and seen['refused'] == 0, figures
+    assert not figures['reaches_while_shut'], figures           # the shut port reaches nobody
+    assert re.search(r'hv1 port %d \(\S+\) shut for %d s: source 02:07:00:00:00:.. on VLAN 1 is one more than '
+                     r'its %d MACs' % (port, RECOVERY, MAX_MACS), ctl.text()), ctl.text()[-3000:]
+    # the switch ends it, tells the controller, and the flooder (quiet now) reaches its peer again
+    wait_until(lambda: learn_flows(lab, port)['shutdown'] is None, RECOVERY + 10, what='the errdisable recovery')
+    wait_until(lambda: 'errdisable recovery, open again' in ctl.text(), 10, what='the recovery logged')
+    assert lab.ping(FLOODER, FLOODER_PEER, count=2)
+    # the other tenants' VMs never noticed
+    for a, b in PROBES:
+        assert lab.ping(a, b)

@@ -17,7 +17,7 @@ def _prefix() -> str:
 
 FABRIC = '''\
 controller: {{openflow: "tcp:127.0.0.1:{port}"}}
-learning: {{mac_age: {mac_age}, max_macs_per_port: {max_macs}}}
+learning: {{mac_age: {mac_age}, max_macs_per_port: {max_macs}, violation: {violation}}}
 switches:
   spine1: {{dpid: 0x101}}
   spine2: {{dpid: 0x102}}
@@ -34,11 +34,12 @@ LINKS = [('spine1', 'leaf1'), ('spine1', 'leaf2'), ('spine2', 'leaf1'), ('spine2
 class ScratchFabric:
     """2 spines x 2 leaves; host h1 on leaf1 and h2 on leaf2 (10.99.0.1, .2)."""
 
-    def __init__(self, workdir: Path, port: int, mac_age: int = 300, max_macs: int = 256):
+    def __init__(self, workdir: Path, port: int, mac_age: int = 300, max_macs: int = 256,
+                 violation: str = 'shutdown'):
         self.p = _prefix()
         self.port = port
         self.fabric = Path(workdir) / 'fabric.yaml'
-        self.fabric.write_text(FABRIC.format(port=port, mac_age=mac_age, max_macs=max_macs))
+        self.fabric.write_text(FABRIC.format(port=port, mac_age=mac_age, max_macs=max_macs, violation=violation))
         self.links: list[str] = []
         self.hosts: dict[str, str] = {}
 

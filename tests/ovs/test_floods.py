@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -13,7 +14,7 @@ from controller import floods
 from controller.pipeline import actions as A, cookies
 from controller.pipeline.flow import Flow
 from tests.ovs.pipeline_bridge import PipelineBridge, _top_level
-from tests.support import is_root, sh
+from tests.support import ROOT, is_root, sh
 from tests.unit.builders import LEAF2, example_fabric, switch_flows
 from tests.unit.test_learning_switch import EDGE3, EDGE4, HV5, leaf_network, two_tenants
 
@@ -69,16 +70,22 @@ class VethBridge(PipelineBridge):
         out = sh('ovs-ofctl -O OpenFlow14 meter-stats %s meter=%d' % (self.name, meter_id))
         return int(re.search(r'0: packet_count:(\d+)', out).group(1))
 
+    def meter_in(self, meter_id: int) -> int:
+        """Packets that reached the meter (passed or dropped)."""
+        out = sh('ovs-ofctl -O OpenFlow14 meter-stats %s meter=%d' % (self.name, meter_id))
+        return int(re.search(r'packet_in_count:(\d+)', out).group(1))
+
     def slow_meter(self, meter_id: int, pps: int = 1) -> None:
         sh('ovs-ofctl -O OpenFlow14 mod-meter %s meter=%d,pktps,burst,band=type=drop,rate=%d,burst_size=1'
            % (self.name, meter_id, pps))
 
 
-def world(learned=()):
+def world(learned=(), shut=()):
     fabric = example_fabric(max_macs_per_port=MAX)
     inv = leaf_network(fabric)
     for port, mac in learned:
         ls.learn(fabric, inv, LEAF2, port, 1, mac)
+    inv.shutdown[LEAF2] = set(shut)
     return switch_flows(two_tenants(fabric), inv, LEAF2)
 
 
@@ -96,11 +103,13 @@ def test_an_unknown_source_is_copied_through_the_meter_inside_a_datapath_clone(b
     assert 'meter(' in clone and 'userspace(' in clone, t.datapath_actions      # the copy, metered
     assert not any(a.startswith('meter(') for a in top), t.datapath_actions     # never the frame
     assert EDGE4 in t.output_ports                   # forwarded (flooded: nothing is learned here)
-    # an edge port (a MAC limit): the frame of an unlearned source meets its own meter first
+    # an edge port (a MAC limit): the frame of an unlearned source meets its own meter too
+    # (storm_ctl), after its copy left: push_vlan,clone(meter(1),userspace(..)),meter(4),pop_vlan,4
     t = br.trace(EDGE3, eth_src=HOSTS[EDGE3][0], eth_dst=HOSTS[EDGE4][0], eth_type=0x0800)
     top = _top_level(t.datapath_actions)
-    assert top[0].startswith('meter('), t.datapath_actions            # e.g. meter(4),push_vlan(...),
-    assert any(a.startswith('clone(meter(') for a in top), t.datapath_actions   # clone(meter(1),userspace..)
+    copy = next(i for i, a in enumerate(top) if a.startswith('clone(meter(') and 'userspace(' in a)
+    storm = next(i for i, a in enumerate(top) if a.startswith('meter('))
+    assert copy < storm < min(i for i, a in enumerate(top) if a.isdigit()), t.datapath_actions
     assert EDGE4 in t.output_ports
 
 
@@ -121,6 +130,19 @@ def test_unlearned_sources_of_an_edge_port_are_forwarded_at_a_bounded_rate_and_l
     assert got <= 5, (sent, got)                      # 1 pps: storm control for unknown sources
     br.load(world(learned=[(EDGE3, HOSTS[EDGE3][0]), (EDGE4, HOSTS[EDGE4][0])]), registry=cookies.Registry())
     assert br.ping(EDGE3, EDGE4, count=30, interval=0.02) == (30, 30)
+
+
+def test_the_storm_meter_of_an_edge_port_never_holds_back_the_copies_to_the_controller(br):
+    """What storm_ctl is for: a flood of forged sources is held to the unknown-source meter's
+    rate on the wire, while every copy still reaches the punt meter -- the controller hears of
+    the MAC limit's violation as soon as the punt meter allows, not at the storm meter's rate."""
+    br.load(world(), registry=cookies.Registry())
+    storm, punt = floods.unknown_meter(EDGE3), floods.port_meter(EDGE3)
+    br.slow_meter(storm)
+    storm0, punt0, dropped0 = br.meter_in(storm), br.meter_in(punt), br.meter_drops(storm)
+    flood(br, EDGE3, 200, seed=0x54)
+    copies, stormed, held = br.meter_in(punt) - punt0, br.meter_in(storm) - storm0, br.meter_drops(storm) - dropped0
+    assert copies >= 190 and stormed >= 190 and held >= 180, (copies, stormed, held)
 
 
 def test_without_the_irreversible_hint_ovs_3_1_meters_the_frame_itself(br):
@@ -146,3 +168,42 @@ def test_a_full_edge_port_drops_unknown_sources_and_passes_its_learned_ones(br):
     br.load(world(learned=others[:MAX - 1] + [(EDGE3, HOSTS[EDGE3][0]), (EDGE4, HOSTS[EDGE4][0])]),
             registry=cookies.Registry())
     assert br.ping(EDGE3, EDGE4, count=5, interval=0.05) == (5, 5)                 # a learned source passes
+
+
+def megaflows(br, port: int) -> dict[str, int]:
+    """The datapath flows for storm.py's frames (ethertype 0x88b5) from `port`: their match
+    (without in_port) -> packets they carried."""
+    dp = {of: d for d, of in br._dp_ports().items()}[port]
+    out = sh('ovs-appctl dpctl/dump-flows netdev@ovs-netdev')
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^recirc_id\(0\),in_port\(%d\),(.*eth_type\(0x88b5\).*?), packets:(\d+)' % dp, out, re.M)}
+
+
+def flood(br, port: int, frames: int, seed: int) -> None:
+    """`frames` broadcast frames from new source MACs, all within about a second."""
+    subprocess.run(['ip', 'netns', 'exec', br.ns(port), sys.executable, str(ROOT / 'tests' / 'tools' / 'storm.py'),
+                    'eth0', str(frames), '1', 'macs', '--seed', str(seed)], check=True, capture_output=True)
+
+
+def test_a_shut_port_costs_the_datapath_one_megaflow_however_many_sources_it_forges(br):
+    """Why violation: shutdown exists.  A full port in restrict mode drops each new source only
+    after an upcall: the learn table matches eth_src, so no megaflow covers the next MAC.  A
+    shut port's drop matches in_port alone, above everything: one megaflow for them all."""
+    full = [(port, '02:00:00:77:%02x:%02x' % (port, i)) for port in (EDGE3, EDGE4) for i in range(MAX - 1)]
+    full += [(EDGE3, '02:00:00:77:03:ff'), (EDGE4, HOSTS[EDGE4][0])]         # both full; host 4 is known
+    br.load(world(learned=full), registry=cookies.Registry())
+    flood(br, EDGE4, 500, seed=0x51)                # EDGE4: full, not shut (as with restrict)
+    restricted = megaflows(br, EDGE4)
+    br.load(world(learned=full, shut=[EDGE3]), registry=cookies.Registry())
+    t = br.trace(EDGE3, eth_src='02:52:00:00:00:01', eth_dst=HOSTS[EDGE4][0], eth_type=0x0800)
+    assert t.dropped, t.text
+    megaflow, = re.findall(r'^Megaflow: (.*)$', t.text, re.M)
+    assert 'dl_src' not in megaflow and 'in_port=%d' % EDGE3 in megaflow, megaflow
+    flood(br, EDGE3, 500, seed=0x52)                # EDGE3: shut
+    shut = megaflows(br, EDGE3)
+    assert len(restricted) >= 400 and all('src=02:51:' in m for m in restricted), len(restricted)
+    (match, packets), = shut.items()                # one flow, no source MAC in it, carried them all
+    assert 'src=' not in match and packets >= 490, shut
+    # the shut port reaches nobody; the others still reach each other
+    assert br.ping(EDGE3, EDGE4, count=3, interval=0.05)[1] == 0
+    assert br.ping(HV5, EDGE4, count=3, interval=0.05) == (3, 3)

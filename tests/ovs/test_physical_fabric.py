@@ -20,7 +20,7 @@ H1_MAC, H2_MAC = '02:00:00:99:00:01', '02:00:00:99:00:02'
 def lab(tmp_path_factory):
     work = tmp_path_factory.mktemp('physical')
     port = free_port()
-    with ScratchFabric(work, port, mac_age=10, max_macs=4) as fab:
+    with ScratchFabric(work, port, mac_age=10, max_macs=4, violation='restrict') as fab:
         ctl = ControllerProcess(fab.fabric, work).start()
         try:
             wait_until(lambda: fab.ping('h1', '10.99.0.2'), 30, what='h1 -> h2 ping')

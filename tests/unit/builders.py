@@ -1,5 +1,6 @@
 """Small builders shared by the unit tests: fabrics, inventories, cabling, fake switches."""
 import ipaddress
+import re
 import pathlib
 
 from apps import topology
@@ -21,8 +22,8 @@ def example_fabric(**learning):
     """examples/fabric.yaml, optionally with other `learning:` settings."""
     text = EXAMPLE_FABRIC.read_text()
     if learning:
-        text = text.replace('learning:\n  mac_age: 300\n  max_macs_per_port: 256\n',
-                            'learning: {%s}\n' % ', '.join('%s: %s' % kv for kv in learning.items()))
+        text = re.sub(r'learning:\n(  .*\n)+', 'learning: {%s}\n' % ', '.join('%s: %s' % kv for kv in learning.items()),
+                      text, count=1)
     fab = parse_fabric(text, str(EXAMPLE_FABRIC))
     for k, v in learning.items():
         assert getattr(fab.learning, k) == v, 'the learning override did not apply'

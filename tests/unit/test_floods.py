@@ -1,19 +1,22 @@
 """Flood protection (controller/floods.py): per-port metered packet-ins that never meter the
-frame, full VM/edge ports dropping unknown sources, and learning state that stays bounded
-and O(1) per packet-in under a storm of new source MACs."""
+frame, full VM/edge ports shut (violation: shutdown) or dropping unknown sources (restrict),
+and learning state that stays bounded and O(1) per packet-in under a storm of new source MACs."""
 import pytest
 
 from apps import learning_switch as ls, vlan_portgroups
-from controller import floods
+from controller import floods, metrics
+from controller.api.service import PolicyService
+from controller.cli import remote
+from controller.policy.store import PolicyStore
 from controller.core import Controller
 from controller.floods import MacTable, RefusedTable
 from controller.inventory.model import EDGE, Inventory
 from controller.pipeline import actions as A, cookies, tables
 from controller.pipeline.flow import CONTROLLER
 from controller.policy.model import Policy
-from tests.unit.builders import LEAF1, LEAF2, FakeSwitch, by_table, example_fabric
+from tests.unit.builders import LEAF1, LEAF2, FakeSwitch, by_table, example_fabric, switch_flows
 from tests.unit.test_core import LEARN, leaf1_up, tagged_frame
-from tests.unit.test_learning_switch import EDGE3, EDGE4, HV5, TREE, VM2, hv_network, leaf_network
+from tests.unit.test_learning_switch import EDGE3, EDGE4, HV5, TREE, VM2, hv_network, leaf_network, two_tenants
 
 PUNT = tables.table_id('punt')
 
@@ -24,7 +27,18 @@ def mac(i: int) -> str:
 
 @pytest.fixture
 def limited():
-    return example_fabric(max_macs_per_port=4)
+    """violation: restrict -- a full port drops only the new sources, and remembers them."""
+    return example_fabric(max_macs_per_port=4, violation='restrict')
+
+
+@pytest.fixture
+def shutting():
+    """The default violation, shutdown, with a short hold time."""
+    return example_fabric(max_macs_per_port=4, errdisable_recovery=7)
+
+
+def shut_flows(flows):
+    return {f.match_dict()['in_port']: f for f in by_table(flows, 'port_sec') if f.priority == ls.P_SHUTDOWN}
 
 
 def guards(flows):
@@ -107,10 +121,13 @@ def test_every_learning_port_copies_unknown_sources_through_its_own_meter_and_go
     g, p = guards(flows), punts(flows)
     assert set(g) == set(p) == set(vlan_portgroups.port_vlans(Policy(fabric), inv, LEAF2)) == {TREE, EDGE3, EDGE4, HV5}
     for no, f in g.items():
-        # VM/edge ports (edge 3, 4) forward unknown sources through a meter too; trunks do not
-        storm = (A.meter(floods.unknown_meter(no)),) if no in (EDGE3, EDGE4) else ()
-        assert f.actions == storm + (A.clone(A.output_trunc(no, floods.TRUNC), A.resubmit('punt')),)
-        assert f.goto == 'arp_rsp' and f.match_dict() == {'in_port': no}
+        # VM/edge ports (edge 3, 4) forward unknown sources through a meter too, in storm_ctl
+        # (after the copy left: that meter never slows the controller's hearing); trunks do not
+        assert f.actions == (A.clone(A.output_trunc(no, floods.TRUNC), A.resubmit('punt')),)
+        assert f.goto == ('storm_ctl' if no in (EDGE3, EDGE4) else 'arp_rsp') and f.match_dict() == {'in_port': no}
+        storm = [s for s in by_table(flows, 'storm_ctl') if s.match_dict() == {'in_port': no}]
+        assert [(s.actions, s.goto) for s in storm] == ([((A.meter(floods.unknown_meter(no)),), 'arp_rsp')]
+                                                        if no in (EDGE3, EDGE4) else [])
         assert p[no].actions == (A.meter(floods.port_meter(no)), A.output(CONTROLLER)) and p[no].goto is None
         assert cookies.kind_of(f.cookie) == cookies.kind_of(p[no].cookie) == ls.K_GUARD
     for f in flows | tables.miss_flows():
@@ -128,11 +145,11 @@ def test_a_full_vm_or_edge_port_drops_unknown_sources_and_a_trunk_never_fills(li
     flows = ls.compile_flows(Policy(limited), inv, LEAF2)
     g = guards(flows)
     assert g[EDGE3].actions == () and g[EDGE3].goto is None          # full: dropped, no copy
-    assert g[EDGE4].goto == 'arp_rsp' and g[HV5].goto == 'arp_rsp'   # not full / not limited
+    assert g[EDGE4].goto == 'storm_ctl' and g[HV5].goto == 'arp_rsp'   # not full / not limited
     assert EDGE3 in punts(flows)                                     # the meter flow stays
     # one source ages out: the port copies and forwards unknown sources again
     del inv.macs[LEAF2][(1, mac(0))]
-    assert guards(ls.compile_flows(Policy(limited), inv, LEAF2))[EDGE3].goto == 'arp_rsp'
+    assert guards(ls.compile_flows(Policy(limited), inv, LEAF2))[EDGE3].goto == 'storm_ctl'
 
 
 def test_a_full_vm_port_on_a_hypervisor_drops_unknown_sources(limited):
@@ -223,3 +240,99 @@ def test_the_guard_action_encodes_as_nx_clone_and_decodes_to_the_same_tuple():
         back.append(a)
         off += a.len
     assert codec.from_actions(DP, back) == acts
+
+
+# ---- violation: shutdown ---------------------------------------------------------------------------
+
+def test_one_source_past_the_limit_shuts_the_port_with_one_in_port_drop_above_everything(shutting):
+    assert example_fabric().learning.violation == 'shutdown'          # the default
+    inv = leaf_network(shutting)
+    for i in range(4):
+        assert ls.learn(shutting, inv, LEAF2, EDGE3, 1, mac(i))
+        ls.learn(shutting, inv, LEAF2, EDGE4, 1, mac(100 + i))
+    assert not shut_flows(ls.compile_flows(Policy(shutting), inv, LEAF2))
+    assert ls.learn(shutting, inv, LEAF2, EDGE3, 1, mac(4))            # the fifth: a violation
+    assert ls.is_shut(inv, LEAF2, EDGE3) and not ls.is_shut(inv, LEAF2, EDGE4)
+    assert inv.macs[LEAF2].on_port(EDGE3) == 0 and inv.macs[LEAF2].on_port(EDGE4) == 4   # it forgot, like a down port
+    assert not inv.refused.get(LEAF2)                                  # nothing remembered per source
+    # copies sent before the shutdown landed are not learned; the port stays shut once
+    assert not ls.learn(shutting, inv, LEAF2, EDGE3, 1, mac(5))
+    assert inv.macs[LEAF2].on_port(EDGE3) == 0
+    flows = ls.compile_flows(Policy(shutting), inv, LEAF2)
+    f, = shut_flows(flows).values()
+    assert (f.match_dict(), f.actions, f.goto) == ({'in_port': EDGE3}, (), None)       # drop, whatever the source
+    assert f.hard_timeout == 7 and f.notify_removal and f.idle_timeout == 0
+    assert cookies.kind_of(f.cookie) == ls.K_SHUTDOWN and cookies.app_of(f.cookie) == ls.APP
+    everything = switch_flows(two_tenants(shutting), inv, LEAF2)                       # checked, no clash
+    assert f in everything and f.priority > max(g.priority for g in everything if g.table == 'port_sec' and g != f)
+
+
+def test_a_trunk_or_a_fabric_port_is_never_shut(shutting):
+    inv = leaf_network(shutting)
+    for i in range(50):
+        ls.learn(shutting, inv, LEAF2, HV5, 10, mac(i))
+        ls.learn(shutting, inv, LEAF2, TREE, 10, mac(1000 + i))
+    assert not inv.shutdown.get(LEAF2)
+    assert inv.macs[LEAF2].on_port(HV5) == inv.macs[LEAF2].on_port(TREE) == 50
+
+
+def test_the_hold_time_ending_on_the_switch_opens_the_port_again(shutting):
+    inv = leaf_network(shutting)
+    for i in range(5):
+        ls.learn(shutting, inv, LEAF2, EDGE3, 1, mac(i))
+    f, = shut_flows(ls.compile_flows(Policy(shutting), inv, LEAF2)).values()
+    assert ls.forget(inv, LEAF2, f)                                    # flow removed (hard timeout)
+    assert not ls.is_shut(inv, LEAF2, EDGE3) and not ls.forget(inv, LEAF2, f)
+    assert not shut_flows(ls.compile_flows(Policy(shutting), inv, LEAF2))
+    assert ls.learn(shutting, inv, LEAF2, EDGE3, 1, mac(9))            # it learns again
+
+
+def test_a_restarted_controller_takes_a_shut_port_back_from_the_switch_and_changes_nothing(shutting):
+    inv = leaf_network(shutting)
+    for i in range(5):
+        ls.learn(shutting, inv, LEAF2, EDGE3, 1, mac(i))
+    ls.learn(shutting, inv, LEAF2, EDGE4, 1, mac(77))
+    installed = ls.compile_flows(Policy(shutting), inv, LEAF2)
+    fresh = leaf_network(shutting)
+    ls.adopt(fresh, LEAF2, installed)
+    assert fresh.shutdown == {LEAF2: {EDGE3}}
+    assert ls.compile_flows(Policy(shutting), fresh, LEAF2) == installed
+
+
+def test_restrict_refuses_the_new_sources_and_never_shuts(limited):
+    inv = leaf_network(limited)
+    for i in range(10):
+        ls.learn(limited, inv, LEAF2, EDGE3, 1, mac(i))
+    assert not inv.shutdown.get(LEAF2) and len(inv.refused[LEAF2]) == 6
+    assert not shut_flows(ls.compile_flows(Policy(limited), inv, LEAF2))
+
+
+def test_the_core_logs_the_shutdown_and_the_recovery_and_forgets_a_deleted_port(shutting, tmp_path):
+    ctl = Controller(shutting)
+    try:
+        conn = leaf1_up(ctl)
+        for i in range(5):
+            ctl.packet_in(LEAF1, 3, LEARN, tagged_frame(mac(i), 1))
+        assert ctl.inv.shutdown == {LEAF1: {3}}
+        # the operator sees it: `dvsctl show switches` marks the port, /metrics counts it
+        leaf1, = [s for s in PolicyService(ctl, PolicyStore(str(tmp_path))).switches() if s['name'] == 'leaf1']
+        assert [p['no'] for p in leaf1['ports'] if p['shut']] == [3]
+        assert remote._cell(leaf1['ports']).split() == ['1:edge', '2:edge', '3:edge(shut)', '4:edge']
+        metrics.watch(ctl)
+        assert 'opendvs_port_shutdown{port="3",switch="leaf1"} 1.0' in metrics.exposition()[0].decode()
+        shut, = [e for e in ctl.events.since(0) if e['event'] == 'port_shutdown']
+        assert (shut['switch'], shut['port'], shut['name'], shut['mac'], shut['vlan']) == ('leaf1', 3, 'leaf1-eth3', mac(4), 1)
+        assert (shut['max_macs'], shut['recovery_s']) == (4, 7)
+        ctl.rec.converge(conn, ctl.desired(LEAF1))
+        f, = shut_flows(conn.flows).values()
+        ctl.flow_removed(LEAF1, f)                                      # the switch's hold time ended
+        assert not ctl.inv.shutdown[LEAF1] and f not in ctl.rec.installed(LEAF1)
+        assert [e['port'] for e in ctl.events.since(0) if e['event'] == 'port_recovery'] == [3]
+        assert not shut_flows(ctl.desired(LEAF1))
+        for i in range(10, 15):
+            ctl.packet_in(LEAF1, 3, LEARN, tagged_frame(mac(i), 1))
+        assert ctl.inv.shutdown == {LEAF1: {3}}
+        ctl.port_status(LEAF1, 'delete', 3, 'leaf1-eth3', False)        # its number may come back
+        assert ctl.inv.shutdown == {LEAF1: set()}
+    finally:
+        ctl.stop()

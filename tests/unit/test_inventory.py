@@ -60,3 +60,25 @@ def test_bind_keeps_its_own_copy_of_the_bindings():
     ports[3] = tap(DB1)
     assert inv.bindings[HV1] == {2: tap(WEB1)}
     assert DB1 not in inv.locations
+
+
+def test_a_snapshot_carries_every_field_of_the_inventory():
+    """Compilers read the snapshot: a field it forgot is state no flow ever shows (the shut
+    ports of learning.violation were, at first)."""
+    import dataclasses
+    from controller.inventory.model import LinkEnd, Port, SwitchState
+    sw = SwitchState(HV1, 'hv1', 'hypervisor')
+    sw.ports[2] = Port(2, 'tap-web1', True, 'vm', since=0.0)
+    end, far = LinkEnd(HV1, 1), LinkEnd(HV2, 1)
+    inv = Inventory(switches={HV1: sw}, links={end: (far, 1.0)}, macs={HV1: {(1, '02:00:00:00:00:09'): 2}},
+                    refused={HV1: {(1, '02:00:00:00:00:0a', 2)}}, shutdown={HV1: {2}}, hv_ports={end: HV1},
+                    vtep_macs={HV1: '02:00:00:00:00:0b'}, locations={WEB1: (HV1, 2)}, claims={HV1: frozenset({DB1})},
+                    refused_places={(DB1, HV1): 'why'}, declared={end: far}, open_at_once=frozenset({HV2}))
+    inv.bindings = {HV1: {2: tap(WEB1)}}
+    snap = inv.snapshot()
+    for field in dataclasses.fields(Inventory):
+        assert getattr(snap, field.name), 'the test sets every field: %s' % field.name
+        if field.name == 'switches':
+            assert snap.switches[HV1].ports == sw.ports
+        else:
+            assert getattr(snap, field.name) == getattr(inv, field.name), field.name

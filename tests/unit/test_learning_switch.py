@@ -520,7 +520,8 @@ def test_a_mac_learned_on_a_vlan_its_port_does_not_carry_is_not_installed(fabric
 
 @pytest.fixture
 def limited():
-    return example_fabric(max_macs_per_port=2)
+    """violation: restrict (shutdown, the default: tests/unit/test_floods.py)."""
+    return example_fabric(max_macs_per_port=2, violation='restrict')
 
 
 def test_a_port_over_its_mac_limit_refuses_new_sources_with_a_drop(limited):

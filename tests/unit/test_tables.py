@@ -8,7 +8,7 @@ from controller.pipeline.tables import PipelineError, check
 
 LS = cookies.make('learning_switch', 0, 'test')
 TOPO = cookies.make('topology', 1, 'test')
-INGRESS = ['port_sec', 'classify', 'learn', 'punt', 'arp_rsp', 'acl_in', 'l3', 'ecmp', 'l2_lookup']
+INGRESS = ['port_sec', 'classify', 'learn', 'storm_ctl', 'punt', 'arp_rsp', 'acl_in', 'l3', 'ecmp', 'l2_lookup']
 EGRESS = ['acl_out', 'output', 'flood']
 
 

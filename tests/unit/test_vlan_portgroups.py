@@ -423,7 +423,8 @@ def test_changing_one_tenants_workloads_leaves_the_other_tenants_flows_identical
                     {LEAF1: 'leaf1', LEAF2: 'leaf2'}[leaf]: {('output', 100, ((R.OUT_PORT, port),))}}
         # the VM port that gains (web2's) or loses (web1's) its port-group: its flood guard
         vm_port = HV_VM3 if change == 'a workload is added' else HV_VM2
-        may_move[trunk_moves_on] |= {('learn', 90, (('in_port', vm_port),)), ('punt', 100, (('in_port', vm_port),))}
+        may_move[trunk_moves_on] |= {('learn', 90, (('in_port', vm_port),)), ('punt', 100, (('in_port', vm_port),)),
+                                     ('storm_ctl', 100, (('in_port', vm_port),))}
     store = ids.IdStore()                                  # one controller's stable ids, as it runs
     policy = policy.with_ids(ids.bind(store, policy))
     after_policy = Policy(fabric).with_tenants([changed(), globex()])
