@@ -160,8 +160,10 @@ def _shutdown(policy, inv: Inventory, dpid: int) -> set[Flow]:
     in_port above everything, so a flood of forged sources costs the datapath one megaflow
     instead of an upcall per new MAC (the learn table matches eth_src: no megaflow covers
     the next one).  The switch removes it after errdisable_recovery and tells us."""
-    sw = inv.switches[dpid]
-    hold = policy.fabric.learning.errdisable_recovery
+    sw, learning = inv.switches[dpid], policy.fabric.learning
+    if learning.violation != 'shutdown':        # a reload to restrict opens every shut port at once
+        return set()
+    hold = learning.errdisable_recovery
     return {Flow.make('port_sec', P_SHUTDOWN, {'in_port': no}, cookie=_cookie(K_SHUTDOWN, 'port:%d' % no),
                       hard_timeout=hold, notify_removal=True)
             for no in inv.shutdown.get(dpid, ()) if no in sw.ports}
@@ -197,7 +199,9 @@ def learn(fabric, inv: Inventory, dpid: int, port: int, vlan: int, mac: str) -> 
     if int(mac[:2], 16) & 1:
         return False                                # never learn a multicast source
     sw = inv.switches.get(dpid)
-    if sw is None or port not in sw.ports or port in inv.shutdown.get(dpid, ()):
+    if sw is None or port not in sw.ports:
+        return False
+    if fabric.learning.violation == 'shutdown' and port in inv.shutdown.get(dpid, ()):
         return False                                # (copies sent before the port was shut)
     table = floods.mac_table(inv, dpid)
     if table.get((vlan, mac)) == port:

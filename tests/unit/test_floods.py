@@ -299,6 +299,15 @@ def test_a_restarted_controller_takes_a_shut_port_back_from_the_switch_and_chang
     assert ls.compile_flows(Policy(shutting), fresh, LEAF2) == installed
 
 
+def test_a_reload_to_restrict_opens_a_shut_port_at_once(shutting, limited):
+    inv = leaf_network(shutting)
+    for i in range(5):
+        ls.learn(shutting, inv, LEAF2, EDGE3, 1, mac(i))
+    assert shut_flows(ls.compile_flows(Policy(shutting), inv, LEAF2))
+    assert not shut_flows(ls.compile_flows(Policy(limited), inv, LEAF2))      # the switch reports the delete
+    assert ls.learn(limited, inv, LEAF2, EDGE3, 1, mac(9))                    # and the port learns again
+
+
 def test_restrict_refuses_the_new_sources_and_never_shuts(limited):
     inv = leaf_network(limited)
     for i in range(10):
