@@ -13,15 +13,9 @@ Both feed `dvsctl show uplinks` through uplink_status(), and /metrics through en
 from __future__ import annotations
 
 import dataclasses
-import logging
-import threading
 
-import ovs.db.idl
-import ovs.poller
+from controller.inventory.ovsdb import OvsdbWatcher, _one
 
-from controller.inventory.ovsdb import _fetch_schema, _one
-
-LOG = logging.getLogger('opendvs.bonds')
 DEFAULT_SWITCH_OVSDB = 'unix:/var/run/openvswitch/db.sock'
 
 
@@ -104,55 +98,19 @@ def _member(i, port, was: Member | None) -> Member:
     return Member(i.name, _one(i.ofport), link_up, lacp_current)
 
 
-class BondWatcher:
-    """Follow one OVSDB; call on_change({bridge: (dpid, {bond: Bond})}) after every change."""
+class BondWatcher(OvsdbWatcher):
+    """Follow one OVSDB; call on_change({bridge: (dpid, {bond: Bond}, targets)}) after every change."""
 
-    def __init__(self, name: str, remote: str, on_change):
-        self.name, self.remote, self.on_change = name, remote, on_change
-        self._stop = threading.Event()
-        self._last = None               # the last reading reported
-        self._thread = threading.Thread(target=self._run, name='bonds-%s' % name, daemon=True)
+    COLUMNS = {'Bridge': ['name', 'ports', 'datapath_id', 'controller'], 'Controller': ['target'],
+               'Port': ['name', 'interfaces', 'bond_mode', 'lacp'],
+               'Interface': ['name', 'ofport', 'link_state', 'lacp_current']}
+    THREAD = 'bonds'
+    RETRY = 2.0
 
-    def start(self) -> 'BondWatcher':
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._watch()
-            except Exception as e:
-                LOG.warning('%s: OVSDB %s: %s; retrying', self.name, self.remote, e)
-                self._stop.wait(2.0)
-
-    def _watch(self) -> None:
-        helper = ovs.db.idl.SchemaHelper(schema_json=_fetch_schema(self.remote))
-        helper.register_columns('Bridge', ['name', 'ports', 'datapath_id', 'controller'])
-        helper.register_columns('Controller', ['target'])
-        helper.register_columns('Port', ['name', 'interfaces', 'bond_mode', 'lacp'])
-        helper.register_columns('Interface', ['name', 'ofport', 'link_state', 'lacp_current'])
-        idl = ovs.db.idl.Idl(self.remote, helper)
-        seen = None
-        try:
-            while not self._stop.is_set():
-                idl.run()
-                if idl.has_ever_connected() and idl.change_seqno != seen:
-                    seen = idl.change_seqno
-                    # self._last outlives a reconnect: after an ovsdb-server restart the first
-                    # reading lacks the members' status until ovs-vswitchd writes it again
-                    now = read_bonds(idl, self._last)
-                    if now != self._last:
-                        self._last = now
-                        self.on_change(now)
-                poller = ovs.poller.Poller()
-                idl.wait(poller)
-                poller.timer_wait(500)
-                poller.block()
-        finally:
-            idl.close()
+    def read(self, idl):
+        # after an ovsdb-server restart the first reading lacks the members' status until
+        # ovs-vswitchd writes it again: keep what the last reading said (read_bonds)
+        return read_bonds(idl, self._last)
 
 
 # ---- what `dvsctl show uplinks` says about one hypervisor --------------------------------

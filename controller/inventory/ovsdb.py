@@ -2,7 +2,8 @@
 
 One thread per hypervisor keeps a python-ovs IDL replica of the Bridge/Port/Interface tables
 of that hypervisor's ovsdb-server (reached over the management LAN) and reports br-int's
-bound interfaces whenever they change.  The IDL reconnects by itself.
+bound interfaces whenever they change.  The IDL reconnects by itself.  OvsdbWatcher is that
+thread, shared with controller/inventory/bonds.py's BondWatcher (bonds and their members).
 """
 from __future__ import annotations
 
@@ -74,15 +75,33 @@ def read_claims(idl) -> frozenset[str]:
     return frozenset(ids['iface-id'] for ofport, ids, _ in _bound_interfaces(idl) if ofport is None)
 
 
-class BindingWatcher:
-    """Watch one hypervisor's OVSDB; call on_change(bindings, vtep_mac, claims) after every change."""
+class OvsdbWatcher:
+    """One thread following one ovsdb-server through a python-ovs IDL replica of COLUMNS:
+    after every change it reads the replica (read()) and reports a reading that differs from
+    the last one reported (report()).  The IDL reconnects by itself; an error (the server is
+    unreachable for its schema) is logged and retried after RETRY s.  The last reading
+    outlives a reconnect, so a database that comes back as it was reports nothing."""
+
+    COLUMNS: dict[str, list[str]] = {}
+    THREAD = 'ovsdb'
+    RETRY = 1.0
 
     def __init__(self, name: str, remote: str, on_change):
         self.name, self.remote, self.on_change = name, remote, on_change
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='ovsdb-%s' % name, daemon=True)
+        self._last = None               # the last reading reported
+        self._thread = threading.Thread(target=self._run, name='%s-%s' % (self.THREAD, name), daemon=True)
 
-    def start(self) -> 'BindingWatcher':
+    def read(self, idl):
+        raise NotImplementedError
+
+    def report(self, reading) -> None:
+        self.on_change(reading)
+
+    def connected(self, idl) -> None:
+        """The replica was just (re)read in full from the server."""
+
+    def start(self):
         self._thread.start()
         return self
 
@@ -95,36 +114,50 @@ class BindingWatcher:
                 self._watch()
             except Exception as e:
                 LOG.warning('%s: OVSDB %s: %s; retrying', self.name, self.remote, e)
-                self._stop.wait(1.0)
+                self._stop.wait(self.RETRY)
 
     def _watch(self) -> None:
         helper = ovs.db.idl.SchemaHelper(schema_json=_fetch_schema(self.remote))
-        helper.register_columns('Bridge', ['name', 'ports'])
-        helper.register_columns('Port', ['name', 'interfaces'])
-        helper.register_columns('Interface', ['name', 'ofport', 'external_ids', 'mac_in_use'])
+        for table, columns in self.COLUMNS.items():
+            helper.register_columns(table, columns)
         idl = ovs.db.idl.Idl(self.remote, helper)
-        seen, last, monitoring = None, None, False
+        seen, monitoring = None, False
         try:
             while not self._stop.is_set():
                 idl.run()
-                # every (re)connection ends with the server's full dump replacing the replica:
-                # say so, so a restart or cut shows the bindings were read again
+                # every (re)connection ends with the server's full dump replacing the replica
                 now_monitoring = idl.state == idl.IDL_S_MONITORING
                 if now_monitoring and not monitoring:
-                    LOG.info('%s: OVSDB %s read: %d bound interfaces', self.name, self.remote,
-                             len(read_bindings(idl)))
+                    self.connected(idl)
                 monitoring = now_monitoring
-                # before the first monitor reply the replica is empty, not "no bindings": an
+                # before the first monitor reply the replica is empty, not "nothing there": an
                 # empty report would unbind every VM on that hypervisor for a moment
                 if idl.has_ever_connected() and idl.change_seqno != seen:
                     seen = idl.change_seqno
-                    now = (read_bindings(idl), read_vtep_mac(idl), read_claims(idl))
-                    if now != last:
-                        last = now
-                        self.on_change(*now)
+                    now = self.read(idl)
+                    if now != self._last:
+                        self._last = now
+                        self.report(now)
                 poller = ovs.poller.Poller()
                 idl.wait(poller)
                 poller.timer_wait(500)          # wake up to notice stop()
                 poller.block()
         finally:
             idl.close()
+
+
+class BindingWatcher(OvsdbWatcher):
+    """Watch one hypervisor's OVSDB; call on_change(bindings, vtep_mac, claims) after every change."""
+
+    COLUMNS = {'Bridge': ['name', 'ports'], 'Port': ['name', 'interfaces'],
+               'Interface': ['name', 'ofport', 'external_ids', 'mac_in_use']}
+
+    def read(self, idl):
+        return read_bindings(idl), read_vtep_mac(idl), read_claims(idl)
+
+    def report(self, reading) -> None:
+        self.on_change(*reading)
+
+    def connected(self, idl) -> None:
+        # said at every (re)connection, so a restart or cut shows the bindings were read again
+        LOG.info('%s: OVSDB %s read: %d bound interfaces', self.name, self.remote, len(read_bindings(idl)))
