@@ -128,25 +128,13 @@ def restart_ovsdb(own_bridges, timeout: float = 30) -> int:
     monitor = _parent(pid)
     monitor = monitor if monitor and 'monitoring' in ' '.join(_cmdline(monitor)) else None
     before = bridges()
-    try:
-        osutil.stop_pids([pid] + ([monitor] if monitor else []), timeout=10)
-    finally:
-        pid_now = osutil.read_pidfile(OVSDB_PIDFILE)
-        if pid_now is None or pid_now == pid or not osutil.alive(pid_now):
-            subprocess.run(OVSDB_START, cwd='/', check=True, timeout=60, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            # a read-write transaction waits until ovs-vswitchd has applied it: reconnected
-            osutil.run(['ovs-vsctl', '--timeout=5', 'remove', 'Open_vSwitch', '.', 'external_ids', 'opendvs-probe'])
-            if bridges() == before:
-                return osutil.read_pidfile(OVSDB_PIDFILE)
-        except LabError:
-            pass
-        if time.monotonic() > deadline:
-            raise LabError(f'the root ovsdb-server is not back {timeout:g} s after its restart')
-        time.sleep(0.1)
+
+    def back() -> bool:
+        # a read-write transaction waits until ovs-vswitchd has applied it: reconnected
+        osutil.run(['ovs-vsctl', '--timeout=5', 'remove', 'Open_vSwitch', '.', 'external_ids', 'opendvs-probe'])
+        return bridges() == before
+    return _restart([pid] + ([monitor] if monitor else []), OVSDB_PIDFILE, OVSDB_START, back, 'ovsdb-server',
+                    timeout, lambda: '')
 
 
 def restart_vswitchd(own_bridges, timeout: float = 30) -> int:
@@ -154,26 +142,35 @@ def restart_vswitchd(own_bridges, timeout: float = 30) -> int:
     RootRestartRefused before touching anything if it is not safe."""
     pid = check(own_bridges)
     before = bridges()
+
+    def back() -> bool:
+        osutil.run(['ovs-vsctl', '--timeout=5', 'show'])
+        if bridges() != before:
+            return False
+        for br in before:
+            osutil.run(['ovs-ofctl', '-O', 'OpenFlow14', 'show', br], timeout=10)
+        return True
+    return _restart([pid], PIDFILE, START, back, 'OVS', timeout,
+                    lambda: f': bridges {sorted(before)} before, `ovs-vsctl list-br` now: {sorted(bridges())}')
+
+
+def _restart(pids, pidfile: str, start: list[str], back, what: str, timeout: float, detail) -> int:
+    """Stop `pids` (the daemon first), start it again as setup.sh does -- whatever happened:
+    the machine's switch must run again -- and wait until back() says so; the new PID."""
     try:
-        osutil.stop_pids([pid], timeout=10)
+        osutil.stop_pids(pids, timeout=10)
     finally:
-        # whatever happened, the machine's switch must run again, started as setup.sh does
-        pid_now = osutil.read_pidfile(PIDFILE)
-        if pid_now is None or pid_now == pid or not osutil.alive(pid_now):
-            subprocess.run(START, cwd='/', check=True, timeout=30, stdin=subprocess.DEVNULL,
+        pid_now = osutil.read_pidfile(pidfile)
+        if pid_now is None or pid_now == pids[0] or not osutil.alive(pid_now):
+            subprocess.run(start, cwd='/', check=True, timeout=60, stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    new = osutil.read_pidfile(PIDFILE)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            osutil.run(['ovs-vsctl', '--timeout=5', 'show'])
-            if bridges() == before:
-                for br in before:
-                    osutil.run(['ovs-ofctl', '-O', 'OpenFlow14', 'show', br], timeout=10)
-                return new
+            if back():
+                return osutil.read_pidfile(pidfile)
         except LabError:
             pass
         if time.monotonic() > deadline:
-            raise LabError(f'the root OVS is not back {timeout:g} s after its restart: bridges {sorted(before)} '
-                           f'before, `ovs-vsctl list-br` now: {sorted(bridges())}')
+            raise LabError(f'the root {what} is not back {timeout:g} s after its restart{detail()}')
         time.sleep(0.1)
