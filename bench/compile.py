@@ -32,33 +32,11 @@ REPEAT = 20
 
 
 def _measure(workloads: int) -> dict:
-    from bench.fabricgen import world
-    from controller import core
+    from bench.fabricgen import controller_on, world
     from controller.inventory.model import Binding
 
-    class FakeSwitch:                    # a connection that only counts: the switch's side is not measured
-        def __init__(self, dpid):
-            self.dpid = dpid
-
-        def read_flows(self):
-            return set()
-
-        def apply(self, delete, add):
-            pass
-
-        def packet_out(self, port, data):
-            pass
-
     policy, inv = world(workloads=workloads)
-    # a controller whose switches are fake connections: the first converge compiles every
-    # switch from scratch and sends it all, as at start-up or a push of everything
-    core.PICTURE_WAIT = 0.0
-    ctl = core.Controller(policy)
-    ctl.inv = inv
-    with ctl.lock:
-        for d in inv.switches:
-            ctl.conns[d] = FakeSwitch(d)
-            ctl._invalidate(d)
+    ctl = controller_on(policy, inv)
     t = time.perf_counter()
     ctl._converge_batch(sorted(ctl._dirty))
     full_s = time.perf_counter() - t

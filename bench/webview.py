@@ -30,31 +30,11 @@ REPEAT = 20
 
 
 def _measure(workloads: int) -> dict:
-    from bench.fabricgen import world
-    from controller import core
+    from bench.fabricgen import controller_on, world
     from controller.api import view
 
-    class FakeSwitch:
-        def __init__(self, dpid):
-            self.dpid = dpid
-
-        def read_flows(self):
-            return set()
-
-        def apply(self, delete, add):
-            pass
-
-        def packet_out(self, port, data):
-            pass
-
     policy, inv = world(workloads=workloads)
-    core.PICTURE_WAIT = 0.0
-    ctl = core.Controller(policy)
-    ctl.inv = inv
-    with ctl.lock:
-        for d in inv.switches:
-            ctl.conns[d] = FakeSwitch(d)
-            ctl._invalidate(d)
+    ctl = controller_on(policy, inv)
     ctl._converge_batch(sorted(ctl._dirty))
     ctl._dirty.clear()
 
