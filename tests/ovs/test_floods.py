@@ -207,3 +207,27 @@ def test_a_shut_port_costs_the_datapath_one_megaflow_however_many_sources_it_for
     # the shut port reaches nobody; the others still reach each other
     assert br.ping(EDGE3, EDGE4, count=3, interval=0.05)[1] == 0
     assert br.ping(HV5, EDGE4, count=3, interval=0.05) == (3, 3)
+
+
+def test_dvsctl_trace_says_which_port_is_shut_and_which_source_a_full_port_refuses(br):
+    """The verdict names the drop: a shut port, or a source past the MAC limit."""
+    from controller.trace import explain, ofproto, walk
+    full = [(EDGE3, '02:00:00:77:03:%02x' % i) for i in range(MAX)]
+    registry = cookies.Registry()
+    br.load(world(learned=full, shut=[EDGE4]), registry=registry)
+    ctx = explain.Context(registry=registry, tenant='-', src='h', dst='h', dst_iface=None, service='ip',
+                          source_file='-', default_where='-')
+
+    def verdict(port):
+        t = br.trace(port, eth_src='02:52:00:00:00:01', eth_dst=HOSTS[HV5][0], eth_type=0x0800)
+        hop = walk.Hop(LEAF2, 'leaf2', walk.Place(None, br.name), str(port), (), 'a test')
+        return explain.verdict([walk.HopResult(hop, ofproto.parse(t.text))], ctx)
+    shut = verdict(EDGE4)
+    assert (shut['result'], shut['table']) == ('dropped', 'port_sec'), shut
+    assert shut['text'] == ('dropped at port_sec on leaf2: port %d is shut for a MAC-limit violation '
+                            '(learning.violation: shutdown) until its errdisable_recovery; `dvsctl events` '
+                            'says which source broke it' % EDGE4), shut
+    refused = verdict(EDGE3)
+    assert (refused['result'], refused['table']) == ('dropped', 'learn'), refused
+    assert refused['text'] == ('dropped at learn on leaf2: the source MAC is not one of the max_macs_per_port '
+                               'its port %d has learned (learning: the MAC limit)' % EDGE3), refused
