@@ -15,11 +15,8 @@ bound.  Each size runs in its own process so peak memory is its own.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -84,21 +81,10 @@ def _measure(workloads: int) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument('--one', type=int, help=argparse.SUPPRESS)
-    ap.add_argument('--sizes', type=int, nargs='*', default=list(SIZES))
-    args = ap.parse_args()
-    if args.one:
-        print(json.dumps(_measure(args.one)))
+    from bench.fabricgen import per_size
+    results = per_size('compile', __file__, __doc__, SIZES, _measure)
+    if results is None:
         return 0
-    results = []
-    for n in args.sizes:
-        r = subprocess.run([sys.executable, __file__, '--one', str(n)], capture_output=True, text=True, check=True)
-        results.append(json.loads(r.stdout.splitlines()[-1]))
-    out = {'benchmark': 'compile', 'date': time.strftime('%Y-%m-%d'), 'results': results}
-    (ROOT / 'bench' / 'results').mkdir(exist_ok=True)
-    (ROOT / 'bench' / 'results' / 'compile.json').write_text(json.dumps(out, indent=1))
-    print(json.dumps(out, indent=1))
     print('\n| workloads | flows | full compile (s) | peak RSS (MB) | bind: mods / ms | unbind | move across racks |')
     print('|---|---|---|---|---|---|---|')
     for r in results:

@@ -151,3 +151,32 @@ def controller_on(policy, inv):
             ctl.conns[d] = CountingSwitch(d)
             ctl._invalidate(d)
     return ctl
+
+
+def per_size(name: str, script: str, doc: str, sizes, measure) -> list[dict] | None:
+    """The command line of a bench over fabricgen worlds of several sizes: each size measured
+    by `script --one N` in a process of its own (a clean peak RSS), the results written to
+    bench/results/NAME.json and printed.  None in the child (it printed its one result)."""
+    import argparse
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument('--one', type=int, help=argparse.SUPPRESS)
+    ap.add_argument('--sizes', type=int, nargs='*', default=list(sizes))
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one)))
+        return None
+    results = []
+    for n in args.sizes:
+        r = subprocess.run([sys.executable, script, '--one', str(n)], capture_output=True, text=True, check=True)
+        results.append(json.loads(r.stdout.splitlines()[-1]))
+    out = {'benchmark': name, 'date': time.strftime('%Y-%m-%d'), 'results': results}
+    where = Path(__file__).resolve().parent / 'results'
+    where.mkdir(exist_ok=True)
+    (where / (name + '.json')).write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+    return results

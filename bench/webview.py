@@ -14,10 +14,8 @@ and converged onto a fake connection first, so the reconciler holds each switch'
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,21 +61,8 @@ def _measure(workloads: int) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument('--one', type=int, help=argparse.SUPPRESS)
-    ap.add_argument('--sizes', type=int, nargs='*', default=list(SIZES))
-    args = ap.parse_args()
-    if args.one:
-        print(json.dumps(_measure(args.one)))
-        return 0
-    results = []
-    for n in args.sizes:
-        r = subprocess.run([sys.executable, __file__, '--one', str(n)], capture_output=True, text=True, check=True)
-        results.append(json.loads(r.stdout.splitlines()[-1]))
-    out = {'benchmark': 'webview', 'date': time.strftime('%Y-%m-%d'), 'results': results}
-    (ROOT / 'bench' / 'results').mkdir(exist_ok=True)
-    (ROOT / 'bench' / 'results' / 'webview.json').write_text(json.dumps(out, indent=1))
-    print(json.dumps(out, indent=1))
+    from bench.fabricgen import per_size
+    per_size('webview', __file__, __doc__, SIZES, _measure)
     return 0
 
 
