@@ -514,9 +514,10 @@ class Controller:
                 return
             vlan = _vlan_of(data)
             src = ':'.join('%02x' % b for b in data[6:12])
+            was_shut = learning_switch.is_shut(self.inv, dpid, in_port)
             if vlan is not None and learning_switch.learn(self.fabric, self.inv, dpid, in_port, vlan, src):
                 self._invalidate(dpid, {learning_switch.APP})
-                if learning_switch.is_shut(self.inv, dpid, in_port):
+                if not was_shut and learning_switch.is_shut(self.inv, dpid, in_port):
                     self._port_shut(sw, in_port, vlan, src)
 
     def _port_shut(self, sw, no: int, vlan: int, mac: str) -> None:

@@ -343,5 +343,13 @@ def test_the_core_logs_the_shutdown_and_the_recovery_and_forgets_a_deleted_port(
         assert ctl.inv.shutdown == {LEAF1: {3}}
         ctl.port_status(LEAF1, 'delete', 3, 'leaf1-eth3', False)        # its number may come back
         assert ctl.inv.shutdown == {LEAF1: set()}
+        # a reload to restrict while a port is shut: it learns again, and no new shutdown is told
+        for i in range(20, 25):
+            ctl.packet_in(LEAF1, 4, LEARN, tagged_frame(mac(i), 1))
+        assert ctl.inv.shutdown == {LEAF1: {4}}
+        ctl.policy = Policy(example_fabric(max_macs_per_port=4, violation='restrict'))
+        ctl.packet_in(LEAF1, 4, LEARN, tagged_frame(mac(30), 1))
+        assert ctl.inv.macs[LEAF1].on_port(4) == 1
+        assert len([e for e in ctl.events.since(0) if e['event'] == 'port_shutdown']) == 3
     finally:
         ctl.stop()
