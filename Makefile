@@ -43,6 +43,8 @@ bench: setup
 	$(PY) bench/trace.py
 	$(PY) bench/migration.py
 	$(PY) bench/push.py --osken
+	flock /tmp/opendvs-lab.lock $(PY) bench/restarts_runs.py 3
+	flock /tmp/opendvs-lab.lock $(PY) bench/floods_runs.py 3
 	@$(MAKE) --no-print-directory bench-peers
 
 # Issue 11 part 7: opendvs side by side with OVS NORMAL, Ryu 4.34 and Faucet 1.10.12 on the same

@@ -8,11 +8,10 @@ Run it alone, holding the lab lock:
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 
-from pytest_runs import runs as test_runs
+from pytest_runs import runs as test_runs, save
 
 PROBES = ('data1 -> data2', 'app1 -> app2')
 PHASES = ('flood_first_s', 'flood_rest', 'arp')
@@ -39,7 +38,7 @@ def main(n: int = 3) -> None:
     summary['controller'] = {'cpu_pct': spread(r['controller_cpu_pct'] for r in runs),
                              'rss_growth_mb': spread(round(r['controller_rss_mb'][1] - r['controller_rss_mb'][0], 1)
                                                      for r in runs)}
-    print(json.dumps({'runs': runs, 'summary': summary}, indent=1))
+    save('floods', {'runs': runs, 'summary': summary})
 
 
 if __name__ == '__main__':

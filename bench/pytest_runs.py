@@ -20,3 +20,11 @@ def runs(test: str, env_var: str, n: int) -> list[dict]:
                            env=dict(os.environ, **{env_var: str(out)}), capture_output=True, text=True)
         print('run %d: %s' % (i + 1, (r.stdout.strip().splitlines() or ['?'])[-1]), file=sys.stderr, flush=True)
     return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+
+def save(name: str, result: dict) -> None:
+    """bench/results/NAME.json (as the other benches leave theirs), and print it."""
+    where = ROOT / 'bench' / 'results'
+    where.mkdir(exist_ok=True)
+    (where / (name + '.json')).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))

@@ -7,11 +7,10 @@ Run it alone, holding the lab lock for all runs (the root OVS restart needs it):
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 
-from pytest_runs import runs as test_runs
+from pytest_runs import runs as test_runs, save
 
 
 def main(n: int = 3) -> None:
@@ -24,7 +23,7 @@ def main(n: int = 3) -> None:
         summary[case]['runs'] = len(rows)
         summary[case]['deleted'] = sorted({r['deleted'] for r in rows})
         summary[case]['flow_mods_added'] = sorted({r['added'] for r in rows})
-    print(json.dumps({'pps': 100, 'runs': runs, 'summary': summary}, indent=1))
+    save('restarts', {'pps': 100, 'runs': runs, 'summary': summary})
 
 
 if __name__ == '__main__':
