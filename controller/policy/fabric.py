@@ -92,20 +92,21 @@ def _learning(c, top) -> model.Learning:
     return model.Learning(
         mac_age=_int(c, ('learning', 'mac_age'), m, 10, 86400, d.mac_age),
         max_macs_per_port=_int(c, ('learning', 'max_macs_per_port'), m, 1, 65535, d.max_macs_per_port),
-        violation=_choice(c, ('learning', 'violation'), m, model.VIOLATIONS),
+        violation=_choice(c, ('learning', 'violation'), m, model.VIOLATIONS) or model.VIOLATIONS[0],
         errdisable_recovery=_int(c, ('learning', 'errdisable_recovery'), m, 1, 65535, d.errdisable_recovery))
 
 
 def _choice(c, path, parent, choices):
-    """One of `choices` (the first when the key is absent)."""
+    """One of `choices`: the first when the key is absent, None (and an error) when it is
+    none of them."""
     if path[-1] not in parent:
         return choices[0]
     v = parent[path[-1]]
     if v not in choices:
-        close = difflib.get_close_matches(v[:64], choices, n=1) if isinstance(v, str) else ()
+        close = difflib.get_close_matches(str(v)[:64], choices, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ''
         c.error(path, f"expected one of {', '.join(choices)}, got {kind(v)}{hint}")
-        return choices[0]
+        return None
     return v
 
 
@@ -219,14 +220,9 @@ def _uplinks(c, p, m):
     more cables are always one bond (an EtherChannel, never independent ports: nothing runs
     STP); `bond` says which kind, and only makes sense with more than one cable."""
     uplinks = c.integer(p + ('uplinks',), m['uplinks'], 1, model.MAX_UPLINKS) if 'uplinks' in m else 1
-    if 'bond' not in m:
-        return uplinks, model.BOND_MODES[0]
-    bond = m['bond']
-    if bond not in model.BOND_MODES:
-        close = difflib.get_close_matches(str(bond), model.BOND_MODES, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ''
-        c.error(p + ('bond',), f"expected one of {', '.join(model.BOND_MODES)}, got {kind(bond)}{hint}")
-        return uplinks, None
+    bond = _choice(c, p + ('bond',), m, model.BOND_MODES)
+    if 'bond' not in m or bond is None:
+        return uplinks, bond
     if uplinks == 1:
         c.error(p + ('bond',), 'a bond needs at least two uplinks; add `uplinks: 2` (or drop `bond:`)')
         return uplinks, None

@@ -62,7 +62,8 @@ CASES = [
     (BASE + 'learning: {max_macs_per_port: 65536}\n', '4:31: learning.max_macs_per_port: 65536 is out of range'),
     (BASE + 'learning: {violation: shutdwn}\n', "4:23: learning.violation: expected one of shutdown, restrict, "
                                                  "got string 'shutdwn'; did you mean 'shutdown'?"),
-    (BASE + 'learning: {violation: [shutdown]}\n', '4:23: learning.violation: expected one of shutdown, restrict, got list'),
+    (BASE + 'learning: {violation: [shutdown]}\n', "4:23: learning.violation: expected one of shutdown, restrict, got list; "
+                                                    "did you mean 'shutdown'?"),
     # a hold time is an OpenFlow hard_timeout: 16 bits
     (BASE + 'learning: {errdisable_recovery: 0}\n', '4:33: learning.errdisable_recovery: 0 is out of range 1..65535'),
     (BASE + 'learning: {errdisable_recovery: 65536}\n', '4:33: learning.errdisable_recovery: 65536 is out of range'),
