@@ -8,14 +8,13 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from apps import learning_switch
 from controller.pipeline import cookies, tables
 from controller.trace import ofproto
 from controller.trace.walk import End, HopResult, Hop
 
 MICROSEG, PORT_SECURITY, GATEWAY, PIPELINE = 'microseg', 'port_security', 'anycast_gateway', 'pipeline'
-LEARNING = 'learning_switch'
 K_RULE, K_DEFAULT, K_INVALID, K_FLOOD = 3, 4, 5, 7        # apps/microseg.py's cookie kinds
-K_REFUSED, K_GUARD, K_SHUTDOWN = 3, 4, 5                  # apps/learning_switch.py's (controller/floods.py)
 
 
 @dataclasses.dataclass
@@ -211,13 +210,13 @@ def _drop(res: HopResult, ctx: Context) -> dict:
     if c.app == GATEWAY and table == 'l3':
         return _out('dropped', 'dropped at %s: tenant %s\'s VRF routes no nic at %s (%s flow %s, %s)'
                     % (where, c.tenant, ctx.dst_ip, c.app, c.owner, c.where), sw, table, ctx)
-    if c.app == LEARNING and c.kind == K_SHUTDOWN:
+    if c.app == learning_switch.APP and c.kind == learning_switch.K_SHUTDOWN:
         return _out('dropped', 'dropped at %s: %s is shut for a MAC-limit violation (learning.violation: '
                     'shutdown) until its errdisable_recovery; `dvsctl events` says which source broke it'
                     % (where, (c.owner or 'its port').replace('port:', 'port ')), sw, table, ctx)
-    if c.app == LEARNING and c.kind in (K_REFUSED, K_GUARD):
+    if c.app == learning_switch.APP and c.kind in (learning_switch.K_REFUSED, learning_switch.K_GUARD):
         return _out('dropped', 'dropped at %s: the source MAC is not one of the max_macs_per_port its %s has '
-                    'learned (learning: the MAC limit)' % (where, 'port' if c.kind == K_REFUSED else
+                    'learned (learning: the MAC limit)' % (where, 'port' if c.kind == learning_switch.K_REFUSED else
                                                           (c.owner or 'port').replace('port:', 'port ')),
                     sw, table, ctx)
     if c.app == PIPELINE and (c.owner or '').startswith('miss:'):
